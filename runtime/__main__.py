@@ -1,0 +1,46 @@
+"""`python -m runtime serve` runs one node."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from runtime import config, logs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(
+            "usage: python -m runtime serve [--help] [flags]\n\n"
+            "  serve   run one node (python -m runtime serve --help lists its settings)"
+        )
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command != "serve":
+        print(f"unknown command {command!r}; expected: serve", file=sys.stderr)
+        return 2
+    try:
+        settings = config.parse_argv(rest)
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level)
+    from runtime.node.service import NodeService
+
+    service = NodeService(settings)
+    clean = _run(service.run_until_signal())
+    return 0 if clean else 1
+
+
+def _run(coroutine):  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

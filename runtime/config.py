@@ -1,0 +1,304 @@
+"""Every setting of a node: a CLI flag and the same-named environment variable, checked at once.
+
+`--max-message-bytes` is also `MAX_MESSAGE_BYTES`; a flag wins over the environment. A bad value stops
+the node before it listens, with a message naming the setting, the rule and the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from runtime.core.origin_policy import compile_allowed_origins
+from runtime.wire.connection_id import MAX_REGION_LENGTH, NodeAddress
+from runtime.wire.events import RouteSelector
+
+MiB = 1024 * 1024
+DEFAULT_PEER_ADDRESS = NodeAddress("127.0.0.1", 9100)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or out of range."""
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """Parse `host:port` or `[v6]:port`."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(
+            f"must be host:port with a port from 0 (any free port) to 65535 (got {text!r})"
+        )
+    return host.strip("[]"), int(port)
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"must be an integer (got {text!r})") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high} (got {value})")
+        return value
+
+    return parse
+
+
+def _float(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"must be a number of seconds (got {text!r})") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g} (got {value:g})")
+        return value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"must be true or false (got {text!r})")
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)} (got {text!r})")
+        return text
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _node_address(text: str) -> NodeAddress:
+    host, port = host_port(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"must be an IP address and port (got {text!r})") from None
+    return NodeAddress(host, port)
+
+
+def _region(text: str) -> str:
+    if not text or len(text) > MAX_REGION_LENGTH or not text.isascii():
+        raise ValueError(f"must be 1 to {MAX_REGION_LENGTH} ASCII characters (got {text!r})")
+    return text
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    values = _list(text)
+    compile_allowed_origins(values)
+    return values
+
+
+def _route_expression(text: str) -> str:
+    RouteSelector(text)
+    return text
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    origin_transport: str = "http"
+    origin_url: str = ""
+    origin_token: str = ""
+    origin_concurrency: int = 4
+    origin_batch_events: int = 500
+    origin_batch_bytes: int = 4 * MiB
+    origin_request_timeout: float = 10.0
+    origin_unavailable_seconds: float = 30.0
+    event_buffer_bytes: int = 64 * MiB
+    event_buffer_events: int = 100_000
+    command_listen: tuple[str, int] | None = ("127.0.0.1", 8081)
+    command_token: str = ""
+    no_command_auth: bool = False
+    subprotocols: tuple[str, ...] = ()
+    route_selection_expression: str = ""
+    keepalive_interval: float = 60.0
+    allowed_origins: tuple[str, ...] = ()
+    max_message_bytes: int = 256 * 1024
+    max_connections: int = 20_000
+    send_buffer_messages: int = 1_000
+    send_buffer_bytes: int = 1 * MiB
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    close_timeout: float = 5.0
+    drain_seconds: float = 25.0
+    region: str = "local"
+    stage: str = "local"
+    peer_advertise: NodeAddress = DEFAULT_PEER_ADDRESS
+    trust_forwarded_for: bool = False
+    gone_events: bool = True
+    log_format: str = "auto"
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str | None = None
+
+
+_SPECS: dict[str, _Spec] = {
+    "listen": _Spec(host_port, "address for WebSocket clients and GET /healthz", "HOST:PORT"),
+    "origin_transport": _Spec(
+        _choice("http", "echo"),
+        "where events go: http (POST to --origin-url) or echo (built in: every message is "
+        "sent back to its sender, for trying the node out)",
+    ),
+    "origin_url": _Spec(_text, 'URL the node POSTs event batches to ({"events": [...]})', "URL"),
+    "origin_token": _Spec(_text, "bearer token sent to the origin, if set"),
+    "origin_concurrency": _Spec(_int(1, 64), "event requests in flight to the origin at once"),
+    "origin_batch_events": _Spec(_int(1, 10_000), "most events in one origin request"),
+    "origin_batch_bytes": _Spec(_int(1024, 64 * MiB), "most bytes of events in one request"),
+    "origin_request_timeout": _Spec(_float(0.1, 300), "seconds before an origin request fails"),
+    "origin_unavailable_seconds": _Spec(
+        _float(0.1, 3600),
+        "seconds a connection's events may wait for an unreachable origin before the "
+        "connection is closed with 1011",
+    ),
+    "event_buffer_bytes": _Spec(
+        _int(64 * 1024, 4096 * MiB),
+        "bytes of events held for the origin before the node stops reading from clients",
+    ),
+    "event_buffer_events": _Spec(_int(100, 10_000_000), "events held before the same"),
+    "command_listen": _Spec(
+        lambda text: host_port(text) if text else None,
+        "address of the POST /commands endpoint (empty: none)",
+        "HOST:PORT",
+    ),
+    "command_token": _Spec(_text, "bearer token /commands requires"),
+    "no_command_auth": _Spec(_bool, "accept /commands without a token (local use only)", "BOOL"),
+    "subprotocols": _Spec(_list, "subprotocols offered, most preferred first", "A,B"),
+    "route_selection_expression": _Spec(
+        _route_expression, "routeKey of messages, e.g. $request.body.action", "EXPR"
+    ),
+    "keepalive_interval": _Spec(
+        _float(0, 86_400), "seconds between KEEPALIVE events (0: none)", "SECONDS"
+    ),
+    "allowed_origins": _Spec(
+        _origins, "Origin header values allowed, e.g. https://*.example.com (empty: all)", "A,B"
+    ),
+    "max_message_bytes": _Spec(
+        _int(1024, 32 * MiB), "largest client message; larger ones close the connection with 1009"
+    ),
+    "max_connections": _Spec(
+        _int(1, 10_000_000), "connections per node; beyond, handshakes get 503"
+    ),
+    "send_buffer_messages": _Spec(
+        _int(1, 1_000_000), "messages a client may leave unread before it is closed with 1013"
+    ),
+    "send_buffer_bytes": _Spec(
+        _int(1024, 1024 * MiB), "bytes a client may leave unread before it is closed with 1013"
+    ),
+    "ping_interval": _Spec(_float(0, 3600), "seconds between pings to clients (0: none)"),
+    "ping_timeout": _Spec(_float(0.1, 3600), "seconds a client has to answer a ping"),
+    "close_timeout": _Spec(_float(0.1, 600), "seconds a closing client has to answer"),
+    "drain_seconds": _Spec(_float(0, 3600), "seconds SIGTERM/SIGINT may take to drain"),
+    "region": _Spec(_region, "region named in events and connection IDs"),
+    "stage": _Spec(_text, "stage (environment) named in events"),
+    "peer_advertise": _Spec(
+        _node_address, "address other nodes reach this one at; inside connection IDs", "IP:PORT"
+    ),
+    "trust_forwarded_for": _Spec(
+        _bool, "take sourceIp from X-Forwarded-For (only behind a proxy that sets it)", "BOOL"
+    ),
+    "gone_events": _Spec(_bool, "send GONE events for commands to unknown connections", "BOOL"),
+    "log_format": _Spec(_choice("auto", "json", "text"), "auto: JSON unless stdout is a terminal"),
+    "log_level": _Spec(_choice("DEBUG", "INFO", "WARNING", "ERROR"), "least severe level logged"),
+}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every setting as a flag; values stay strings until `load` checks them."""
+    for field in fields(Settings):
+        spec = _SPECS[field.name]
+        default = field.default
+        shown = (
+            ",".join(default)
+            if isinstance(default, tuple) and all(isinstance(x, str) for x in default)
+            else f"{default[0]}:{default[1]}"
+            if isinstance(default, tuple)
+            else default
+        )
+        parser.add_argument(
+            flag(field.name),
+            dest=field.name,
+            metavar=spec.metavar,
+            help=f"{spec.help} [env {env_name(field.name)}; default {shown!s}]",
+        )
+
+
+def load(args: Mapping[str, str | None], environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from parsed flags, then the environment, then defaults; checked together."""
+    values: dict[str, Any] = {}
+    for field in fields(Settings):
+        raw = args.get(field.name)
+        source = flag(field.name)
+        if raw is None and env_name(field.name) in environ:
+            raw, source = environ[env_name(field.name)], env_name(field.name)
+        if raw is None:
+            continue
+        try:
+            values[field.name] = _SPECS[field.name].parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source} {exc}") from None
+    settings = Settings(**values)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(s: Settings) -> None:
+    if s.origin_transport == "http" and not s.origin_url:
+        raise ConfigError("--origin-url is required when --origin-transport is http")
+    if s.origin_url and not s.origin_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--origin-url must start with http:// or https:// (got {s.origin_url!r})"
+        )
+    if s.command_listen and not s.command_token and not s.no_command_auth:
+        raise ConfigError(
+            "--command-token is required for --command-listen; "
+            "pass --no-command-auth true only where nothing untrusted can reach the port"
+        )
+    if s.command_listen == s.listen:
+        raise ConfigError("--command-listen must differ from --listen")
+    if s.event_buffer_bytes < s.max_message_bytes * 2:
+        raise ConfigError(
+            f"--event-buffer-bytes must be at least twice --max-message-bytes "
+            f"({2 * s.max_message_bytes}; got {s.event_buffer_bytes})"
+        )
+    if s.send_buffer_bytes < 1024:
+        raise ConfigError("--send-buffer-bytes must be at least 1024")
+
+
+def parse_argv(argv: Sequence[str], prog: str = "python -m runtime serve") -> Settings:
+    parser = argparse.ArgumentParser(prog=prog, description="Run one gateway node.")
+    add_arguments(parser)
+    namespace = parser.parse_args(argv)
+    return load(vars(namespace))

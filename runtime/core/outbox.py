@@ -1,0 +1,111 @@
+"""Events waiting for the origin: bounded, batched, and in order per connection.
+
+Several requests to the origin may be in flight at once, but never two holding events of the same
+connection: a connection's next events wait until its in-flight batch is acknowledged, and a failed
+batch goes back to the head of its connections' queues. That keeps per-connection order through
+retries while unrelated connections keep flowing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Batch:
+    events: list[bytes] = field(default_factory=list)
+    nbytes: int = 0
+    # (key, events of that key in this batch, enqueue times), to release or put back.
+    parts: list[tuple[str, list[tuple[bytes, float]]]] = field(default_factory=list)
+
+
+class EventOutbox:
+    """Bounded FIFO per key (a connection ID, or a node-level key for keep-alives)."""
+
+    def __init__(self, *, max_bytes: int, max_events: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_events = max_events
+        self.nbytes = 0
+        self.nevents = 0
+        self._pending: dict[str, deque[tuple[bytes, float]]] = {}
+        self._ready: deque[str] = deque()
+        self._in_flight: set[str] = set()
+        self._since: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return self.nevents
+
+    @property
+    def full(self) -> bool:
+        """Past the bound: producers should stop reading from clients until it clears."""
+        return self.nbytes >= self.max_bytes or self.nevents >= self.max_events
+
+    @property
+    def sendable(self) -> bool:
+        return bool(self._ready)
+
+    def add(self, key: str, event: bytes, now: float) -> None:
+        """Accept an event. Always succeeds: callers check `full` before reading more input."""
+        queue = self._pending.get(key)
+        if queue is None:
+            queue = self._pending[key] = deque()
+        if not queue and key not in self._in_flight:
+            self._ready.append(key)
+        if key not in self._since:
+            self._since[key] = now
+        queue.append((event, now))
+        self.nbytes += len(event)
+        self.nevents += 1
+
+    def take(self, *, max_events: int, max_bytes: int) -> Batch | None:
+        """The next batch: whole queues of ready keys while they fit; at least one event."""
+        if not self._ready:
+            return None
+        batch = Batch()
+        events = batch.events
+        while self._ready and len(events) < max_events:
+            key = self._ready[0]
+            queue = self._pending[key]
+            taken: list[tuple[bytes, float]] = []
+            while queue and len(events) < max_events:
+                event = queue[0][0]
+                if events and batch.nbytes + len(event) > max_bytes:
+                    break
+                taken.append(queue.popleft())
+                events.append(event)
+                batch.nbytes += len(event)
+            if not taken:
+                break
+            self._ready.popleft()
+            self._in_flight.add(key)
+            batch.parts.append((key, taken))
+            if queue:
+                break  # this batch is full; the key stays blocked until it is acknowledged
+        return batch
+
+    def complete(self, batch: Batch) -> None:
+        """The origin has the batch: release its memory and unblock its keys."""
+        for key, taken in batch.parts:
+            self._in_flight.discard(key)
+            queue = self._pending[key]
+            if queue:
+                self._ready.append(key)
+                self._since[key] = queue[0][1]
+            else:
+                del self._pending[key]
+                del self._since[key]
+            self.nevents -= len(taken)
+            self.nbytes -= sum(len(event) for event, _ in taken)
+
+    def retry(self, batch: Batch) -> None:
+        """The batch failed: its events go back to the head of their queues, order kept."""
+        for key, taken in reversed(batch.parts):
+            self._in_flight.discard(key)
+            self._pending[key].extendleft(reversed(taken))
+            self._ready.appendleft(key)  # an in-flight key is never in the ready list
+
+    def stale_keys(self, now: float, max_age: float) -> list[str]:
+        """Keys whose oldest undelivered event has waited longer than `max_age` seconds."""
+        limit = now - max_age
+        return [key for key, since in self._since.items() if since < limit]

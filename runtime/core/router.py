@@ -1,0 +1,62 @@
+"""Where a command goes: to connections held here, to the nodes that hold the others, or nowhere.
+
+A command is checked whole before any part of it is carried out, so a malformed ID rejects its
+command and touches no connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass, field, replace
+
+from runtime.wire.commands import Broadcast, Close, Command, CommandError, Send
+from runtime.wire.connection_id import InvalidConnectionId, NodeAddress, parse_connection_id
+
+
+@dataclass(slots=True)
+class Route:
+    """One command, split by destination."""
+
+    command: Command
+    local_ids: list[str] = field(default_factory=list)
+    forwards: dict[NodeAddress, Command] = field(default_factory=dict)
+    gone_ids: list[str] = field(default_factory=list)
+    to_every_node: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    node: NodeAddress
+    region: str
+
+    def route(self, command: Command, local: Container[str], *, from_peer: bool) -> Route:
+        """Split `command`; `from_peer` commands were already routed, so they never travel on."""
+        route = Route(command)
+        if isinstance(command, Broadcast):
+            route.to_every_node = not from_peer
+            return route
+        remote: dict[NodeAddress, list[str]] = {}
+        for connection_id in command.connection_ids:
+            if connection_id in local:
+                route.local_ids.append(connection_id)
+                continue
+            try:
+                parsed = parse_connection_id(connection_id)
+            except InvalidConnectionId as exc:
+                raise CommandError(str(exc)) from None
+            if parsed.region != self.region:
+                raise CommandError(
+                    f"connection ID {connection_id!r} belongs to region {parsed.region!r}; "
+                    f"this node serves {self.region!r}: send it to that region's commands"
+                )
+            if from_peer or parsed.node == self.node:
+                route.gone_ids.append(connection_id)
+            else:
+                remote.setdefault(parsed.node, []).append(connection_id)
+        for node, ids in remote.items():
+            route.forwards[node] = _narrow(command, ids)
+        return route
+
+
+def _narrow(command: Send | Close, ids: list[str]) -> Command:
+    return replace(command, connection_ids=tuple(ids))

@@ -1,0 +1,61 @@
+"""What the node reads from a client's opening handshake."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import NegotiationError
+from websockets.typing import Subprotocol
+
+from runtime.wire.events import HandshakeDetails
+
+
+def subprotocol_selector(supported: Sequence[str]):  # type: ignore[no-untyped-def]
+    """Pick the first configured subprotocol the client offers.
+
+    A client offering none is accepted without one (as API Gateway does); a client offering only
+    unknown ones is refused with 400, since browsers fail a connection whose server ignores them.
+    """
+
+    def select(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        if not offered:
+            return None
+        for name in supported:
+            if name in offered:
+                return Subprotocol(name)
+        expected = ", ".join(supported) if supported else "none"
+        raise NegotiationError(
+            f"unsupported subprotocol {', '.join(offered)}; this server supports: {expected}"
+        )
+
+    return select
+
+
+def handshake_details(connection: ServerConnection, trust_forwarded_for: bool) -> HandshakeDetails:
+    request = connection.request
+    assert request is not None  # the handler runs only after a handshake
+    split = urlsplit(request.path)
+    headers = list(request.headers.raw_items())
+    return HandshakeDetails(
+        path=split.path,
+        headers=headers,
+        query=parse_qsl(split.query, keep_blank_values=True),
+        source_ip=source_ip(connection, headers, trust_forwarded_for),
+        subprotocol=connection.subprotocol,
+    )
+
+
+def source_ip(
+    connection: ServerConnection, headers: Sequence[tuple[str, str]], trust_forwarded_for: bool
+) -> str:
+    """The client's address: the peer's, or the one our trusted proxy appended last."""
+    if trust_forwarded_for:
+        forwarded = [value for name, value in headers if name.lower() == "x-forwarded-for"]
+        if forwarded:
+            hops = [hop.strip() for hop in ",".join(forwarded).split(",") if hop.strip()]
+            if hops:
+                return hops[-1]
+    peer = connection.remote_address
+    return str(peer[0]) if peer else ""

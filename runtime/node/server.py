@@ -1,0 +1,441 @@
+"""The node: accepts WebSocket clients, turns what they do into events, and carries out commands.
+
+Decisions live in the pure modules (wire/, core/); this module only moves bytes between the
+websockets server, the origin pump and the cluster transport, and owns the connection lifecycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from runtime.config import Settings
+from runtime.core.origin_policy import compile_allowed_origins
+from runtime.core.outbox import EventOutbox
+from runtime.core.registry import ConnectionEntry, ConnectionRegistry
+from runtime.core.router import Route, Router
+from runtime.core.send_buffer import SendLimits
+from runtime.node.frames import message_frame
+from runtime.node.handshake import handshake_details, subprotocol_selector
+from runtime.node.origin_pump import OriginPump
+from runtime.transports.base import ClusterTransport, OriginTransport
+from runtime.wire import events
+from runtime.wire.commands import Broadcast, Close, Command, CommandError, Send
+from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
+
+log = logging.getLogger("runtime.node")
+
+HEALTH_PATH = "/healthz"
+KEEPALIVE_KEY = "$keepalive"
+KEEPALIVE_IDS_PER_EVENT = 1000
+SERVER_HEADER = "wsgateway"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of a list of commands handed to `Node.execute`."""
+
+    accepted: int = 0
+    rejections: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Node:
+    def __init__(
+        self,
+        settings: Settings,
+        origin: OriginTransport,
+        cluster: ClusterTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.origin = origin
+        self.cluster = cluster
+        self.address: NodeAddress = settings.peer_advertise
+        self.context = events.NodeContext(stage=settings.stage, region=settings.region)
+        self.issuer = ConnectionIdIssuer(settings.region, settings.peer_advertise)
+        self.router = Router(settings.peer_advertise, settings.region)
+        self.routes = events.RouteSelector(settings.route_selection_expression)
+        self.limits = SendLimits(settings.send_buffer_messages, settings.send_buffer_bytes)
+        self.registry: ConnectionRegistry[ServerConnection] = ConnectionRegistry()
+        self.pump = OriginPump(
+            EventOutbox(
+                max_bytes=settings.event_buffer_bytes, max_events=settings.event_buffer_events
+            ),
+            origin,
+        )
+        self.counters: Counter[str] = Counter()
+        self.draining = False
+        self.ws_address: tuple[str, int] | None = None
+        self._server: Server | None = None
+        self._no_connections = asyncio.Event()
+        self._no_connections.set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.origin.start()
+        self.pump.start()
+        self._server = await serve(
+            self._handle,
+            s.listen[0],
+            s.listen[1],
+            process_request=self._process_request,
+            select_subprotocol=subprotocol_selector(s.subprotocols),
+            subprotocols=list(s.subprotocols) or None,  # type: ignore[arg-type]
+            origins=compile_allowed_origins(s.allowed_origins),
+            compression=None,
+            max_size=s.max_message_bytes,
+            ping_interval=s.ping_interval or None,
+            ping_timeout=s.ping_timeout,
+            close_timeout=s.close_timeout,
+            server_header=SERVER_HEADER,
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.ws_address = (sockname[0], sockname[1])
+        if s.keepalive_interval > 0:
+            self._loops.append(asyncio.create_task(self._keepalive_loop(), name="keepalive"))
+        self._loops.append(asyncio.create_task(self._stale_loop(), name="origin-watch"))
+        log.info(
+            "node listening",
+            extra={
+                "websocketAddress": f"{self.ws_address[0]}:{self.ws_address[1]}",
+                "nodeAddress": str(self.address),
+                "region": s.region,
+                "stage": s.stage,
+            },
+        )
+
+    async def drain(self) -> bool:
+        """Stop taking clients, close each with 1001, deliver their DISCONNECTs, then stop.
+
+        Returns False if the drain timeout cut it short (the log says what was left).
+        """
+        if self.draining:
+            return False
+        self.draining = True
+        started = time.monotonic()
+        deadline = started + self.settings.drain_seconds
+        flush_reserve = min(5.0, self.settings.drain_seconds / 3)
+        log.info("draining", extra={"connections": len(self.registry)})
+        for entry in self.registry:
+            self._close(entry, 1001, "going away")
+        await self._wait_no_connections(deadline - flush_reserve - time.monotonic())
+        for entry in self.registry:  # those that never answered the close
+            entry.handle.transport.abort()
+        await self._wait_no_connections(min(1.0, deadline - time.monotonic()))
+        flushed = await self.pump.flush(max(0.0, deadline - time.monotonic()))
+        left = len(self.pump.outbox)
+        await self.stop()
+        level = logging.INFO if flushed and not left else logging.ERROR
+        log.log(
+            level,
+            "drained" if level == logging.INFO else "drain timed out",
+            extra={
+                "seconds": round(time.monotonic() - started, 3),
+                "undeliveredEvents": left,
+                **self.counters,
+            },
+        )
+        return level == logging.INFO
+
+    async def stop(self) -> None:
+        """Stop now: close whatever is still open and release the transports."""
+        self.draining = True
+        for task in self._loops:
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), self.settings.close_timeout + 1)
+            except TimeoutError:
+                log.warning("connections still open at stop", extra={"count": len(self.registry)})
+        await self.pump.flush(0.5)
+        await self.pump.stop()
+        await self.origin.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _wait_no_connections(self, timeout: float) -> None:
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_connections.wait(), timeout)
+
+    # Handshake
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == HEALTH_PATH:
+            if self.draining:
+                return _text_response(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+            return _text_response(http.HTTPStatus.OK, "ok\n")
+        if self.draining:
+            return _text_response(
+                http.HTTPStatus.SERVICE_UNAVAILABLE, "This node is shutting down; reconnect.\n"
+            )
+        assert self._server is not None
+        # all_connections counts this handshake too, and others still in their handshake.
+        if len(self._server.all_connections) > self.settings.max_connections:
+            self.counters["handshakesRefusedFull"] += 1
+            log.warning("connection limit reached", extra={"limit": self.settings.max_connections})
+            return _text_response(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                "This node is at its connection limit; retry later.\n",
+            )
+        return None
+
+    # Connections
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        connection_id = self.issuer.issue()
+        connected_at = now_ms()
+        details = handshake_details(connection, self.settings.trust_forwarded_for)
+        fragment = events.connection_fragment(self.context, connection_id, connected_at, details)
+        entry = ConnectionEntry(connection_id, connection, fragment, connected_at)
+        self.registry.add(entry)
+        self._no_connections.clear()
+        self.counters["connectionsOpened"] += 1
+        self._emit(
+            connection_id, events.connect_event(fragment, entry.sequence(), connected_at, details)
+        )
+        log.info(
+            "connected",
+            extra={
+                "connectionId": connection_id,
+                "sourceIp": details.source_ip,
+                "subprotocol": details.subprotocol,
+                "path": details.path,
+            },
+        )
+        pump = self.pump
+        select = self.routes.select
+        try:
+            while True:
+                if not pump.has_room:
+                    await self._wait_for_room(connection)
+                data = await connection.recv()
+                self._emit(
+                    connection_id,
+                    events.message_event(fragment, entry.sequence(), now_ms(), select(data), data),
+                )
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("connection handler failed", extra={"connectionId": connection_id})
+            await connection.close(1011, "internal error")
+        finally:
+            self.registry.remove(connection_id)
+            if not len(self.registry):
+                self._no_connections.set()
+            code, reason = _close_status(connection)
+            self.counters["connectionsClosed"] += 1
+            self._emit(
+                connection_id,
+                events.disconnect_event(fragment, entry.sequence(), now_ms(), code, reason),
+            )
+            log.info(
+                "disconnected",
+                extra={"connectionId": connection_id, "code": code, "reason": reason},
+            )
+
+    async def _wait_for_room(self, connection: ServerConnection) -> None:
+        """Backpressure: read nothing more from this client until the origin catches up."""
+        self.counters["readsPaused"] += 1
+        room = asyncio.ensure_future(self.pump.wait_for_room())
+        closed = asyncio.ensure_future(connection.wait_closed())
+        try:
+            await asyncio.wait((room, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            room.cancel()
+            closed.cancel()
+
+    def _emit(self, key: str, event: bytes) -> None:
+        self.pump.add(key, event)
+
+    def _close(self, entry: ConnectionEntry[ServerConnection], code: int, reason: str) -> None:
+        if entry.closing:
+            return
+        entry.closing = True
+        self._spawn(entry.handle.close(code, reason))
+
+    def _spawn(self, coroutine) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # Commands
+
+    async def execute(self, commands: Sequence[Command], *, from_peer: bool = False) -> Outcome:
+        """Carry out commands in order; returns once local writes are done and peers have theirs."""
+        outcome = Outcome()
+        forwards: dict[NodeAddress, list[Command]] = {}
+        for position, command in enumerate(commands):
+            try:
+                route = self.router.route(command, self.registry, from_peer=from_peer)
+            except CommandError as exc:
+                outcome.rejections.append((position, str(exc)))
+                self.counters["commandsRejected"] += 1
+                log.warning("command rejected", extra={"action": command.action, "error": str(exc)})
+                continue
+            outcome.accepted += 1
+            self.counters["commandsAccepted"] += 1
+            self._deliver_locally(route)
+            for node, narrowed in route.forwards.items():
+                forwards.setdefault(node, []).append(narrowed)
+            if route.to_every_node and self.cluster is not None:
+                for peer in self.cluster.peers():
+                    if peer != self.address:
+                        forwards.setdefault(peer, []).append(command)
+            for connection_id in route.gone_ids:
+                self._gone(connection_id, command.action)
+        if forwards:
+            await asyncio.gather(*(self._forward(node, batch) for node, batch in forwards.items()))
+        return outcome
+
+    def _deliver_locally(self, route: Route) -> None:
+        command = route.command
+        if isinstance(command, Close):
+            for connection_id in route.local_ids:
+                entry = self.registry.get(connection_id)
+                if entry is not None:
+                    self._close(entry, command.code, command.reason)
+            return
+        if isinstance(command, Broadcast):
+            frame = message_frame(command.payload, command.binary)
+            for entry in self.registry:
+                self._write(entry, frame)
+            return
+        if route.local_ids:
+            frame = message_frame(command.payload, command.binary)
+            get = self.registry.get
+            for connection_id in route.local_ids:
+                entry = get(connection_id)
+                if entry is None or not self._write(entry, frame):
+                    self._gone(connection_id, command.action)
+
+    def _write(self, entry: ConnectionEntry[ServerConnection], frame: bytes) -> bool:
+        """Write one frame to a client; a client that reads too slowly is closed with 1013."""
+        connection = entry.handle
+        if entry.closing or connection.protocol.state is not State.OPEN:
+            return False
+        transport = connection.transport
+        transport.write(frame)
+        messages, nbytes = entry.backlog.record(len(frame), transport.get_write_buffer_size())
+        if messages and self.limits.exceeded(messages, nbytes):
+            self.counters["slowClientsClosed"] += 1
+            log.warning(
+                "client too slow; closing",
+                extra={
+                    "connectionId": entry.connection_id,
+                    "bufferedMessages": messages,
+                    "bufferedBytes": nbytes,
+                },
+            )
+            self._close(entry, 1013, "send buffer full")
+        self.counters["messagesSent"] += 1
+        return True
+
+    async def _forward(self, node: NodeAddress, commands: list[Command]) -> None:
+        delivered = False
+        if self.cluster is not None:
+            try:
+                delivered = await self.cluster.forward(node, commands)
+            except Exception:
+                log.exception("forwarding to peer failed", extra={"peer": str(node)})
+        if delivered:
+            self.counters["commandsForwarded"] += len(commands)
+            return
+        log.warning("peer unreachable; commands for it are GONE", extra={"peer": str(node)})
+        for command in commands:
+            if isinstance(command, Send | Close):
+                for connection_id in command.connection_ids:
+                    self._gone(connection_id, command.action)
+
+    def _gone(self, connection_id: str, action: str) -> None:
+        self.counters["gone"] += 1
+        if self.settings.gone_events:
+            self._emit(
+                connection_id, events.gone_event(self.context, connection_id, action, now_ms())
+            )
+
+    # Periodic work
+
+    async def _keepalive_loop(self) -> None:
+        interval = self.settings.keepalive_interval
+        while True:
+            await asyncio.sleep(interval)
+            ids = self.registry.ids()
+            if not ids:
+                continue
+            for event in events.keepalive_events(
+                self.context, ids, now_ms(), KEEPALIVE_IDS_PER_EVENT
+            ):
+                self._emit(KEEPALIVE_KEY, event)
+
+    async def _stale_loop(self) -> None:
+        """Close connections whose events have waited too long for an unreachable origin (1011)."""
+        limit = self.settings.origin_unavailable_seconds
+        period = min(1.0, limit / 4)
+        while True:
+            await asyncio.sleep(period)
+            stale = self.pump.outbox.stale_keys(time.monotonic(), limit)
+            for key in stale:
+                entry = self.registry.get(key)
+                if entry is not None and not entry.closing:
+                    self.counters["closedOriginUnavailable"] += 1
+                    log.warning(
+                        "origin unavailable too long; closing",
+                        extra={"connectionId": key, "seconds": limit},
+                    )
+                    self._close(entry, 1011, "origin unavailable")
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "connections": len(self.registry),
+            "bufferedEvents": len(self.pump.outbox),
+            "bufferedEventBytes": self.pump.outbox.nbytes,
+            "eventsDelivered": self.pump.delivered,
+            "draining": self.draining,
+            **self.counters,
+        }
+
+
+def _text_response(status: http.HTTPStatus, text: str) -> Response:
+    body = text.encode()
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            ("Server", SERVER_HEADER),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _close_status(connection: ServerConnection) -> tuple[int, str]:
+    """The close code and reason the connection ended with, whichever side started it."""
+    protocol = connection.protocol
+    received, sent = protocol.close_rcvd, protocol.close_sent
+    if sent is not None and (received is None or not protocol.close_rcvd_then_sent):
+        return sent.code, sent.reason
+    if received is not None:
+        return received.code, received.reason
+    return 1006, ""

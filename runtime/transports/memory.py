@@ -1,0 +1,102 @@
+"""In-process transports, for tests and for several nodes in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from runtime.transports.base import CommandExecutor, OriginUnavailable
+from runtime.wire.commands import Command
+from runtime.wire.connection_id import NodeAddress
+
+
+class MemoryOrigin:
+    """Keeps every event it receives, decoded; can be taken down to test outages."""
+
+    def __init__(
+        self, *, max_batch_events: int = 500, max_batch_bytes: int = 4 << 20, concurrency: int = 4
+    ) -> None:
+        self.max_batch_events = max_batch_events
+        self.max_batch_bytes = max_batch_bytes
+        self.concurrency = concurrency
+        self.events: list[dict[str, Any]] = []
+        self.batches = 0
+        self.up = True
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def deliver(self, events: Sequence[bytes]) -> None:
+        if not self.up:
+            raise OriginUnavailable("memory origin is down")
+        async with self._changed:
+            self.events.extend(json.loads(event) for event in events)
+            self.batches += 1
+            self._changed.notify_all()
+
+    def of_type(self, event_type: str, connection_id: str | None = None) -> list[dict[str, Any]]:
+        return [
+            event
+            for event in self.events
+            if event["requestContext"]["eventType"] == event_type
+            and (
+                connection_id is None
+                or event["requestContext"].get("connectionId") == connection_id
+            )
+        ]
+
+    async def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """Wait until `predicate(self.events)` holds; fail loudly with what did arrive."""
+
+        async def satisfied() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: predicate(self.events))
+
+        try:
+            await asyncio.wait_for(satisfied(), timeout)
+        except TimeoutError:
+            kinds = [event["requestContext"]["eventType"] for event in self.events]
+            raise AssertionError(
+                f"origin condition not met in {timeout}s; events: {kinds}"
+            ) from None
+        return self.events
+
+
+class MemoryCluster:
+    """Nodes in one process reach each other by address, as the UDP transport will across hosts."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[NodeAddress, CommandExecutor] = {}
+
+    def join(self, address: NodeAddress, node: CommandExecutor) -> MemoryClusterLink:
+        self.nodes[address] = node
+        return MemoryClusterLink(self, address)
+
+    def leave(self, address: NodeAddress) -> None:
+        self.nodes.pop(address, None)
+
+
+class MemoryClusterLink:
+    """One node's view of a MemoryCluster."""
+
+    def __init__(self, cluster: MemoryCluster, address: NodeAddress) -> None:
+        self.cluster = cluster
+        self.address = address
+
+    def peers(self) -> list[NodeAddress]:
+        return [address for address in self.cluster.nodes if address != self.address]
+
+    async def forward(self, node: NodeAddress, commands: Sequence[Command]) -> bool:
+        target = self.cluster.nodes.get(node)
+        if target is None:
+            return False
+        await target.execute(list(commands), from_peer=True)
+        return True

@@ -1,0 +1,197 @@
+"""Events the node sends to the origin, shaped like API Gateway WebSocket events.
+
+Each event is encoded once, to JSON bytes, where it is created; batching then only joins bytes. The
+fields shared by every event of a connection are encoded at CONNECT into a fragment, so a MESSAGE
+costs one small string format and the encoding of its body.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+CONNECT_ROUTE = "$connect"
+DISCONNECT_ROUTE = "$disconnect"
+DEFAULT_ROUTE = "$default"
+KEEPALIVE_ROUTE = "$keepalive"
+GONE_ROUTE = "$gone"
+ROUTE_EXPRESSION_PREFIX = "$request.body."
+MAX_ROUTE_KEY_LENGTH = 128
+
+
+def new_message_id() -> str:
+    """A unique ID per event, so origins can de-duplicate redeliveries."""
+    return base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeContext:
+    """What every event of a node says about where it came from."""
+
+    stage: str
+    region: str
+    domain_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeDetails:
+    """What a client sent when it connected, as the CONNECT event reports it."""
+
+    path: str
+    headers: Sequence[tuple[str, str]]
+    query: Sequence[tuple[str, str]]
+    source_ip: str
+    subprotocol: str | None
+
+
+def connection_fragment(
+    node: NodeContext,
+    connection_id: str,
+    connected_at: int,
+    details: HandshakeDetails,
+) -> str:
+    """The requestContext members shared by every event of one connection, encoded once."""
+    host = _first(details.headers, "host") or node.domain_name
+    context: dict[str, object] = {
+        "connectionId": connection_id,
+        "connectedAt": connected_at,
+        "domainName": host,
+        "stage": node.stage,
+        "region": node.region,
+        "identity": {
+            "sourceIp": details.source_ip,
+            "userAgent": _first(details.headers, "user-agent") or "",
+        },
+    }
+    if details.subprotocol is not None:
+        context["subprotocol"] = details.subprotocol
+    return _dumps(context)[1:-1]
+
+
+def connect_event(fragment: str, sequence: int, now_ms: int, details: HandshakeDetails) -> bytes:
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in details.headers:
+        single[name] = value
+        multi.setdefault(name, []).append(value)
+    query_single: dict[str, str] = {}
+    query_multi: dict[str, list[str]] = {}
+    for name, value in details.query:
+        query_single[name] = value
+        query_multi.setdefault(name, []).append(value)
+    extra = {
+        "headers": single,
+        "multiValueHeaders": multi,
+        "queryStringParameters": query_single or None,
+        "multiValueQueryStringParameters": query_multi or None,
+        "path": details.path,
+        "isBase64Encoded": False,
+    }
+    return _event("CONNECT", CONNECT_ROUTE, fragment, sequence, now_ms, _dumps(extra)[1:-1])
+
+
+def message_event(
+    fragment: str, sequence: int, now_ms: int, route_key: str, data: str | bytes
+) -> bytes:
+    if isinstance(data, str):
+        body = f'"body":{_dumps(data)},"isBase64Encoded":false'
+    else:
+        body = f'"body":"{base64.b64encode(data).decode("ascii")}","isBase64Encoded":true'
+    return _event("MESSAGE", route_key, fragment, sequence, now_ms, body)
+
+
+def disconnect_event(fragment: str, sequence: int, now_ms: int, code: int, reason: str) -> bytes:
+    extra = (
+        f'"disconnectStatusCode":{code},"disconnectReason":{_dumps(reason)},"isBase64Encoded":false'
+    )
+    return _event("DISCONNECT", DISCONNECT_ROUTE, fragment, sequence, now_ms, extra)
+
+
+def keepalive_events(
+    node: NodeContext, connection_ids: Iterable[str], now_ms: int, per_event: int
+) -> list[bytes]:
+    """One KEEPALIVE per `per_event` live connections, so no event grows without bound."""
+    ids = list(connection_ids)
+    events = []
+    for start in range(0, len(ids), per_event):
+        context = _node_context("KEEPALIVE", KEEPALIVE_ROUTE, node, now_ms)
+        events.append(
+            _dumps(
+                {"requestContext": context, "connectionIds": ids[start : start + per_event]}
+            ).encode()
+        )
+    return events
+
+
+def gone_event(node: NodeContext, connection_id: str, action: str, now_ms: int) -> bytes:
+    """A command named a connection that does not exist: API Gateway's 410, delivered later."""
+    context = _node_context("GONE", GONE_ROUTE, node, now_ms)
+    context["connectionId"] = connection_id
+    context["action"] = action
+    return _dumps({"requestContext": context}).encode()
+
+
+class RouteSelector:
+    """Picks a message's routeKey from `$request.body.<field>[.<field>...]`, as API Gateway does."""
+
+    def __init__(self, expression: str | None) -> None:
+        self.path: tuple[str, ...] = ()
+        if expression:
+            if not expression.startswith(ROUTE_EXPRESSION_PREFIX) or not all(
+                expression[len(ROUTE_EXPRESSION_PREFIX) :].split(".")
+            ):
+                raise ValueError(
+                    "route selection expression must look like $request.body.<field> "
+                    f"(got {expression!r})"
+                )
+            self.path = tuple(expression[len(ROUTE_EXPRESSION_PREFIX) :].split("."))
+
+    def select(self, data: str | bytes) -> str:
+        if not self.path or not isinstance(data, str) or not data.startswith("{"):
+            return DEFAULT_ROUTE
+        try:
+            value: object = json.loads(data)
+        except ValueError:
+            return DEFAULT_ROUTE
+        for field in self.path:
+            if not isinstance(value, Mapping) or field not in value:
+                return DEFAULT_ROUTE
+            value = value[field]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            return DEFAULT_ROUTE
+        key = str(value)
+        return key if 0 < len(key) <= MAX_ROUTE_KEY_LENGTH else DEFAULT_ROUTE
+
+
+def _event(
+    event_type: str, route_key: str, fragment: str, sequence: int, now_ms: int, rest: str
+) -> bytes:
+    return (
+        f'{{"requestContext":{{"eventType":"{event_type}","routeKey":{_dumps(route_key)},'
+        f'"messageId":"{new_message_id()}","requestTimeEpoch":{now_ms},'
+        f'"sequenceNumber":{sequence},{fragment}}},{rest}}}'
+    ).encode()
+
+
+def _node_context(event_type: str, route_key: str, node: NodeContext, now_ms: int) -> dict:
+    return {
+        "eventType": event_type,
+        "routeKey": route_key,
+        "messageId": new_message_id(),
+        "requestTimeEpoch": now_ms,
+        "domainName": node.domain_name,
+        "stage": node.stage,
+        "region": node.region,
+    }
+
+
+def _first(pairs: Sequence[tuple[str, str]], name: str) -> str | None:
+    for key, value in pairs:
+        if key.lower() == name:
+            return value
+    return None
