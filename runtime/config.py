@@ -286,7 +286,7 @@ def _check_together(s: Settings) -> None:
             "--command-token is required for --command-listen; "
             "pass --no-command-auth true only where nothing untrusted can reach the port"
         )
-    if s.command_listen == s.listen:
+    if s.command_listen == s.listen and s.listen[1] != 0:
         raise ConfigError("--command-listen must differ from --listen")
     if s.event_buffer_bytes < s.max_message_bytes * 2:
         raise ConfigError(

@@ -77,11 +77,13 @@ class OriginPump:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            delay = self._retry_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
             while self.outbox.sendable:
                 await self._slots.acquire()
+                delay = self._retry_at - time.monotonic()
+                if delay > 0:  # the origin failed lately: no request before the backoff ends
+                    self._slots.release()
+                    await asyncio.sleep(delay)
+                    continue
                 batch = self.outbox.take(
                     max_events=self.transport.max_batch_events,
                     max_bytes=self.transport.max_batch_bytes,

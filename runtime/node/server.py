@@ -191,8 +191,8 @@ class Node:
                 http.HTTPStatus.SERVICE_UNAVAILABLE, "This node is shutting down; reconnect.\n"
             )
         assert self._server is not None
-        # all_connections counts this handshake too, and others still in their handshake.
-        if len(self._server.all_connections) > self.settings.max_connections:
+        # Open connections; handshakes racing this one are caught in _handle.
+        if len(self._server.all_connections) >= self.settings.max_connections:
             self.counters["handshakesRefusedFull"] += 1
             log.warning("connection limit reached", extra={"limit": self.settings.max_connections})
             return _text_response(
@@ -204,6 +204,11 @@ class Node:
     # Connections
 
     async def _handle(self, connection: ServerConnection) -> None:
+        if len(self.registry) >= self.settings.max_connections:
+            # Handshakes that passed the check together may exceed the limit; never let them in.
+            self.counters["handshakesRefusedFull"] += 1
+            await connection.close(1013, "connection limit reached; retry later")
+            return
         connection_id = self.issuer.issue()
         connected_at = now_ms()
         details = handshake_details(connection, self.settings.trust_forwarded_for)
@@ -382,8 +387,8 @@ class Node:
         while True:
             await asyncio.sleep(interval)
             ids = self.registry.ids()
-            if not ids:
-                continue
+            if not ids or not self.pump.has_room:
+                continue  # a backed-up origin gets no keep-alives; the next one lists everyone
             for event in events.keepalive_events(
                 self.context, ids, now_ms(), KEEPALIVE_IDS_PER_EVENT
             ):

@@ -1,0 +1,189 @@
+"""`python -m runtime serve` as a user runs it: flags, logs, SIGTERM drain, bad settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.origin_server import RecordingOrigin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[RecordingOrigin]:
+    server = await RecordingOrigin().start()
+    yield server
+    await server.stop()
+
+
+async def start_process(
+    *flags: str, expect: tuple[str, ...] = ("websocketAddress", "commandAddress")
+) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
+    """Start a node and wait for its 'listening' log lines; returns the addresses they name."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runtime", "serve", *flags,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    addresses: dict[str, str] = {}
+    deadline = time.monotonic() + 15
+    while len(addresses) < len(expect):
+        line = await asyncio.wait_for(process.stdout.readline(), deadline - time.monotonic())
+        if not line:
+            raise AssertionError("node exited before listening")
+        record = json.loads(line)  # stdout is a pipe: every line must be JSON
+        for key in expect:
+            if key in record:
+                addresses[key] = record[key]
+    return process, addresses
+
+
+async def test_sigterm_drains_100_clients(origin: RecordingOrigin) -> None:
+    drain_seconds = 5.0
+    process, addresses = await start_process(
+        "--listen", "127.0.0.1:0",
+        "--command-listen", "127.0.0.1:0",
+        "--command-token", "t0ken",
+        "--origin-url", origin.url,
+        "--drain-seconds", str(drain_seconds),
+    )  # fmt: skip
+    clients: list[ClientConnection] = []
+    try:
+        url = f"ws://{addresses['websocketAddress']}"
+        clients = list(await asyncio.gather(*(connect(url) for _ in range(100))))
+        await origin.wait_for(lambda e: len(e) >= 100)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+
+        async def close_code(client: ClientConnection) -> int | None:
+            try:
+                await asyncio.wait_for(client.recv(), drain_seconds)
+            except ConnectionClosed:
+                pass
+            return client.close_code
+
+        codes = await asyncio.gather(*(close_code(client) for client in clients))
+        assert codes == [1001] * 100
+        returncode = await asyncio.wait_for(process.wait(), drain_seconds + 2)
+        elapsed = time.monotonic() - started
+        assert returncode == 0
+        assert elapsed < drain_seconds
+        disconnects = origin.of_type("DISCONNECT")
+        assert len(disconnects) == 100
+        assert {d["disconnectStatusCode"] for d in disconnects} == {1001}
+        connected = {e["requestContext"]["connectionId"] for e in origin.of_type("CONNECT")}
+        assert {d["requestContext"]["connectionId"] for d in disconnects} == connected
+        assert process.stdout is not None
+        tail = [json.loads(line) for line in (await process.stdout.read()).splitlines()]
+        assert any(record["message"] == "drained" for record in tail)
+        assert all("connectionId" in r for r in tail if r["message"] == "disconnected")
+    finally:
+        for client in clients:
+            await client.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_healthz_fails_while_draining(origin: RecordingOrigin) -> None:
+    process, addresses = await start_process(
+        "--listen", "127.0.0.1:0", "--command-listen", "", "--origin-url", origin.url,
+        "--drain-seconds", "3", "--close-timeout", "2",
+        expect=("websocketAddress",),
+    )  # fmt: skip
+    host, port = addresses["websocketAddress"].rsplit(":", 1)
+    try:
+        # A client that completes the handshake and then never answers the close.
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+        await origin.wait_for(lambda e: len(e) >= 1)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        health = await _get(host, int(port), "/healthz")
+        assert health.startswith(b"HTTP/1.1 503")
+        upgrade_refused = await _get(host, int(port), "/", upgrade=True)
+        assert upgrade_refused.startswith(b"HTTP/1.1 503")
+        assert await asyncio.wait_for(process.wait(), 5) == 0
+        # The silent client was dropped at the close timeout; its DISCONNECT still went out.
+        assert len(origin.of_type("DISCONNECT")) == 1
+        writer.close()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _get(host: str, port: int, path: str, upgrade: bool = False) -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
+    extra = (
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        if upgrade
+        else b""
+    )
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode() + extra + b"\r\n")
+    response = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return response
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        (["--max-message-bytes", "12"], {}, "--max-message-bytes must be between 1024"),
+        ([], {"MAX_CONNECTIONS": "lots"}, "MAX_CONNECTIONS must be an integer (got 'lots')"),
+        (["--origin-transport", "http"], {}, "--origin-url is required"),
+        (["--origin-transport", "echo"], {}, "--command-token is required"),
+        (["--allowed-origins", "example.com"], {}, "--allowed-origins allowed origin must"),
+        (["--listen", "nowhere"], {}, "--listen must be host:port"),
+    ],
+)
+def test_bad_settings_stop_the_node_with_a_clear_message(
+    flags: list[str], env: dict[str, str], message: str
+) -> None:
+    environment = {k: v for k, v in os.environ.items() if k.upper() != k or "_" not in k}
+    environment.update(PATH=os.environ.get("PATH", ""), **env)
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime", "serve", *flags],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+async def test_builtin_echo_origin_as_make_run_starts_it() -> None:
+    process, addresses = await start_process(
+        "--listen", "127.0.0.1:0", "--command-listen", "127.0.0.1:0",
+        "--origin-transport", "echo", "--no-command-auth", "true",
+    )  # fmt: skip
+    try:
+        async with connect(f"ws://{addresses['websocketAddress']}") as client:
+            await client.send("ping?")
+            assert await asyncio.wait_for(client.recv(), 5) == "ping?"
+            await client.send(b"\x00bytes")
+            assert await asyncio.wait_for(client.recv(), 5) == b"\x00bytes"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
