@@ -9,7 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from runtime.transports.memory import MemoryCluster, MemoryOrigin
+from runtime.transports.memory import MemoryCluster
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from tests.conftest import StartNode, connect_id, send
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -70,10 +71,8 @@ async def test_sigterm_drains_100_clients(origin: RecordingOrigin) -> None:
         process.send_signal(signal.SIGTERM)
 
         async def close_code(client: ClientConnection) -> int | None:
-            try:
+            with contextlib.suppress(ConnectionClosed):
                 await asyncio.wait_for(client.recv(), drain_seconds)
-            except ConnectionClosed:
-                pass
             return client.close_code
 
         codes = await asyncio.gather(*(close_code(client) for client in clients))

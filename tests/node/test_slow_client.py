@@ -1,4 +1,4 @@
-"""A client that stops reading is closed with 1013 once its send buffer fills; memory stays bounded."""
+"""A client that stops reading is closed with 1013 once its send buffer fills; memory is bounded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Events over HTTP to a real origin server: batched, on kept-alive connections, retried in order."""
+"""Events over HTTP to a real origin: batched, on kept-alive connections, retried in order."""
 
 from __future__ import annotations
 
