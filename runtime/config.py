@@ -1,7 +1,7 @@
 """Every setting of a node: a CLI flag and the same-named environment variable, checked at once.
 
-`--max-message-bytes` is also `MAX_MESSAGE_BYTES`; a flag wins over the environment. A bad value stops
-the node before it listens, with a message naming the setting, the rule and the value.
+`--max-message-bytes` is also `MAX_MESSAGE_BYTES`; a flag wins over the environment. A bad value
+stops the node before it listens, with a message naming the setting, the rule and the value.
 """
 
 from __future__ import annotations
