@@ -21,7 +21,7 @@ class CommandError(ValueError):
     """One command is invalid; the message names the field and what would be right."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     connection_ids: tuple[str, ...]
     payload: bytes
@@ -30,7 +30,7 @@ class Send:
     action = "send"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Close:
     connection_ids: tuple[str, ...]
     code: int
@@ -39,7 +39,7 @@ class Close:
     action = "close"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Broadcast:
     payload: bytes
     binary: bool
@@ -128,10 +128,9 @@ def _payload(item: dict[str, Any], max_bytes: int) -> tuple[bytes, bool]:
         except (binascii.Error, ValueError):
             raise CommandError('"data" is not valid base64 but "isBase64Encoded" is true') from None
     else:
-        payload = data.encode("utf-8", "surrogatepass")
         try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError:
+            payload = data.encode("utf-8")
+        except UnicodeEncodeError:
             raise CommandError('"data" holds lone surrogates: not valid UTF-8 text') from None
     if len(payload) > max_bytes:
         raise CommandError(

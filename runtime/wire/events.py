@@ -8,6 +8,7 @@ costs one small string format and the encoding of its body.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,11 +23,17 @@ KEEPALIVE_ROUTE = "$keepalive"
 GONE_ROUTE = "$gone"
 ROUTE_EXPRESSION_PREFIX = "$request.body."
 MAX_ROUTE_KEY_LENGTH = 128
+_DEFAULT_ROUTE_JSON = '"$default"'
+
+
+# A random prefix per process and a counter: unique without a system call per event.
+_MESSAGE_ID_PREFIX = base64.urlsafe_b64encode(os.urandom(9)).decode("ascii")
+_message_counter = itertools.count()
 
 
 def new_message_id() -> str:
     """A unique ID per event, so origins can de-duplicate redeliveries."""
-    return base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
+    return f"{_MESSAGE_ID_PREFIX}{next(_message_counter):x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +178,9 @@ class RouteSelector:
 def _event(
     event_type: str, route_key: str, fragment: str, sequence: int, now_ms: int, rest: str
 ) -> bytes:
+    route = _DEFAULT_ROUTE_JSON if route_key == DEFAULT_ROUTE else _dumps(route_key)
     return (
-        f'{{"requestContext":{{"eventType":"{event_type}","routeKey":{_dumps(route_key)},'
+        f'{{"requestContext":{{"eventType":"{event_type}","routeKey":{route},'
         f'"messageId":"{new_message_id()}","requestTimeEpoch":{now_ms},'
         f'"sequenceNumber":{sequence},{fragment}}},{rest}}}'
     ).encode()
