@@ -67,6 +67,8 @@ def parse_body(
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CommandBodyError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CommandBodyError("body is nested too deeply") from None
     if not isinstance(document, dict) or "commands" not in document:
         raise CommandBodyError('body must be a JSON object {"commands": [...]}')
     items = document["commands"]
@@ -154,7 +156,10 @@ def _close_reason(item: dict[str, Any]) -> str:
     reason = item.get("reason", "")
     if not isinstance(reason, str):
         raise CommandError(f'"reason" must be a string (got {_kind(reason)})')
-    size = len(reason.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(reason.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise CommandError('"reason" holds lone surrogates: not valid UTF-8 text') from None
     if size > MAX_CLOSE_REASON_BYTES:
         raise CommandError(f'"reason" must be at most {MAX_CLOSE_REASON_BYTES} bytes (got {size})')
     return reason

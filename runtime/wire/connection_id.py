@@ -99,9 +99,12 @@ def parse_connection_id(text: object) -> ConnectionId:
             f"connection ID must be 1 to {MAX_ENCODED_LENGTH} characters (got {len(text)})"
         )
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidConnectionId(f"connection ID {text!r} is not URL-safe base64") from None
+        raw = b""
+    # Only the canonical spelling is an ID: no padding, '+' or '/', nor unused low bits set.
+    if not raw or base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
+        raise InvalidConnectionId(f"connection ID {text!r} is not URL-safe base64")
     if len(raw) < 2 + 1 + 4 + 2 + RANDOM_BYTES + 4:
         raise InvalidConnectionId(f"connection ID {text!r} is truncated")
     body, (crc,) = raw[:-4], struct.unpack("!I", raw[-4:])

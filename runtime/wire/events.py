@@ -163,7 +163,7 @@ class RouteSelector:
             return DEFAULT_ROUTE
         try:
             value: object = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             return DEFAULT_ROUTE
         for field in self.path:
             if not isinstance(value, Mapping) or field not in value:

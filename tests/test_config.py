@@ -1,0 +1,245 @@
+"""Settings from flags and environment: precedence, defaults, and errors naming the setting."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import fields
+
+import pytest
+
+from runtime.config import (
+    DEFAULT_PEER_ADDRESS,
+    ConfigError,
+    Settings,
+    add_arguments,
+    env_name,
+    flag,
+    host_port,
+    load,
+)
+from runtime.wire.connection_id import NodeAddress
+
+# The least a node needs: where events go, and a token for its command endpoint.
+REQUIRED = {"origin_url": "http://origin.test/events", "command_token": "secret"}
+
+
+def settings(environ: dict[str, str] | None = None, **args: str | None) -> Settings:
+    return load({**REQUIRED, **args}, environ or {})
+
+
+def test_defaults() -> None:
+    loaded = settings()
+    assert loaded == Settings(origin_url="http://origin.test/events", command_token="secret")
+    assert loaded.listen == ("127.0.0.1", 8080)
+    assert loaded.command_listen == ("127.0.0.1", 8081)
+    assert loaded.origin_transport == "http"
+    assert loaded.max_message_bytes == 256 * 1024
+    assert loaded.region == "local"
+    assert loaded.peer_advertise == DEFAULT_PEER_ADDRESS
+    assert loaded.gone_events is True
+    assert loaded.no_command_auth is False
+    assert loaded.subprotocols == ()
+    assert loaded.allowed_origins == ()
+
+
+def test_none_flags_mean_unset() -> None:
+    loaded = load({**REQUIRED, "max_message_bytes": None}, {"MAX_MESSAGE_BYTES": "2048"})
+    assert loaded.max_message_bytes == 2048
+
+
+def test_values_from_flags() -> None:
+    loaded = settings(
+        listen="0.0.0.0:9000",
+        command_listen="[::1]:9001",
+        max_message_bytes="1024",
+        origin_request_timeout="2.5",
+        subprotocols="graphql-ws, graphql-transport-ws,,",
+        allowed_origins="https://*.example.com,http://localhost:3000",
+        route_selection_expression="$request.body.action",
+        peer_advertise="[2001:db8::1]:9100",
+        gone_events="off",
+        trust_forwarded_for="YES",
+        region="eu-west-1",
+        stage="prod",
+        log_format="json",
+        log_level="DEBUG",
+    )
+    assert loaded.listen == ("0.0.0.0", 9000)
+    assert loaded.command_listen == ("::1", 9001)
+    assert loaded.max_message_bytes == 1024
+    assert loaded.origin_request_timeout == 2.5
+    assert loaded.subprotocols == ("graphql-ws", "graphql-transport-ws")
+    assert loaded.allowed_origins == ("https://*.example.com", "http://localhost:3000")
+    assert loaded.route_selection_expression == "$request.body.action"
+    assert loaded.peer_advertise == NodeAddress("2001:db8::1", 9100)
+    assert loaded.gone_events is False
+    assert loaded.trust_forwarded_for is True
+    assert (loaded.region, loaded.stage) == ("eu-west-1", "prod")
+    assert (loaded.log_format, loaded.log_level) == ("json", "DEBUG")
+
+
+def test_values_from_the_environment() -> None:
+    loaded = load(
+        {},
+        {
+            "ORIGIN_URL": "https://origin.test/e",
+            "COMMAND_TOKEN": "t",
+            "MAX_CONNECTIONS": "5",
+            "KEEPALIVE_INTERVAL": "0",
+            "NO_COMMAND_AUTH": "true",
+            "UNRELATED": "x",
+        },
+    )
+    assert loaded.origin_url == "https://origin.test/e"
+    assert loaded.command_token == "t"
+    assert loaded.max_connections == 5
+    assert loaded.keepalive_interval == 0.0
+    assert loaded.no_command_auth is True
+
+
+def test_flag_beats_environment() -> None:
+    environ = {"MAX_MESSAGE_BYTES": "4096", "REGION": "ap-south-1", "STAGE": "env-stage"}
+    loaded = settings(environ, max_message_bytes="2048", region="us-west-2")
+    assert loaded.max_message_bytes == 2048
+    assert loaded.region == "us-west-2"
+    assert loaded.stage == "env-stage"
+
+
+def test_flag_beats_a_bad_environment_value() -> None:
+    assert settings({"MAX_MESSAGE_BYTES": "12"}, max_message_bytes="2048").max_message_bytes == 2048
+
+
+def test_empty_command_listen_disables_the_endpoint_and_its_token() -> None:
+    loaded = load({"origin_url": "http://o.test", "command_listen": ""}, {})
+    assert loaded.command_listen is None
+    assert loaded.command_token == ""
+
+
+def test_echo_transport_needs_no_origin_url() -> None:
+    loaded = load({"origin_transport": "echo", "command_token": "t"}, {})
+    assert loaded.origin_transport == "echo"
+    assert loaded.origin_url == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("max_message_bytes", "12", "must be between 1024 and 33554432 (got 12)"),
+        ("max_message_bytes", "big", "must be an integer (got 'big')"),
+        ("max_message_bytes", "33554433", "must be between 1024 and 33554432 (got 33554433)"),
+        ("origin_concurrency", "0", "must be between 1 and 64 (got 0)"),
+        ("max_connections", "1.5", "must be an integer (got '1.5')"),
+        ("origin_request_timeout", "0", "must be between 0.1 and 300 (got 0)"),
+        ("origin_request_timeout", "soon", "must be a number of seconds (got 'soon')"),
+        ("origin_request_timeout", "nan", "must be between 0.1 and 300 (got nan)"),
+        ("keepalive_interval", "-1", "must be between 0 and 86400 (got -1)"),
+        ("ping_timeout", "inf", "must be between 0.1 and 3600 (got inf)"),
+        ("no_command_auth", "maybe", "must be true or false (got 'maybe')"),
+        ("gone_events", "2", "must be true or false (got '2')"),
+        ("origin_transport", "sqs", "must be one of http, echo (got 'sqs')"),
+        ("log_format", "xml", "must be one of auto, json, text (got 'xml')"),
+        ("log_level", "TRACE", "must be one of DEBUG, INFO, WARNING, ERROR (got 'TRACE')"),
+        ("listen", "8080", "must be host:port"),
+        ("listen", "localhost:http", "must be host:port"),
+        ("listen", "localhost:65536", "must be host:port"),
+        ("listen", ":8080", "must be host:port"),
+        ("command_listen", "nowhere", "must be host:port"),
+        ("peer_advertise", "node-1:9100", "must be an IP address and port (got 'node-1:9100')"),
+        ("peer_advertise", "10.0.0.1:0", "port must be between 1 and 65535 (got 0)"),
+        ("region", "r" * 33, "must be 1 to 32 ASCII characters"),
+        ("region", "", "must be 1 to 32 ASCII characters"),
+        ("region", "régión", "must be 1 to 32 ASCII characters"),
+        ("allowed_origins", "https://example.com/", "allowed origin must look like"),
+        ("allowed_origins", "https://a.*.com", "a wildcard may only stand first"),
+        ("route_selection_expression", "action", "route selection expression must look like"),
+    ],
+)
+def test_bad_values_name_the_flag_or_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as from_flag:
+        settings(**{name: value})
+    assert str(from_flag.value).startswith(flag(name) + " ")
+    assert message in str(from_flag.value)
+
+    with pytest.raises(ConfigError) as from_env:
+        settings({env_name(name): value})
+    assert str(from_env.value).startswith(env_name(name) + " ")
+    assert message in str(from_env.value)
+
+
+def test_the_documented_message() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(max_message_bytes="12")
+    assert str(info.value) == "--max-message-bytes must be between 1024 and 33554432 (got 12)"
+    with pytest.raises(ConfigError) as info:
+        settings({"MAX_MESSAGE_BYTES": "12"})
+    assert str(info.value) == "MAX_MESSAGE_BYTES must be between 1024 and 33554432 (got 12)"
+
+
+def test_origin_url_required_for_http_transport() -> None:
+    with pytest.raises(ConfigError, match="--origin-url is required"):
+        load({"command_token": "t"}, {})
+    with pytest.raises(ConfigError, match="--origin-url is required"):
+        load({"command_token": "t", "origin_transport": "http"}, {"ORIGIN_URL": ""})
+
+
+@pytest.mark.parametrize("url", ["ftp://origin.test", "origin.test/events", "HTTP//x"])
+def test_origin_url_must_be_http(url: str) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape(f"must start with http:// or https:// (got {url!r})")
+    ):
+        settings(origin_url=url)
+
+
+def test_command_token_required_unless_no_command_auth() -> None:
+    with pytest.raises(ConfigError, match="--command-token is required"):
+        load({"origin_url": "http://o.test"}, {})
+    with pytest.raises(ConfigError, match="--command-token is required"):
+        load({"origin_url": "http://o.test", "no_command_auth": "false"}, {})
+    loaded = load({"origin_url": "http://o.test", "no_command_auth": "true"}, {})
+    assert loaded.no_command_auth is True
+    assert loaded.command_token == ""
+    assert load({"origin_url": "http://o.test"}, {"NO_COMMAND_AUTH": "1"}).no_command_auth
+
+
+def test_command_listen_must_differ_from_listen() -> None:
+    with pytest.raises(ConfigError, match="--command-listen must differ from --listen"):
+        settings(listen="127.0.0.1:9000", command_listen="127.0.0.1:9000")
+    # Port 0 means "any free port" for each, so both may ask for it.
+    loaded = settings(listen="127.0.0.1:0", command_listen="127.0.0.1:0")
+    assert loaded.listen == loaded.command_listen == ("127.0.0.1", 0)
+
+
+def test_event_buffer_must_hold_two_messages() -> None:
+    with pytest.raises(ConfigError, match=r"at least twice --max-message-bytes \(2097152; got"):
+        settings(max_message_bytes=str(1024 * 1024), event_buffer_bytes=str(2 * 1024 * 1024 - 1))
+    loaded = settings(max_message_bytes=str(1024 * 1024), event_buffer_bytes=str(2 * 1024 * 1024))
+    assert loaded.event_buffer_bytes == 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:80", ("127.0.0.1", 80)),
+        ("[::1]:0", ("::1", 0)),
+        ("localhost:65535", ("localhost", 65535)),
+    ],
+)
+def test_host_port(text: str, expected: tuple[str, int]) -> None:
+    assert host_port(text) == expected
+
+
+def test_every_setting_has_a_flag_and_env_var() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    namespace = parser.parse_args(
+        ["--max-message-bytes", "2048", "--origin-url", "http://o.test", "--command-token", "t"]
+    )
+    assert set(vars(namespace)) == {field.name for field in fields(Settings)}
+    loaded = load(vars(namespace), {"MAX_MESSAGE_BYTES": "4096", "STAGE": "from-env"})
+    assert loaded.max_message_bytes == 2048
+    assert loaded.stage == "from-env"
+    help_text = parser.format_help()
+    for field in fields(Settings):
+        assert flag(field.name) in help_text
+        assert env_name(field.name) in help_text
