@@ -134,6 +134,7 @@ class Settings:
     keepalive_interval: float = 60.0
     allowed_origins: tuple[str, ...] = ()
     max_message_bytes: int = 256 * 1024
+    receive_queue_messages: int = 4
     max_connections: int = 20_000
     send_buffer_messages: int = 1_000
     send_buffer_bytes: int = 1 * MiB
@@ -143,6 +144,7 @@ class Settings:
     drain_seconds: float = 25.0
     region: str = "local"
     stage: str = "local"
+    domain_name: str = ""
     peer_advertise: NodeAddress = DEFAULT_PEER_ADDRESS
     trust_forwarded_for: bool = False
     gone_events: bool = True
@@ -200,6 +202,11 @@ _SPECS: dict[str, _Spec] = {
     "max_message_bytes": _Spec(
         _int(1024, 32 * MiB), "largest client message; larger ones close the connection with 1009"
     ),
+    "receive_queue_messages": _Spec(
+        _int(1, 1024),
+        "messages read ahead from a client before its reads pause; with --max-message-bytes "
+        "it bounds the memory a client can make the node hold",
+    ),
     "max_connections": _Spec(
         _int(1, 10_000_000), "connections per node; beyond, handshakes get 503"
     ),
@@ -215,6 +222,9 @@ _SPECS: dict[str, _Spec] = {
     "drain_seconds": _Spec(_float(0, 3600), "seconds SIGTERM/SIGINT may take to drain"),
     "region": _Spec(_region, "region named in events and connection IDs"),
     "stage": _Spec(_text, "stage (environment) named in events"),
+    "domain_name": _Spec(
+        _text, "domainName of node-level events (KEEPALIVE, GONE); others use the Host header"
+    ),
     "peer_advertise": _Spec(
         _node_address, "address other nodes reach this one at; inside connection IDs", "IP:PORT"
     ),

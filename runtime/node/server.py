@@ -66,7 +66,9 @@ class Node:
         self.origin = origin
         self.cluster = cluster
         self.address: NodeAddress = settings.peer_advertise
-        self.context = events.NodeContext(stage=settings.stage, region=settings.region)
+        self.context = events.NodeContext(
+            stage=settings.stage, region=settings.region, domain_name=settings.domain_name
+        )
         self.issuer = ConnectionIdIssuer(settings.region, settings.peer_advertise)
         self.router = Router(settings.peer_advertise, settings.region)
         self.routes = events.RouteSelector(settings.route_selection_expression)
@@ -103,6 +105,7 @@ class Node:
             origins=compile_allowed_origins(s.allowed_origins),
             compression=None,
             max_size=s.max_message_bytes,
+            max_queue=s.receive_queue_messages,
             ping_interval=s.ping_interval or None,
             ping_timeout=s.ping_timeout,
             close_timeout=s.close_timeout,
@@ -375,10 +378,14 @@ class Node:
 
     def _gone(self, connection_id: str, action: str) -> None:
         self.counters["gone"] += 1
-        if self.settings.gone_events:
-            self._emit(
-                connection_id, events.gone_event(self.context, connection_id, action, now_ms())
-            )
+        if not self.settings.gone_events:
+            return
+        if not self.pump.has_room:
+            # GONE is advice, not client data: with the origin backed up it is dropped and
+            # counted, so a flood of commands to unknown IDs cannot grow memory.
+            self.counters["goneDropped"] += 1
+            return
+        self._emit(connection_id, events.gone_event(self.context, connection_id, action, now_ms()))
 
     # Periodic work
 

@@ -159,7 +159,7 @@ class RouteSelector:
             self.path = tuple(expression[len(ROUTE_EXPRESSION_PREFIX) :].split("."))
 
     def select(self, data: str | bytes) -> str:
-        if not self.path or not isinstance(data, str) or not data.startswith("{"):
+        if not self.path or not isinstance(data, str) or data.lstrip(" \t\r\n")[:1] != "{":
             return DEFAULT_ROUTE
         try:
             value: object = json.loads(data)

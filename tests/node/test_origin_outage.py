@@ -9,6 +9,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
 from runtime.transports.memory import MemoryOrigin
+from runtime.wire.connection_id import ConnectionIdIssuer
 from tests.conftest import StartNode
 
 
@@ -57,3 +58,27 @@ async def test_connections_close_1011_when_origin_stays_down(start_node: StartNo
     ]
     assert events[1]["body"] == "waiting"
     assert events[2]["disconnectStatusCode"] == 1011
+
+
+async def test_gone_events_are_dropped_not_buffered_while_origin_is_backed_up(
+    start_node: StartNode,
+) -> None:
+    origin = MemoryOrigin()
+    origin.up = False
+    node = await start_node(origin=origin, event_buffer_events=10, origin_unavailable_seconds=60)
+    async with connect(node.ws_url) as client:
+        for index in range(20):
+            await client.send(str(index))
+        await asyncio.sleep(0.2)
+        buffered = node.node.pump.outbox.nevents
+        assert not node.node.pump.has_room
+        unknown = ConnectionIdIssuer("local", node.node.address).issue()
+        for _ in range(5):
+            status, _ = await node.post_commands(
+                {"commands": [{"action": "send", "connectionIds": [unknown], "data": "x"}] * 100}
+            )
+            assert status == 200
+        assert node.node.pump.outbox.nevents == buffered
+        assert node.node.counters["goneDropped"] == 500
+        origin.up = True
+        await origin.wait_for(lambda e: len(e) >= 21, timeout=15)

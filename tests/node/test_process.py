@@ -42,14 +42,19 @@ async def start_process(
     assert process.stdout is not None
     addresses: dict[str, str] = {}
     deadline = time.monotonic() + 15
-    while len(addresses) < len(expect):
-        line = await asyncio.wait_for(process.stdout.readline(), deadline - time.monotonic())
-        if not line:
-            raise AssertionError("node exited before listening")
-        record = json.loads(line)  # stdout is a pipe: every line must be JSON
-        for key in expect:
-            if key in record:
-                addresses[key] = record[key]
+    try:
+        while len(addresses) < len(expect):
+            line = await asyncio.wait_for(process.stdout.readline(), deadline - time.monotonic())
+            if not line:
+                raise AssertionError("node exited before listening")
+            record = json.loads(line)  # stdout is a pipe: every line must be JSON
+            for key in expect:
+                if key in record:
+                    addresses[key] = record[key]
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
     return process, addresses
 
 
