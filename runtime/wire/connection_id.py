@@ -86,8 +86,20 @@ class ConnectionIdIssuer:
         self.region = region
         self.node = node
 
+        region_bytes = region.encode("ascii")
+        ip = ipaddress.ip_address(node.host)
+        self._prefix = (
+            struct.pack("!BB", VERSION, len(region_bytes))
+            + region_bytes
+            + struct.pack("!B", ip.version)
+            + ip.packed
+            + struct.pack("!H", node.port)
+        )
+
     def issue(self) -> str:
-        return ConnectionId(self.region, self.node, os.urandom(RANDOM_BYTES)).encode()
+        body = self._prefix + os.urandom(RANDOM_BYTES)
+        body += struct.pack("!I", zlib.crc32(body))
+        return base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
 
 
 def parse_connection_id(text: object) -> ConnectionId:

@@ -1,0 +1,36 @@
+"""Small helpers shared by the harness and its child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from collections.abc import Coroutine
+from typing import Any
+
+# A client that connects to this path is a control connection: its messages are broadcast to every
+# other connection instead of being echoed (baseline servers only; the node gets a `send` command).
+CONTROL_PATH = "/control"
+
+
+def raise_nofile_limit() -> int:
+    """Lift the soft open-files limit to the hard limit; 10,000 connections need it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run on uvloop when it is installed (it is: the node requires it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port)

@@ -1,0 +1,152 @@
+"""A fast local HTTP origin for the node: `python -m bench.origin --listen ... --commands-url ...`.
+
+For each `POST /events` batch it turns every MESSAGE into one `send` command back to the message's
+connection, and posts all of that request's commands as one `POST /commands` body over a keep-alive
+session (bearer token). `--ack` picks when the event POST is answered:
+
+- `first` (default): at once, before the commands are posted. This is how the production path
+  behaves (events reach the origin through SQS and commands return through SNS/SQS, decoupled),
+  and it frees the node's event request slot immediately.
+- `after`: only once the node answered the commands POST (a synchronous origin).
+
+It also tracks live connection IDs from CONNECT/DISCONNECT (`GET /ids`) for the broadcast test, and
+counts what it did (`GET /stats`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+
+import aiohttp
+from aiohttp import web
+
+from bench.common import host_port, raise_nofile_limit, run
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class Origin:
+    def __init__(self, commands_url: str, token: str, ack: str, concurrency: int) -> None:
+        self.commands_url = commands_url
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        self.ack_first = ack == "first"
+        self.ids: dict[str, None] = {}
+        self.stats = {
+            "requests": 0,
+            "events": 0,
+            "messages": 0,
+            "commandPosts": 0,
+            "commandFailures": 0,
+            "connects": 0,
+            "disconnects": 0,
+            "other": 0,
+        }
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(connector=connector)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    async def events(self, request: web.Request) -> web.Response:
+        document = json.loads(await request.read())
+        stats = self.stats
+        stats["requests"] += 1
+        sends = []
+        for event in document["events"]:
+            context = event["requestContext"]
+            kind = context["eventType"]
+            if kind == "MESSAGE":
+                sends.append(
+                    {
+                        "action": "send",
+                        "connectionIds": [context["connectionId"]],
+                        "data": event["body"],
+                        "isBase64Encoded": event["isBase64Encoded"],
+                    }
+                )
+            elif kind == "CONNECT":
+                self.ids[context["connectionId"]] = None
+                stats["connects"] += 1
+            elif kind == "DISCONNECT":
+                self.ids.pop(context["connectionId"], None)
+                stats["disconnects"] += 1
+            else:
+                stats["other"] += 1
+        stats["events"] += len(document["events"])
+        if sends:
+            stats["messages"] += len(sends)
+            body = _dumps({"commands": sends}).encode()
+            if self.ack_first:
+                task = asyncio.create_task(self._post(body))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                await self._post(body)
+        return web.Response(body=b"{}", content_type="application/json")
+
+    async def _post(self, body: bytes) -> None:
+        assert self._session is not None
+        async with self._slots:
+            try:
+                async with self._session.post(
+                    self.commands_url, data=body, headers=self.headers
+                ) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except (aiohttp.ClientError, OSError):
+                ok = False
+        self.stats["commandPosts"] += 1
+        if not ok:
+            self.stats["commandFailures"] += 1
+
+    async def list_ids(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.ids))
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response({**self.stats, "live": len(self.ids)})
+
+
+async def serve(args: argparse.Namespace) -> None:
+    origin = Origin(args.commands_url, args.token, args.ack, args.concurrency)
+    await origin.start()
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/events", origin.events)
+    app.router.add_get("/ids", origin.list_ids)
+    app.router.add_get("/stats", origin.get_stats)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = host_port(args.listen)
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    try:
+        await asyncio.Event().wait()  # until the harness kills this process
+    finally:
+        await origin.close()
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.origin")
+    parser.add_argument("--listen", required=True, metavar="HOST:PORT")
+    parser.add_argument("--commands-url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--ack", choices=("first", "after"), default="first")
+    parser.add_argument("--concurrency", type=int, default=16, help="command POSTs in flight")
+    args = parser.parse_args()
+    raise_nofile_limit()
+    with contextlib.suppress(KeyboardInterrupt):
+        run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

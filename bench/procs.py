@@ -1,0 +1,131 @@
+"""Child processes of the benchmark: started pinned to a core, watched, and always killed.
+
+Each child runs in its own session (process group); `Fleet.close` kills every group it started,
+by id, whatever happened, and an atexit hook does it again if the harness dies another way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from bench.common import raise_nofile_limit
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Child:
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.name = name
+        self.popen = popen
+        self.log_path = log_path
+        self.process = psutil.Process(popen.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def rss(self) -> int:
+        return self.process.memory_info().rss
+
+    def cpu_seconds(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Fleet:
+    def __init__(self, log_dir: Path, pin: bool) -> None:
+        self.log_dir = log_dir
+        self.pin = pin and shutil.which("taskset") is not None
+        self.children: list[Child] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.close)
+
+    def spawn(self, name: str, argv: list[str], cpu: int | None) -> Child:
+        prefix = ["taskset", "-c", str(cpu)] if self.pin and cpu is not None else []
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "wb") as log:
+            popen = subprocess.Popen(
+                [*prefix, *argv],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=raise_nofile_limit,
+            )
+        child = Child(name, popen, log_path)
+        self.children.append(child)
+        return child
+
+    def python(self, name: str, args: list[str], cpu: int | None) -> Child:
+        return self.spawn(name, [sys.executable, *args], cpu)
+
+    def stop(self, child: Child, grace: float = 2.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; always waits for the exit."""
+        if child.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.popen.wait(grace)
+        self._kill(child)
+        if child in self.children:
+            self.children.remove(child)
+
+    def _kill(self, child: Child) -> None:
+        # The group too: a child's own children (none expected) die with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.popen.wait(5)
+
+    def close(self) -> None:
+        for child in list(self.children):
+            self._kill(child)
+        self.children.clear()
+
+
+async def wait_listening(child: Child, port: int, timeout: float = 20.0) -> None:
+    """Until something accepts TCP connections on 127.0.0.1:port; fail fast if the child died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise RuntimeError(
+                f"{child.name} exited with {child.popen.returncode}:\n{child.log_tail()}"
+            )
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+        except (OSError, TimeoutError):
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise RuntimeError(f"{child.name} did not listen on port {port} within {timeout:g} s")
