@@ -13,6 +13,7 @@ from runtime.config import Settings
 from runtime.node.service import NodeService
 from runtime.transports.base import ClusterTransport, OriginTransport
 from runtime.transports.memory import MemoryOrigin
+from tests.origin_server import RecordingOrigin
 
 TOKEN = "test-token"
 
@@ -71,6 +72,14 @@ class RunningNode:
 
 
 StartNode = Callable[..., Awaitable[RunningNode]]
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[RecordingOrigin]:
+    """A real HTTP origin on 127.0.0.1 that records every event."""
+    server = await RecordingOrigin().start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,6 @@ from websockets.exceptions import ConnectionClosed
 from tests.origin_server import RecordingOrigin
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def origin() -> AsyncIterator[RecordingOrigin]:
-    server = await RecordingOrigin().start()
-    yield server
-    await server.stop()
 
 
 async def start_process(

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from websockets.asyncio.client import connect
 
 from runtime.transports.http_origin import HttpOrigin
 from tests.conftest import StartNode
 from tests.origin_server import RecordingOrigin
-
-
-@pytest.fixture
-async def origin() -> AsyncIterator[RecordingOrigin]:
-    server = await RecordingOrigin().start()
-    yield server
-    await server.stop()
 
 
 async def test_events_batched_on_pooled_connections_with_token(
