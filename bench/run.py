@@ -252,19 +252,9 @@ class Bench:
             [
                 "-m",
                 "runtime",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{ws_port}",
+                *_node_flags(ws_port, command_port, token),
                 "--origin-url",
                 f"http://127.0.0.1:{origin_port}/events",
-                "--command-listen",
-                f"127.0.0.1:{command_port}",
-                "--command-token",
-                token,
-                "--log-level",
-                "WARNING",
-                "--log-format",
-                "json",
             ],
             self.server_cpu,
         )
@@ -289,19 +279,9 @@ class Bench:
             [
                 "-m",
                 "runtime",
-                "serve",
+                *_node_flags(ws_port, command_port, token),
                 "--origin-transport",
                 "echo",
-                "--listen",
-                f"127.0.0.1:{ws_port}",
-                "--command-listen",
-                f"127.0.0.1:{command_port}",
-                "--command-token",
-                token,
-                "--log-level",
-                "WARNING",
-                "--log-format",
-                "json",
             ],
             self.server_cpu,
         )
@@ -594,6 +574,23 @@ def _count_lines(child: Child) -> int:
 
 def _say(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def _node_flags(ws_port: int, command_port: int, token: str) -> list[str]:
+    """`serve` and the flags every benchmarked node shares."""
+    return [
+        "serve",
+        "--listen",
+        f"127.0.0.1:{ws_port}",
+        "--command-listen",
+        f"127.0.0.1:{command_port}",
+        "--command-token",
+        token,
+        "--log-level",
+        "WARNING",
+        "--log-format",
+        "json",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

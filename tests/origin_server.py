@@ -1,33 +1,35 @@
-"""A real HTTP origin for tests: records every event batch, and can fail on demand."""
+"""A real HTTP origin for tests: records every event batch, and can fail on demand.
+
+It keeps events the way MemoryOrigin does, so tests wait on either with the same `wait_for`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any
 
 from aiohttp import web
 
+from runtime.transports.memory import MemoryOrigin
 
-class RecordingOrigin:
+
+class RecordingOrigin(MemoryOrigin):
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        super().__init__()
         self.requests = 0
         self.peers: set[tuple[str, int]] = set()
         self.fail_next = 0
         self.authorization: str | None = None
         self.url = ""
-        self._changed = asyncio.Condition()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/events", self._events)
         self._runner = web.AppRunner(app, access_log=None)
 
-    async def start(self, port: int = 0) -> RecordingOrigin:
+    async def start(self, port: int = 0) -> RecordingOrigin:  # type: ignore[override]
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/events"
+        bound = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{bound}/events"
         return self
 
     async def stop(self) -> None:
@@ -43,22 +45,6 @@ class RecordingOrigin:
         if self.fail_next:
             self.fail_next -= 1
             return web.Response(status=503, text="origin overloaded")
-        async with self._changed:
-            self.events.extend(json.loads(body)["events"])
-            self._changed.notify_all()
+        events = json.loads(body)["events"]
+        await self.deliver([json.dumps(event).encode() for event in events])
         return web.Response(status=204)
-
-    def of_type(self, event_type: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["requestContext"]["eventType"] == event_type]
-
-    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
-        async def satisfied() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: predicate(self.events))
-
-        try:
-            await asyncio.wait_for(satisfied(), timeout)
-        except TimeoutError:
-            kinds = [e["requestContext"]["eventType"] for e in self.events]
-            raise AssertionError(f"origin condition not met in {timeout}s; got {kinds}") from None
-        return self.events
