@@ -20,18 +20,23 @@ import asyncio
 import contextlib
 import json
 
-import aiohttp
-from aiohttp import web
-
 from bench.common import host_port, raise_nofile_limit, run
+from runtime.transports.http1 import (
+    HttpClient,
+    HttpClientError,
+    HttpServer,
+    Request,
+    Response,
+    json_response,
+)
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class Origin:
     def __init__(self, commands_url: str, token: str, ack: str, concurrency: int) -> None:
-        self.commands_url = commands_url
-        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        self._client = HttpClient(commands_url, max_connections=concurrency, headers=headers)
         self.ack_first = ack == "first"
         self.ids: dict[str, None] = {}
         self.stats = {
@@ -44,22 +49,24 @@ class Origin:
             "disconnects": 0,
             "other": 0,
         }
-        self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
-        self._session = aiohttp.ClientSession(connector=connector)
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        if self._session is not None:
-            await self._session.close()
+        await self._client.close()
 
-    async def events(self, request: web.Request) -> web.Response:
-        document = json.loads(await request.read())
+    async def route(self, request: Request) -> Response:
+        if request.method == "POST" and request.path == "/events":
+            return await self.events(request)
+        if request.method == "GET" and request.path == "/ids":
+            return json_response(list(self.ids))
+        if request.method == "GET" and request.path == "/stats":
+            return json_response({**self.stats, "live": len(self.ids)})
+        return json_response({"error": "not found"}, 404)
+
+    async def events(self, request: Request) -> Response:
+        document = json.loads(request.body)
         stats = self.stats
         stats["requests"] += 1
         sends = []
@@ -91,48 +98,33 @@ class Origin:
                 task = asyncio.create_task(self._post(body))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                # Let the commands leave before this answer does, so the node reads both in one
+                # wake-up instead of waking for the answer first.
+                await asyncio.sleep(0)
             else:
                 await self._post(body)
-        return web.Response(body=b"{}", content_type="application/json")
+        return Response(200, b"{}", {"Content-Type": "application/json"})
 
     async def _post(self, body: bytes) -> None:
-        assert self._session is not None
-        async with self._slots:
-            try:
-                async with self._session.post(
-                    self.commands_url, data=body, headers=self.headers
-                ) as response:
-                    await response.read()
-                    ok = response.status == 200
-            except (aiohttp.ClientError, OSError):
-                ok = False
+        try:
+            ok = (await self._client.request("POST", body)).status == 200
+        except HttpClientError:
+            ok = False
         self.stats["commandPosts"] += 1
         if not ok:
             self.stats["commandFailures"] += 1
 
-    async def list_ids(self, request: web.Request) -> web.Response:
-        return web.json_response(list(self.ids))
-
-    async def get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.stats, "live": len(self.ids)})
-
 
 async def serve(args: argparse.Namespace) -> None:
     origin = Origin(args.commands_url, args.token, args.ack, args.concurrency)
-    await origin.start()
-    app = web.Application(client_max_size=64 << 20)
-    app.router.add_post("/events", origin.events)
-    app.router.add_get("/ids", origin.list_ids)
-    app.router.add_get("/stats", origin.get_stats)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    server = HttpServer(origin.route, max_body_bytes=64 << 20, name="origin")
     host, port = host_port(args.listen)
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    await server.start(host, port)
     try:
         await asyncio.Event().wait()  # until the harness kills this process
     finally:
         await origin.close()
-        await runner.cleanup()
+        await server.stop()
 
 
 def main() -> None:

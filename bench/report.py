@@ -32,7 +32,7 @@ def machine(pin: bool, server_cpu: int | None, load_cpu: int | None) -> dict[str
     except OSError:
         pass
     versions = {}
-    for package in ("websockets", "aiohttp", "uvloop", "picows", "psutil"):
+    for package in ("websockets", "httptools", "uvloop", "picows", "psutil"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -439,9 +439,10 @@ METHOD = """
 - **Node**: `python -m runtime serve --listen ... --origin-url http://127.0.0.1:P/events
   --command-listen ... --command-token ... --log-level WARNING --log-format json`, every other
   setting at its default, on uvloop.
-- **Origin** (`python -m bench.origin`, aiohttp on uvloop, its own process): for each event batch it
-  turns every MESSAGE into one `send` command to its connection and posts all of the batch's
-  commands as one `POST /commands` over a keep-alive session. Ack mode of this run: `{ack}`.
+- **Origin** (`python -m bench.origin`, its own process, on uvloop and the node's own HTTP/1.1
+  layer, `runtime/transports/http1.py`): for each event batch it turns every MESSAGE into one
+  `send` command to its connection and posts all of the batch's commands as one
+  `POST /commands` over a keep-alive connection. Ack mode of this run: `{ack}`.
   `first` (default) answers the event POST at once and posts the commands right after, as the
   production SQS -> origin -> SNS path is decoupled; `after` (`--ack after`) answers only once the
   node accepted the commands.

@@ -6,13 +6,14 @@ import hmac
 import logging
 from typing import Any
 
-from aiohttp import web
-
+from runtime.transports.http1 import HttpServer, Request, Response, json_response
 from runtime.wire.commands import CommandBodyError, Rejection, parse_body
 
 log = logging.getLogger("runtime.commands")
 
 MiB = 1024 * 1024
+
+ROUTES = {"/commands": "POST", "/stats": "GET"}
 
 
 class CommandEndpoint:
@@ -32,49 +33,47 @@ class CommandEndpoint:
         self._max_payload_bytes = max_payload_bytes
         # Room for the largest payload, base64-inflated, plus many connection IDs.
         max_body = max(16 * MiB, 2 * max_payload_bytes + 4 * MiB)
-        app = web.Application(client_max_size=max_body)
-        app.router.add_post("/commands", self._commands)
-        app.router.add_get("/stats", self._stats)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._server = HttpServer(self._route, max_body_bytes=max_body, name="commands")
 
     async def start(self) -> None:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = self._runner.addresses[0][1]  # the bound port, when 0 was asked for
+        self.port = await self._server.start(self.host, self.port)
         log.info("command endpoint listening", extra={"commandAddress": f"{self.host}:{self.port}"})
 
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        await self._server.stop()
 
-    def _authorized(self, request: web.Request) -> bool:
+    async def _route(self, request: Request) -> Response:
+        method = ROUTES.get(request.path)
+        if method is None:
+            return json_response({"error": f"no such path: {request.path}"}, 404)
+        if request.method != method:
+            return json_response(
+                {"error": f"{request.path} takes {method}"}, 405, headers={"Allow": method}
+            )
+        if not self._authorized(request):
+            return json_response(
+                {"error": "missing or wrong bearer token"},
+                401,
+                headers={"WWW-Authenticate": 'Bearer realm="commands"'},
+            )
+        if request.path == "/stats":
+            return json_response(self.node.stats())
+        return await self._commands(request.body)
+
+    def _authorized(self, request: Request) -> bool:
         if self._token is None:
             return True
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode(), self._token
         )
 
-    def _unauthorized(self) -> web.Response:
-        return web.json_response(
-            {"error": "missing or wrong bearer token"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="commands"'},
-        )
-
-    async def _commands(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return self._unauthorized()
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return web.json_response({"error": "body too large"}, status=413)
+    async def _commands(self, body: bytes) -> Response:
         try:
             commands, rejections = parse_body(body, max_payload_bytes=self._max_payload_bytes)
         except CommandBodyError as exc:
             log.warning("command body rejected", extra={"error": str(exc)})
-            return web.json_response({"error": str(exc), "accepted": 0}, status=400)
+            return json_response({"error": str(exc), "accepted": 0}, 400)
         for rejection in rejections:
             log.warning(
                 "command rejected", extra={"index": rejection.index, "error": rejection.error}
@@ -90,17 +89,12 @@ class CommandEndpoint:
             rejections.append(Rejection(index, f"commands[{index}]: {error}"))
         if rejections:
             rejections.sort(key=lambda rejection: rejection.index)
-            return web.json_response(
+            return json_response(
                 {
                     "error": rejections[0].error,
                     "accepted": outcome.accepted,
                     "rejected": [rejection.as_json() for rejection in rejections],
                 },
-                status=400,
+                400,
             )
-        return web.json_response({"accepted": outcome.accepted})
-
-    async def _stats(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return self._unauthorized()
-        return web.json_response(self.node.stats())
+        return json_response({"accepted": outcome.accepted})

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import aiohttp
-
 from runtime.transports.base import OriginUnavailable
+from runtime.transports.http1 import HttpClient, HttpClientError
 
 USER_AGENT = "wsgateway-node"
 
@@ -26,28 +25,26 @@ class HttpOrigin:
         self.concurrency = concurrency
         self.max_batch_events = max_batch_events
         self.max_batch_bytes = max_batch_bytes
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
         if token:
-            self._headers["Authorization"] = f"Bearer {token}"
-        self._session: aiohttp.ClientSession | None = None
+            headers["Authorization"] = f"Bearer {token}"
+        # One connection per request slot: the pump never has more requests in flight.
+        self._client = HttpClient(
+            url, max_connections=concurrency, timeout=timeout, headers=headers
+        )
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        """Connections open on first use."""
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._client.close()
 
     async def deliver(self, events: Sequence[bytes]) -> None:
-        assert self._session is not None, "start() first"
         body = b'{"events":[' + b",".join(events) + b"]}"
         try:
-            async with self._session.post(self.url, data=body, headers=self._headers) as response:
-                if not 200 <= response.status < 300:
-                    detail = (await response.text())[:200]
-                    raise OriginUnavailable(f"origin answered {response.status}: {detail}")
-                await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise OriginUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            response = await self._client.request("POST", body)
+        except HttpClientError as exc:
+            raise OriginUnavailable(str(exc)) from exc
+        if not 200 <= response.status < 300:
+            detail = response.body[:200].decode("utf-8", "replace")
+            raise OriginUnavailable(f"origin answered {response.status}: {detail}")

@@ -175,3 +175,21 @@ async def test_oversized_command_body_gets_413(start_node: StartNode) -> None:
         headers = {"Authorization": "Bearer test-token"}
         async with session.post(node.commands_url, data=body, headers=headers) as response:
             assert response.status == 413
+
+
+async def test_command_endpoint_unknown_path_and_wrong_method(start_node: StartNode) -> None:
+    node = await start_node()
+    base = node.commands_url.rsplit("/", 1)[0]
+    headers = {"Authorization": "Bearer test-token"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/nowhere", headers=headers) as response:
+            assert response.status == 404
+            assert "/nowhere" in (await response.json())["error"]
+        async with session.get(node.commands_url, headers=headers) as response:
+            assert response.status == 405
+            assert response.headers["Allow"] == "POST"
+        async with session.post(f"{base}/stats", headers=headers) as response:
+            assert response.status == 405
+        async with session.get(f"{base}/stats", headers=headers) as response:
+            assert response.status == 200
+            assert "connections" in await response.json()

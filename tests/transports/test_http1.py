@@ -1,0 +1,397 @@
+"""The HTTP/1.1 layer, each side checked against an independent implementation (aiohttp, or raw
+bytes on a socket): keep-alive, pipelining, limits, broken peers, timeouts, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from runtime.transports.http1 import (
+    HttpClient,
+    HttpClientError,
+    HttpServer,
+    Request,
+    Response,
+    json_response,
+)
+
+# --- the client, against aiohttp's server ---------------------------------------------------
+
+
+class AiohttpServer:
+    """An aiohttp server recording which client ports it saw."""
+
+    def __init__(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+        self.handler = handler
+        self.peers: set[int] = set()
+        self.bodies: list[bytes] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _record(self, request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername")[1])
+        self.bodies.append(await request.read())
+        return await self.handler(request)
+
+    async def start(self, keepalive_timeout: float = 75.0) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._record)
+        self.runner = web.AppRunner(app, access_log=None, keepalive_timeout=keepalive_timeout)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+        return f"http://127.0.0.1:{self.port}/events?x=1"
+
+    async def stop(self) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def ok(request: web.Request) -> web.Response:
+    return web.json_response({"path": request.path_qs, "auth": request.headers.get("X-Token")})
+
+
+@pytest.fixture
+async def aio_server() -> AsyncIterator[AiohttpServer]:
+    server = AiohttpServer(ok)
+    yield server
+    if server.runner is not None:
+        await server.stop()
+
+
+async def test_requests_reuse_one_kept_alive_connection(aio_server: AiohttpServer) -> None:
+    url = await aio_server.start()
+    client = HttpClient(url, max_connections=4, headers={"X-Token": "t"})
+    for index in range(50):
+        response = await client.request("POST", f"body {index}".encode())
+        assert response.status == 200
+        assert response.json() == {"path": "/events?x=1", "auth": "t"}
+    await client.close()
+    assert len(aio_server.peers) == 1
+    assert aio_server.bodies == [f"body {index}".encode() for index in range(50)]
+
+
+async def test_concurrent_requests_never_open_more_than_the_limit(
+    aio_server: AiohttpServer,
+) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.01)
+        return web.Response(text="ok")
+
+    aio_server.handler = slow
+    url = await aio_server.start()
+    client = HttpClient(url, max_connections=3)
+    responses = await asyncio.gather(*(client.post(b"%d" % i) for i in range(30)))
+    assert [response.body for response in responses] == [b"ok"] * 30
+    assert len(aio_server.peers) == 3
+    assert client.open_connections == 3
+    await client.close()
+
+
+async def test_chunked_and_read_until_close_answers(aio_server: AiohttpServer) -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b"one ", b"two ", b"three"):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    aio_server.handler = chunked
+    client = HttpClient(await aio_server.start())
+    response = await client.request("GET")
+    assert response.body == b"one two three"
+    assert response.keep_alive
+    await client.close()
+
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
+        await writer.drain()
+        writer.close()
+
+    raw = await asyncio.start_server(until_close, "127.0.0.1", 0)
+    port = raw.sockets[0].getsockname()[1]
+    client = HttpClient(f"http://127.0.0.1:{port}/")
+    response = await client.request("GET")
+    assert (response.status, response.body, response.keep_alive) == (200, b"all of it", False)
+    await client.close()
+    raw.close()
+
+
+async def test_connection_closed_by_the_server_while_idle_is_replaced(
+    aio_server: AiohttpServer,
+) -> None:
+    url = await aio_server.start(keepalive_timeout=0.05)
+    client = HttpClient(url)
+    assert (await client.post(b"first")).status == 200
+    await asyncio.sleep(0.2)  # the server has closed the kept-alive connection by now
+    assert (await client.post(b"second")).status == 200
+    assert aio_server.bodies == [b"first", b"second"]
+    assert len(aio_server.peers) == 2
+    await client.close()
+
+
+async def test_timeout_refused_and_closed_client_are_clear_errors(
+    aio_server: AiohttpServer,
+) -> None:
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response()
+
+    aio_server.handler = hang
+    client = HttpClient(await aio_server.start(), timeout=0.1)
+    with pytest.raises(HttpClientError, match=r"within 0\.1s"):
+        await client.post(b"x")
+    assert client.open_connections == 0  # a timed-out connection is never reused
+    await client.close()
+    with pytest.raises(HttpClientError, match="closed"):
+        await client.post(b"x")
+
+    port = aio_server.port
+    await aio_server.stop()
+    aio_server.runner = None
+    refused = HttpClient(f"http://127.0.0.1:{port}/")
+    with pytest.raises(HttpClientError, match="cannot connect"):
+        await refused.post(b"x")
+    assert refused.open_connections == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", "malformed"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "broke off"),
+        (b"", "without answering"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000, "larger than"),
+    ],
+)
+async def test_broken_answers_are_errors(answer: bytes, error: str) -> None:
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    raw = await asyncio.start_server(reply, "127.0.0.1", 0)
+    port = raw.sockets[0].getsockname()[1]
+    client = HttpClient(f"http://127.0.0.1:{port}/", max_response_bytes=1000)
+    with pytest.raises(HttpClientError, match=error):
+        await client.request("GET")
+    assert client.open_connections == 0
+    await client.close()
+    raw.close()
+
+
+def test_only_http_urls_with_a_host() -> None:
+    for url in ("ftp://example.com/", "http:///path", "example.com"):
+        with pytest.raises(ValueError, match="http:// or https://"):
+            HttpClient(url)
+
+
+# --- the server, against aiohttp's client and raw bytes ---------------------------------------
+
+
+async def echo_handler(request: Request) -> Response:
+    if request.path == "/boom":
+        raise RuntimeError("handler bug")
+    if request.path == "/slow":
+        await asyncio.sleep(float(request.query.partition("=")[2]))
+    return json_response(
+        {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query,
+            "body": request.body.decode(),
+            "auth": request.headers.get("authorization"),
+        }
+    )
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[HttpServer]:
+    server = HttpServer(echo_handler, max_body_bytes=1000, idle_timeout=0.3)
+    await server.start("127.0.0.1", 0)
+    yield server
+    await server.stop(timeout=1)
+
+
+async def exchange_raw(port: int, data: bytes, *, until_close: bool = True) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    try:
+        return await asyncio.wait_for(reader.read(), 2) if until_close else b""
+    finally:
+        writer.close()
+
+
+async def test_server_answers_aiohttp_on_one_connection(server: HttpServer) -> None:
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for index in range(20):
+            async with session.post(
+                f"http://127.0.0.1:{server.port}/p?q={index}",
+                data=f"b{index}",
+                headers={"Authorization": "Bearer x"},
+            ) as response:
+                assert response.status == 200
+                assert await response.json() == {
+                    "method": "POST",
+                    "path": "/p",
+                    "query": f"q={index}",
+                    "body": f"b{index}",
+                    "auth": "Bearer x",
+                }
+
+        # a chunked request body
+        async def parts() -> AsyncIterator[bytes]:
+            for part in (b"ab", b"cd", b"ef"):
+                yield part
+
+        async with session.post(f"http://127.0.0.1:{server.port}/c", data=parts()) as response:
+            assert (await response.json())["body"] == "abcdef"
+    assert len(server._connections) <= 1
+
+
+async def test_pipelined_requests_are_answered_in_order(server: HttpServer) -> None:
+    requests = b"".join(
+        f"GET /slow?d={delay} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for delay in (0.05, 0, 0.02)
+    )
+    requests += b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer = await exchange_raw(server.port, requests)
+    paths = [part.split(b'"query":')[1].split(b",")[0] for part in answer.split(b"HTTP/1.1 ")[1:]]
+    assert paths == [b'"d=0.05"', b'"d=0"', b'"d=0.02"', b'""']
+    assert answer.count(b"HTTP/1.1 200 OK") == 4
+    assert answer.rstrip().endswith(b'"auth":null}')
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "error"),
+    [
+        (
+            b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000,
+            413,
+            b"larger than 1000",
+        ),
+        (
+            b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"3e8\r\n"
+            + b"x" * 1000
+            + b"\r\n"
+            + b"10\r\n"
+            + b"y" * 16
+            + b"\r\n0\r\n\r\n",
+            413,
+            b"larger than 1000",
+        ),
+        (b"THIS IS NOT HTTP\r\n\r\n", 400, b"malformed"),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            400,
+            b"upgrade",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"y" * 70_000 + b"\r\n\r\n",
+            400,
+            b"too large",
+        ),
+    ],
+    ids=["content-length", "chunked", "garbage", "upgrade", "headers"],
+)
+async def test_bad_requests_get_an_error_and_the_connection_closes(
+    server: HttpServer, request_bytes: bytes, status: int, error: bytes
+) -> None:
+    answer = await exchange_raw(server.port, request_bytes)
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:80]
+    assert error in answer
+    assert b"Connection: close" in answer
+
+
+async def test_handler_error_is_a_500_and_the_connection_lives_on(server: HttpServer) -> None:
+    client = HttpClient(f"http://127.0.0.1:{server.port}/boom")
+    response = await client.request("GET")
+    assert (response.status, response.json()) == (500, {"error": "internal error"})
+    response = await client.request("GET", target="/fine")
+    assert response.json()["path"] == "/fine"
+    assert client.open_connections == 1
+    await client.close()
+
+
+async def test_head_has_no_body_and_http10_closes(server: HttpServer) -> None:
+    answer = await exchange_raw(
+        server.port, b"HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Content-Length: " in head
+    assert body == b""
+    answer = await exchange_raw(server.port, b"GET /old HTTP/1.0\r\n\r\n")
+    assert b'"path":"/old"' in answer  # and the read returned: the server closed
+
+
+async def test_idle_connections_are_closed(server: HttpServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    await reader.readuntil(b"}")
+    assert await asyncio.wait_for(reader.read(), 2) == b""  # closed after idle_timeout 0.3 s
+    writer.close()
+
+
+async def test_stop_lets_a_running_request_finish() -> None:
+    server = HttpServer(echo_handler, max_body_bytes=100)
+    port = await server.start("127.0.0.1", 0)
+    client = HttpClient(f"http://127.0.0.1:{port}/slow?d=0.2")
+    pending = asyncio.create_task(client.request("GET"))
+    await asyncio.sleep(0.05)
+    await server.stop(timeout=2)
+    response = await pending
+    assert response.status == 200
+    assert not response.keep_alive
+    await client.close()
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("LOUD SKIP: the openssl command is not installed, so no test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_https_both_ways(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    server = HttpServer(echo_handler, max_body_bytes=100)
+    port = await server.start("127.0.0.1", 0, ssl_context=server_context)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    client = HttpClient(f"https://127.0.0.1:{port}/secure", ssl_context=trusting)
+    assert (await client.post(b"over tls")).json()["body"] == "over tls"
+    await client.close()
+    untrusting = HttpClient(f"https://127.0.0.1:{port}/secure")  # system CAs only
+    with pytest.raises(HttpClientError, match="cannot connect"):
+        await untrusting.post(b"x")
+    await server.stop()
