@@ -15,7 +15,7 @@ install: $(STAMP)
 
 # One node with the built-in echo origin: connect any WebSocket client to ws://127.0.0.1:8080/.
 run: install
-	$(PY) -m runtime serve --origin-transport echo --no-command-auth true
+	$(PY) -m runtime serve --origin-transport echo --no-command-auth true --local-only true
 
 test: install lint
 	$(PY) -m pytest -q

@@ -437,7 +437,8 @@ METHOD = """
   (`async for m in ws: await ws.send(m)`). A connection to `/control` instead has its messages
   passed to `websockets.asyncio.server.broadcast(server.connections - {{control}}, m)`.
 - **Node**: `python -m runtime serve --listen ... --origin-url http://127.0.0.1:P/events
-  --command-listen ... --command-token ... --log-level WARNING --log-format json`, every other
+  --command-listen ... --command-token ... --log-level WARNING --log-format json --local-only
+  true`, every other
   setting at its default, on uvloop.
 - **Origin** (`python -m bench.origin`, its own process, on uvloop and the node's own HTTP/1.1
   layer, `runtime/transports/http1.py`): for each event batch it turns every MESSAGE into one

@@ -590,6 +590,8 @@ def _node_flags(ws_port: int, command_port: int, token: str) -> list[str]:
         "WARNING",
         "--log-format",
         "json",
+        "--local-only",
+        "true",
     ]
 
 

@@ -18,7 +18,9 @@ from runtime.wire.connection_id import MAX_REGION_LENGTH, NodeAddress
 from runtime.wire.events import RouteSelector
 
 MiB = 1024 * 1024
-DEFAULT_PEER_ADDRESS = NodeAddress("127.0.0.1", 9100)
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
 class ConfigError(ValueError):
@@ -96,6 +98,21 @@ def _node_address(text: str) -> NodeAddress:
     return NodeAddress(host, port)
 
 
+def _listen_address(text: str) -> tuple[str, int]:
+    host, port = host_port(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"must be an IP address and port (got {text!r})") from None
+    if port == 0:
+        raise ValueError(f"needs a fixed port: peers find nodes by it (got {text!r})")
+    return host, port
+
+
+def _node_addresses(text: str) -> tuple[NodeAddress, ...]:
+    return tuple(_node_address(item) for item in _list(text))
+
+
 def _region(text: str) -> str:
     if not text or len(text) > MAX_REGION_LENGTH or not text.isascii():
         raise ValueError(f"must be 1 to {MAX_REGION_LENGTH} ASCII characters (got {text!r})")
@@ -145,11 +162,32 @@ class Settings:
     region: str = "local"
     stage: str = "local"
     domain_name: str = ""
-    peer_advertise: NodeAddress = DEFAULT_PEER_ADDRESS
+    local_only: bool = False
+    peer_listen: tuple[str, int] = ("127.0.0.1", 9100)
+    peer_advertise: NodeAddress | None = None
+    peer_secret: str = ""
+    peers: tuple[NodeAddress, ...] = ()
+    peers_dns: tuple[str, int] | None = None
+    peers_refresh_seconds: float = 10.0
+    peer_max_datagram: int = 1472
+    peer_down_seconds: float = 3.0
+    peer_metrics_interval: float = 60.0
     trust_forwarded_for: bool = False
     gone_events: bool = True
     log_format: str = "auto"
     log_level: str = "INFO"
+
+    @property
+    def peer_address(self) -> NodeAddress:
+        """The address in this node's connection IDs: --peer-advertise, else --peer-listen.
+
+        A wildcard listen address names no host; the service resolves the real one (ECS metadata
+        or the outbound interface) into --peer-advertise before a node is built.
+        """
+        if self.peer_advertise is not None:
+            return self.peer_advertise
+        host, port = self.peer_listen
+        return NodeAddress("127.0.0.1" if host in WILDCARD_HOSTS else host, port)
 
 
 @dataclass(frozen=True)
@@ -225,8 +263,40 @@ _SPECS: dict[str, _Spec] = {
     "domain_name": _Spec(
         _text, "domainName of node-level events (KEEPALIVE, GONE); others use the Host header"
     ),
+    "local_only": _Spec(
+        _bool,
+        "run one node with no cluster: no UDP peer traffic, and commands for connections of "
+        "other nodes produce GONE (otherwise --peer-secret is required)",
+        "BOOL",
+    ),
+    "peer_listen": _Spec(_listen_address, "UDP address for traffic from other nodes", "HOST:PORT"),
     "peer_advertise": _Spec(
-        _node_address, "address other nodes reach this one at; inside connection IDs", "IP:PORT"
+        _node_address,
+        "address other nodes reach this one at, inside every connection ID (default: the "
+        "--peer-listen address; for 0.0.0.0, the task's IP from the ECS metadata endpoint, "
+        "else this host's outbound IP)",
+        "IP:PORT",
+    ),
+    "peer_secret": _Spec(
+        _text, "shared key that authenticates peer datagrams (HMAC-SHA256), 16+ characters"
+    ),
+    "peers": _Spec(_node_addresses, "static list of other nodes' peer addresses", "IP:PORT,..."),
+    "peers_dns": _Spec(
+        lambda text: host_port(text) if text else None,
+        "DNS name whose addresses are the nodes (Cloud Map), and their peer port",
+        "NAME:PORT",
+    ),
+    "peers_refresh_seconds": _Spec(_float(0.5, 3600), "seconds between --peers-dns lookups"),
+    "peer_max_datagram": _Spec(
+        _int(512, 8900),
+        "largest UDP datagram sent; 1472 fits a 1500-byte MTU path, up to 8900 for jumbo frames",
+    ),
+    "peer_down_seconds": _Spec(
+        _float(0.2, 300),
+        "seconds without acknowledgement before a peer is down and its commands produce GONE",
+    ),
+    "peer_metrics_interval": _Spec(
+        _float(0, 86_400), "seconds between peer traffic metrics log lines (0: never)"
     ),
     "trust_forwarded_for": _Spec(
         _bool, "take sourceIp from X-Forwarded-For (only behind a proxy that sets it)", "BOOL"
@@ -305,6 +375,20 @@ def _check_together(s: Settings) -> None:
         )
     if s.send_buffer_bytes < 1024:
         raise ConfigError("--send-buffer-bytes must be at least 1024")
+    if s.local_only:
+        if s.peers or s.peers_dns:
+            raise ConfigError("--peers and --peers-dns need a cluster; drop --local-only")
+    elif not s.peer_secret:
+        raise ConfigError(
+            "--peer-secret is required: nodes authenticate their UDP traffic with it "
+            "(pass --local-only true to run a single node without a cluster)"
+        )
+    elif len(s.peer_secret) < 16:
+        raise ConfigError(
+            f"--peer-secret must be at least 16 characters (got {len(s.peer_secret)})"
+        )
+    if s.peers and s.peers_dns:
+        raise ConfigError("set --peers or --peers-dns, not both")
 
 
 def parse_argv(argv: Sequence[str], prog: str = "python -m runtime serve") -> Settings:

@@ -13,6 +13,7 @@ from runtime.config import Settings
 from runtime.node.service import NodeService
 from runtime.transports.base import ClusterTransport, OriginTransport
 from runtime.transports.memory import MemoryOrigin
+from runtime.wire.connection_id import NodeAddress
 from tests.origin_server import RecordingOrigin
 
 TOKEN = "test-token"
@@ -27,6 +28,8 @@ def node_settings(**overrides: Any) -> Settings:
         keepalive_interval=0,
         close_timeout=2,
         drain_seconds=5,
+        local_only=True,
+        peer_advertise=NodeAddress("127.0.0.1", 9100),
     )
     return dataclasses.replace(base, **overrides)
 

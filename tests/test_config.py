@@ -9,7 +9,6 @@ from dataclasses import fields
 import pytest
 
 from runtime.config import (
-    DEFAULT_PEER_ADDRESS,
     ConfigError,
     Settings,
     add_arguments,
@@ -21,7 +20,12 @@ from runtime.config import (
 from runtime.wire.connection_id import NodeAddress
 
 # The least a node needs: where events go, and a token for its command endpoint.
-REQUIRED = {"origin_url": "http://origin.test/events", "command_token": "secret"}
+# A single node without a cluster, so no peer secret either.
+REQUIRED = {
+    "origin_url": "http://origin.test/events",
+    "command_token": "secret",
+    "local_only": "true",
+}
 
 
 def settings(environ: dict[str, str] | None = None, **args: str | None) -> Settings:
@@ -30,13 +34,16 @@ def settings(environ: dict[str, str] | None = None, **args: str | None) -> Setti
 
 def test_defaults() -> None:
     loaded = settings()
-    assert loaded == Settings(origin_url="http://origin.test/events", command_token="secret")
+    assert loaded == Settings(
+        origin_url="http://origin.test/events", command_token="secret", local_only=True
+    )
     assert loaded.listen == ("127.0.0.1", 8080)
     assert loaded.command_listen == ("127.0.0.1", 8081)
     assert loaded.origin_transport == "http"
     assert loaded.max_message_bytes == 256 * 1024
     assert loaded.region == "local"
-    assert loaded.peer_advertise == DEFAULT_PEER_ADDRESS
+    assert loaded.peer_advertise is None
+    assert loaded.peer_address == NodeAddress("127.0.0.1", 9100)
     assert loaded.gone_events is True
     assert loaded.no_command_auth is False
     assert loaded.subprotocols == ()
@@ -88,6 +95,7 @@ def test_values_from_the_environment() -> None:
             "MAX_CONNECTIONS": "5",
             "KEEPALIVE_INTERVAL": "0",
             "NO_COMMAND_AUTH": "true",
+            "LOCAL_ONLY": "true",
             "UNRELATED": "x",
         },
     )
@@ -111,13 +119,13 @@ def test_flag_beats_a_bad_environment_value() -> None:
 
 
 def test_empty_command_listen_disables_the_endpoint_and_its_token() -> None:
-    loaded = load({"origin_url": "http://o.test", "command_listen": ""}, {})
+    loaded = load({"local_only": "true", "origin_url": "http://o.test", "command_listen": ""}, {})
     assert loaded.command_listen is None
     assert loaded.command_token == ""
 
 
 def test_echo_transport_needs_no_origin_url() -> None:
-    loaded = load({"origin_transport": "echo", "command_token": "t"}, {})
+    loaded = load({"local_only": "true", "origin_transport": "echo", "command_token": "t"}, {})
     assert loaded.origin_transport == "echo"
     assert loaded.origin_url == ""
 
@@ -147,6 +155,14 @@ def test_echo_transport_needs_no_origin_url() -> None:
         ("command_listen", "nowhere", "must be host:port"),
         ("peer_advertise", "node-1:9100", "must be an IP address and port (got 'node-1:9100')"),
         ("peer_advertise", "10.0.0.1:0", "port must be between 1 and 65535 (got 0)"),
+        ("peer_listen", "node-1:9100", "must be an IP address and port (got 'node-1:9100')"),
+        ("peer_listen", "0.0.0.0:0", "needs a fixed port"),
+        ("peers", "10.0.0.1:9100,10.0.0.2", "must be host:port"),
+        ("peers", "10.0.0.1:9100,node-2:9100", "must be an IP address and port"),
+        ("peers_dns", "peers.local", "must be host:port"),
+        ("peer_max_datagram", "9000", "must be between 512 and 8900 (got 9000)"),
+        ("peer_max_datagram", "511", "must be between 512 and 8900 (got 511)"),
+        ("peer_down_seconds", "0", "must be between 0.2 and 300 (got 0)"),
         ("region", "r" * 33, "must be 1 to 32 ASCII characters"),
         ("region", "", "must be 1 to 32 ASCII characters"),
         ("region", "régión", "must be 1 to 32 ASCII characters"),
@@ -196,10 +212,14 @@ def test_command_token_required_unless_no_command_auth() -> None:
         load({"origin_url": "http://o.test"}, {})
     with pytest.raises(ConfigError, match="--command-token is required"):
         load({"origin_url": "http://o.test", "no_command_auth": "false"}, {})
-    loaded = load({"origin_url": "http://o.test", "no_command_auth": "true"}, {})
+    loaded = load(
+        {"local_only": "true", "origin_url": "http://o.test", "no_command_auth": "true"}, {}
+    )
     assert loaded.no_command_auth is True
     assert loaded.command_token == ""
-    assert load({"origin_url": "http://o.test"}, {"NO_COMMAND_AUTH": "1"}).no_command_auth
+    assert load(
+        {"local_only": "true", "origin_url": "http://o.test"}, {"NO_COMMAND_AUTH": "1"}
+    ).no_command_auth
 
 
 def test_command_listen_must_differ_from_listen() -> None:
@@ -236,10 +256,43 @@ def test_every_setting_has_a_flag_and_env_var() -> None:
         ["--max-message-bytes", "2048", "--origin-url", "http://o.test", "--command-token", "t"]
     )
     assert set(vars(namespace)) == {field.name for field in fields(Settings)}
-    loaded = load(vars(namespace), {"MAX_MESSAGE_BYTES": "4096", "STAGE": "from-env"})
+    environ = {"MAX_MESSAGE_BYTES": "4096", "STAGE": "from-env", "LOCAL_ONLY": "1"}
+    loaded = load(vars(namespace), environ)
     assert loaded.max_message_bytes == 2048
     assert loaded.stage == "from-env"
     help_text = parser.format_help()
     for field in fields(Settings):
         assert flag(field.name) in help_text
         assert env_name(field.name) in help_text
+
+
+CLUSTER = {"origin_url": "http://origin.test/events", "command_token": "secret"}
+
+
+def test_a_cluster_needs_a_peer_secret_unless_local_only() -> None:
+    with pytest.raises(ConfigError, match="--peer-secret is required") as info:
+        load(CLUSTER, {})
+    assert "--local-only true" in str(info.value)
+    with pytest.raises(ConfigError, match=r"at least 16 characters \(got 5\)"):
+        load({**CLUSTER, "peer_secret": "short"}, {})
+    loaded = load(CLUSTER, {"PEER_SECRET": "s" * 16})
+    assert (loaded.local_only, loaded.peer_secret) == (False, "s" * 16)
+    with pytest.raises(ConfigError, match="drop --local-only"):
+        load({**REQUIRED, "peers": "10.0.0.2:9100"}, {})
+
+
+def test_cluster_settings() -> None:
+    secret = {**CLUSTER, "peer_secret": "0123456789abcdef"}
+    loaded = load(
+        {**secret, "peers": "10.0.0.2:9100, [fd00::3]:9100", "peer_listen": "0.0.0.0:9200"}, {}
+    )
+    assert loaded.peers == (NodeAddress("10.0.0.2", 9100), NodeAddress("fd00::3", 9100))
+    assert loaded.peer_listen == ("0.0.0.0", 9200)
+    assert loaded.peer_address == NodeAddress("127.0.0.1", 9200)  # until the service resolves it
+    assert loaded.peer_max_datagram == 1472
+    loaded = load({**secret, "peers_dns": "nodes.gateway.local:9100"}, {})
+    assert loaded.peers_dns == ("nodes.gateway.local", 9100)
+    loaded = load({**secret, "peer_listen": "10.0.0.5:9100"}, {})
+    assert loaded.peer_address == NodeAddress("10.0.0.5", 9100)
+    with pytest.raises(ConfigError, match="not both"):
+        load({**secret, "peers": "10.0.0.2:9100", "peers_dns": "n.local:9100"}, {})

@@ -65,12 +65,12 @@ class Node:
         self.settings = settings
         self.origin = origin
         self.cluster = cluster
-        self.address: NodeAddress = settings.peer_advertise
+        self.address: NodeAddress = settings.peer_address
         self.context = events.NodeContext(
             stage=settings.stage, region=settings.region, domain_name=settings.domain_name
         )
-        self.issuer = ConnectionIdIssuer(settings.region, settings.peer_advertise)
-        self.router = Router(settings.peer_advertise, settings.region)
+        self.issuer = ConnectionIdIssuer(settings.region, settings.peer_address)
+        self.router = Router(settings.peer_address, settings.region)
         self.routes = events.RouteSelector(settings.route_selection_expression)
         self.limits = SendLimits(settings.send_buffer_messages, settings.send_buffer_bytes)
         self.registry: ConnectionRegistry[ServerConnection] = ConnectionRegistry()

@@ -26,7 +26,7 @@ async def start_process(
 ) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
     """Start a node and wait for its 'listening' log lines; returns the addresses they name."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runtime", "serve", *flags,
+        sys.executable, "-m", "runtime", "serve", "--local-only", "true", *flags,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -150,6 +150,16 @@ async def _get(host: str, port: int, path: str, upgrade: bool = False) -> bytes:
         (["--origin-transport", "echo"], {}, "--command-token is required"),
         (["--allowed-origins", "example.com"], {}, "--allowed-origins allowed origin must"),
         (["--listen", "nowhere"], {}, "--listen must be host:port"),
+        (
+            ["--origin-transport", "echo", "--no-command-auth", "true"],
+            {},
+            "--peer-secret is required",
+        ),
+        (
+            ["--origin-transport", "echo", "--no-command-auth", "1", "--local-only", "1"],
+            {"PEER_LISTEN": "0.0.0.0:0"},
+            "PEER_LISTEN needs a fixed port",
+        ),
     ],
 )
 def test_bad_settings_stop_the_node_with_a_clear_message(
