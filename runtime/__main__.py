@@ -27,10 +27,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level)
-    from runtime.node.service import NodeService
+    from runtime.node.service import build_service
 
-    service = NodeService(settings)
-    clean = _run(service.run_until_signal())
+    async def serve() -> bool:
+        service = await build_service(settings)
+        return await service.run_until_signal()
+
+    try:
+        clean = _run(serve())
+    except OSError as exc:  # e.g. an address already in use
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0 if clean else 1
 
 

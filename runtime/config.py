@@ -292,7 +292,7 @@ _SPECS: dict[str, _Spec] = {
         "largest UDP datagram sent; 1472 fits a 1500-byte MTU path, up to 8900 for jumbo frames",
     ),
     "peer_down_seconds": _Spec(
-        _float(0.2, 300),
+        _float(0.2, 30),
         "seconds without acknowledgement before a peer is down and its commands produce GONE",
     ),
     "peer_metrics_interval": _Spec(

@@ -7,7 +7,7 @@ command and touches no connection.
 from __future__ import annotations
 
 from collections.abc import Container
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from runtime.wire.commands import Broadcast, Close, Command, CommandError, Send
 from runtime.wire.connection_id import InvalidConnectionId, NodeAddress, parse_connection_id
@@ -59,4 +59,8 @@ class Router:
 
 
 def _narrow(command: Send | Close, ids: list[str]) -> Command:
-    return replace(command, connection_ids=tuple(ids))
+    if len(ids) == len(command.connection_ids):
+        return command  # every ID goes to the same node: nothing to narrow
+    if isinstance(command, Send):
+        return Send(tuple(ids), command.payload, command.binary)
+    return Close(tuple(ids), command.code, command.reason)

@@ -426,6 +426,7 @@ class Node:
             "eventsDelivered": self.pump.delivered,
             "draining": self.draining,
             **self.counters,
+            **({"peers": self.cluster.stats()} if hasattr(self.cluster, "stats") else {}),
         }
 
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from dataclasses import replace
 
 from runtime.config import Settings
+from runtime.core.peer_protocol import PeerProtocol
+from runtime.node.peer_address import advertised_address
 from runtime.node.server import Node
 from runtime.transports.base import ClusterTransport, OriginTransport
 from runtime.transports.echo_origin import EchoOrigin
 from runtime.transports.http_commands import CommandEndpoint
 from runtime.transports.http_origin import HttpOrigin
+from runtime.transports.udp_peers import UdpPeers
+from runtime.wire.commands import max_body_bytes
 
 log = logging.getLogger("runtime.node")
 
@@ -29,6 +35,53 @@ def origin_from_settings(settings: Settings) -> OriginTransport:
     )
 
 
+# Bytes in flight to one peer. A burst larger than a receive socket buffer (212,992 bytes by
+# default on Linux, and Fargate cannot raise net.core.rmem_max) is partly dropped by the kernel
+# and then has to be recovered by retransmission; staying under it keeps a burst whole.
+PEER_WINDOW_BYTES = 192 * 1024
+
+
+def peer_window(max_datagram: int) -> int:
+    """Packets in flight per peer; every node derives the same from the shared datagram size."""
+    return max(16, PEER_WINDOW_BYTES // max_datagram)
+
+
+def peers_from_settings(settings: Settings) -> UdpPeers:
+    """The UDP cluster transport; `settings.peer_advertise` must already be resolved."""
+    core = PeerProtocol(
+        local=settings.peer_address,
+        secret=settings.peer_secret.encode(),
+        session=time.time_ns(),  # grows across restarts, so peers tell a new run from a replay
+        max_datagram=settings.peer_max_datagram,
+        window=peer_window(settings.peer_max_datagram),
+        max_message_bytes=max_body_bytes(settings.send_buffer_bytes),
+        down_after=settings.peer_down_seconds,
+        ping_interval=min(1.0, settings.peer_down_seconds / 3),
+    )
+    return UdpPeers(
+        core,
+        static_peers=settings.peers,
+        peers_dns=settings.peers_dns,
+        refresh_seconds=settings.peers_refresh_seconds,
+        metrics_interval=settings.peer_metrics_interval,
+    )
+
+
+async def build_service(settings: Settings) -> NodeService:
+    """A node as its settings describe it, with the UDP cluster unless --local-only.
+
+    The peer address is settled first: every connection ID the node mints carries it.
+    """
+    if settings.local_only:
+        return NodeService(settings)
+    settings = replace(settings, peer_advertise=await advertised_address(settings))
+    peers = peers_from_settings(settings)
+    service = NodeService(settings, cluster=peers)
+    peers.bind(service.node)
+    service.peer_transport = peers
+    return service
+
+
 class NodeService:
     """The node plus its command endpoint; what `python -m runtime serve` runs."""
 
@@ -43,6 +96,7 @@ class NodeService:
         self.node = Node(settings, origin, cluster)
         if isinstance(origin, EchoOrigin):
             origin.bind(self.node)
+        self.peer_transport: UdpPeers | None = None  # started and stopped with the service
         self.commands: CommandEndpoint | None = None
         if settings.command_listen is not None:
             host, port = settings.command_listen
@@ -55,6 +109,8 @@ class NodeService:
             )
 
     async def start(self) -> None:
+        if self.peer_transport is not None:
+            await self.peer_transport.start(*self.settings.peer_listen)
         await self.node.start()
         if self.commands is not None:
             await self.commands.start()
@@ -63,13 +119,17 @@ class NodeService:
         try:
             return await self.node.drain()
         finally:
-            if self.commands is not None:
-                await self.commands.stop()
+            await self._stop_transports()
 
     async def stop(self) -> None:
         await self.node.stop()
+        await self._stop_transports()
+
+    async def _stop_transports(self) -> None:
         if self.commands is not None:
             await self.commands.stop()
+        if self.peer_transport is not None:
+            await self.peer_transport.stop()
 
     async def run_until_signal(self) -> bool:
         """Serve until SIGTERM or SIGINT, then drain; a second signal stops at once."""

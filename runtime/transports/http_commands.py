@@ -7,11 +7,9 @@ import logging
 from typing import Any
 
 from runtime.transports.http1 import HttpServer, Request, Response, json_response
-from runtime.wire.commands import CommandBodyError, Rejection, parse_body
+from runtime.wire.commands import CommandBodyError, Rejection, max_body_bytes, parse_body
 
 log = logging.getLogger("runtime.commands")
-
-MiB = 1024 * 1024
 
 ROUTES = {"/commands": "POST", "/stats": "GET"}
 
@@ -31,9 +29,9 @@ class CommandEndpoint:
         self.port = port
         self._token = token.encode() if token else None
         self._max_payload_bytes = max_payload_bytes
-        # Room for the largest payload, base64-inflated, plus many connection IDs.
-        max_body = max(16 * MiB, 2 * max_payload_bytes + 4 * MiB)
-        self._server = HttpServer(self._route, max_body_bytes=max_body, name="commands")
+        self._server = HttpServer(
+            self._route, max_body_bytes=max_body_bytes(max_payload_bytes), name="commands"
+        )
 
     async def start(self) -> None:
         self.port = await self._server.start(self.host, self.port)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import os
 import struct
@@ -104,6 +105,18 @@ class ConnectionIdIssuer:
 
 def parse_connection_id(text: object) -> ConnectionId:
     """Decode and check an ID; raise InvalidConnectionId saying what is wrong."""
+    if type(text) is str:
+        return _parse_cached(text)
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _parse_cached(text: str) -> ConnectionId:
+    """Commands name the same live connections again and again; a valid ID is parsed once."""
+    return _parse(text)
+
+
+def _parse(text: object) -> ConnectionId:
     if not isinstance(text, str):
         raise InvalidConnectionId(f"connection ID must be a string (got {type(text).__name__})")
     if not text or len(text) > MAX_ENCODED_LENGTH:
@@ -134,10 +147,15 @@ def parse_connection_id(text: object) -> ConnectionId:
         region = body[2:offset].decode("ascii")
     except UnicodeDecodeError:
         raise InvalidConnectionId(f"connection ID {text!r} has a non-ASCII region") from None
-    address = body[offset + 1 : offset + 1 + address_length]
-    (port,) = struct.unpack("!H", body[offset + 1 + address_length : offset + 3 + address_length])
     try:
-        node = NodeAddress(str(ipaddress.ip_address(address)), port)
+        node = _node_address(body[offset + 1 : offset + 3 + address_length])
     except ValueError as exc:
         raise InvalidConnectionId(f"connection ID {text!r}: {exc}") from None
     return ConnectionId(region, node, body[-RANDOM_BYTES:])
+
+
+@functools.lru_cache(maxsize=4096)
+def _node_address(packed: bytes) -> NodeAddress:
+    """Address and port bytes to a NodeAddress; a cluster has few nodes, so this is cached."""
+    (port,) = struct.unpack("!H", packed[-2:])
+    return NodeAddress(str(ipaddress.ip_address(packed[:-2])), port)

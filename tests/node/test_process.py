@@ -10,44 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.origin_server import RecordingOrigin
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def start_process(
-    *flags: str, expect: tuple[str, ...] = ("websocketAddress", "commandAddress")
-) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
-    """Start a node and wait for its 'listening' log lines; returns the addresses they name."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runtime", "serve", "--local-only", "true", *flags,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert process.stdout is not None
-    addresses: dict[str, str] = {}
-    deadline = time.monotonic() + 15
-    try:
-        while len(addresses) < len(expect):
-            line = await asyncio.wait_for(process.stdout.readline(), deadline - time.monotonic())
-            if not line:
-                raise AssertionError("node exited before listening")
-            record = json.loads(line)  # stdout is a pipe: every line must be JSON
-            for key in expect:
-                if key in record:
-                    addresses[key] = record[key]
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
-    return process, addresses
+from tests.processes import ROOT, start_process
 
 
 async def test_sigterm_drains_100_clients(origin: RecordingOrigin) -> None:

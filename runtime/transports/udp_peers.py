@@ -1,0 +1,243 @@
+"""The cluster over UDP: the peer protocol core (runtime/core/peer_protocol.py) on one socket.
+
+This module only moves datagrams, keeps the core's clock and timers, and turns its events into
+awaited results: `forward` returns True once the peer acknowledged the commands, False once the
+core gave up on the peer (the node then sends GONE). Commands from a peer are executed in the
+order that peer sent them, one batch at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from runtime.core.peer_protocol import (
+    Acknowledged,
+    Delivered,
+    Failed,
+    PeerDown,
+    PeerProtocol,
+    PeerUp,
+)
+from runtime.transports.base import CommandExecutor
+from runtime.wire.commands import Command, decode_forwarded, encode_commands
+from runtime.wire.connection_id import NodeAddress
+
+log = logging.getLogger("runtime.peers")
+
+SOCKET_BUFFER_BYTES = 4 << 20  # the kernel caps it at net.core.[rw]mem_max
+
+
+class UdpPeers(asyncio.DatagramProtocol):
+    def __init__(
+        self,
+        core: PeerProtocol,
+        *,
+        static_peers: Sequence[NodeAddress] = (),
+        peers_dns: tuple[str, int] | None = None,
+        refresh_seconds: float = 10.0,
+        metrics_interval: float = 60.0,
+    ) -> None:
+        self.core = core
+        self.address = core.local
+        self.static_peers = tuple(static_peers)
+        self.peers_dns = peers_dns
+        self.refresh_seconds = refresh_seconds
+        self.metrics_interval = metrics_interval
+        self.executor: CommandExecutor | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.errors = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[int, asyncio.Future[bool]] = {}
+        self._inbox: dict[NodeAddress, deque[list[Command]]] = {}
+        self._workers: dict[NodeAddress, asyncio.Task[None]] = {}
+        self._flush_soon = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def bind(self, executor: CommandExecutor) -> None:
+        """Where commands from peers go: the node, which exists only after its address does."""
+        self.executor = executor
+
+    async def start(self, host: str, port: int) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port), family=family)
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+        if self.static_peers:
+            self.core.set_members(self.static_peers, loop.time())
+        if self.peers_dns is not None:
+            await self._resolve_members()
+            self._tasks.append(loop.create_task(self._refresh_members()))
+        if self.metrics_interval > 0:
+            self._tasks.append(loop.create_task(self._log_metrics()))
+        log.info(
+            "peer transport listening",
+            extra={"peerListen": f"{host}:{port}", "peerAddress": str(self.address)},
+        )
+        self._flush()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for worker in self._workers.values():
+            worker.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_result(False)
+        if self.transport is not None:
+            self.transport.close()
+        self._log_stats("peer traffic at stop")
+
+    # ClusterTransport
+
+    def peers(self) -> list[NodeAddress]:
+        return self.core.live_peers()
+
+    async def forward(self, node: NodeAddress, commands: Sequence[Command]) -> bool:
+        if self.transport is None or self.transport.is_closing():
+            return False
+        assert self._loop is not None
+        message_id = self.core.send_message(node, encode_commands(commands), self._loop.time())
+        waiter = self._loop.create_future()
+        self._waiting[message_id] = waiter
+        self._flush()  # out now: a forward is on the latency path of its command
+        return await waiter
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.core.stats, "socketErrors": self.errors}
+
+    # asyncio.DatagramProtocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        assert self._loop is not None
+        self.core.receive_datagram(data, self._loop.time(), time.time())
+        for event in self.core.events_received():  # commands on at once; acks wait for the flush
+            self._handle(event)
+        self._schedule_flush()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors such as "port unreachable" from a peer that is gone; the core's
+        # timers decide when that peer is down.
+        self.errors += 1
+        log.debug("peer socket error", extra={"error": str(exc)})
+
+    # the core's output
+
+    def _schedule_flush(self) -> None:
+        """Many datagrams handled in one loop pass share one flush, so their acks coalesce."""
+        if not self._flush_soon:
+            self._flush_soon = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        if self.transport is None or self.transport.is_closing():
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        sendto = self.transport.sendto
+        for peer, datagram in self.core.datagrams_to_send(now, time.time()):
+            sendto(datagram, (peer.host, peer.port))
+        for event in self.core.events_received():
+            self._handle(event)
+        deadline = self.core.next_deadline()
+        if self._timer is not None and (deadline is None or self._timer.when() != deadline):
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._flush()
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, Delivered):
+            self._receive(event.peer, event.payload)
+        elif isinstance(event, Acknowledged | Failed):
+            waiter = self._waiting.pop(event.message_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(isinstance(event, Acknowledged))
+        elif isinstance(event, PeerUp):
+            log.info("peer up", extra={"peer": str(event.peer)})
+        elif isinstance(event, PeerDown):
+            log.warning("peer down", extra={"peer": str(event.peer)})
+
+    def _receive(self, peer: NodeAddress, payload: bytes) -> None:
+        try:
+            commands = decode_forwarded(payload)
+        except (ValueError, KeyError, TypeError, UnicodeError) as exc:
+            log.error(
+                "unreadable commands from a peer (is it running other code?)",
+                extra={"peer": str(peer), "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return
+        if not commands:
+            return
+        self._inbox.setdefault(peer, deque()).append(commands)
+        if peer not in self._workers:
+            assert self._loop is not None
+            self._workers[peer] = self._loop.create_task(self._execute_in_order(peer))
+
+    async def _execute_in_order(self, peer: NodeAddress) -> None:
+        inbox = self._inbox[peer]
+        try:
+            while inbox:
+                commands = inbox.popleft()
+                if self.executor is None:
+                    log.error("commands from a peer before the node was bound; dropped")
+                    continue
+                try:
+                    await self.executor.execute(commands, from_peer=True)
+                except Exception:
+                    log.exception(
+                        "executing commands from a peer failed", extra={"peer": str(peer)}
+                    )
+        finally:
+            del self._workers[peer]
+            if not inbox:
+                del self._inbox[peer]
+
+    # membership and metrics
+
+    async def _resolve_members(self) -> None:
+        assert self.peers_dns is not None and self._loop is not None
+        name, port = self.peers_dns
+        try:
+            infos = await self._loop.getaddrinfo(name, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("peer DNS lookup failed", extra={"peersDns": name, "error": str(exc)})
+            return  # keep the last known members
+        members = {NodeAddress(str(info[4][0]), port) for info in infos} - {self.address}
+        self.core.set_members(sorted(members, key=str), self._loop.time())
+        self._schedule_flush()
+
+    async def _refresh_members(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            await self._resolve_members()
+
+    async def _log_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(self.metrics_interval)
+            self._log_stats("peer traffic")
+
+    def _log_stats(self, message: str) -> None:
+        log.info(message, extra=self.stats())
