@@ -231,3 +231,36 @@ async def test_unreachable_peer_yields_gone_within_the_bound(pair: Pair) -> None
     assert status == 200
     assert await asyncio.wait_for(client.recv(), 5) == "back"  # and "lost?" was abandoned
     await client.close()
+
+
+async def test_peers_found_by_dns(origin: RecordingOrigin) -> None:
+    """`--peers-dns localhost:PORT`: every address the name resolves to is a member."""
+    port_a, port_b = free_udp_port(), free_udp_port()
+    services = []
+    for own, other in ((port_a, port_b), (port_b, port_a)):
+        settings = node_settings(
+            origin_url=origin.url,
+            local_only=False,
+            peer_secret=SECRET,
+            peer_listen=("127.0.0.1", own),
+            peer_advertise=NodeAddress("127.0.0.1", own),
+            peers_dns=("localhost", other),
+            peers_refresh_seconds=0.5,
+            peer_metrics_interval=0,
+        )
+        service = await build_service(settings)
+        await service.start()
+        services.append(service)
+    a, b = (RunningNode(service, origin) for service in services)
+    try:
+        await wait_until(lambda: NodeAddress("127.0.0.1", port_b) in a.node.cluster.peers())  # type: ignore[union-attr]
+        (client,), (cid,) = await clients_on(b, origin, 1)
+        status, _ = await a.post_commands(
+            {"commands": [{"action": "send", "connectionIds": [cid], "data": "via DNS"}]}
+        )
+        assert status == 200
+        assert await asyncio.wait_for(client.recv(), 5) == "via DNS"
+        await client.close()
+    finally:
+        for service in services:
+            await service.stop()
