@@ -26,8 +26,9 @@ from runtime.core.peer_protocol import (
     PeerUp,
 )
 from runtime.transports.base import CommandExecutor
-from runtime.wire.commands import Command, decode_forwarded, encode_commands
+from runtime.wire.commands import Command
 from runtime.wire.connection_id import NodeAddress
+from runtime.wire.forwarded import ForwardedFormatError, decode_forwarded, encode_forwarded
 
 log = logging.getLogger("runtime.peers")
 
@@ -110,7 +111,8 @@ class UdpPeers(asyncio.DatagramProtocol):
         if self.transport is None or self.transport.is_closing():
             return False
         assert self._loop is not None
-        message_id = self.core.send_message(node, encode_commands(commands), self._loop.time())
+        payload = encode_forwarded(list(commands))
+        message_id = self.core.send_message(node, payload, self._loop.time())
         waiter = self._loop.create_future()
         self._waiting[message_id] = waiter
         self._flush()  # out now: a forward is on the latency path of its command
@@ -183,10 +185,10 @@ class UdpPeers(asyncio.DatagramProtocol):
     def _receive(self, peer: NodeAddress, payload: bytes) -> None:
         try:
             commands = decode_forwarded(payload)
-        except (ValueError, KeyError, TypeError, UnicodeError) as exc:
+        except ForwardedFormatError as exc:
             log.error(
                 "unreadable commands from a peer (is it running other code?)",
-                extra={"peer": str(peer), "error": f"{type(exc).__name__}: {exc}"},
+                extra={"peer": str(peer), "error": str(exc)},
             )
             return
         if not commands:

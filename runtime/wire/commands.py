@@ -207,27 +207,3 @@ def encode_commands(commands: list[Command]) -> bytes:
             entry["connectionIds"] = list(command.connection_ids)
         out.append(entry)
     return _encode({"commands": out}).encode()
-
-
-def decode_forwarded(body: bytes) -> list[Command]:
-    """Commands from `encode_commands` on a peer node, which already checked every field.
-
-    The peer link's MAC proves which node sent them, so they are rebuilt without re-checking:
-    checking twice would double the cost of every forwarded command. Raises ValueError (or
-    KeyError, TypeError) only if a peer runs incompatible code.
-    """
-    commands: list[Command] = []
-    for item in json.loads(body)["commands"]:
-        action = item["action"]
-        if action == "close":
-            commands.append(Close(tuple(item["connectionIds"]), item["code"], item["reason"]))
-            continue
-        binary = item["isBase64Encoded"]
-        payload = base64.b64decode(item["data"]) if binary else item["data"].encode("utf-8")
-        if action == "send":
-            commands.append(Send(tuple(item["connectionIds"]), payload, binary))
-        elif action == "broadcast":
-            commands.append(Broadcast(payload, binary))
-        else:
-            raise ValueError(f"unknown forwarded action {action!r}")
-    return commands

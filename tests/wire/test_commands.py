@@ -13,12 +13,10 @@ from runtime.wire.commands import (
     MAX_COMMANDS_PER_BODY,
     Broadcast,
     Close,
-    Command,
     CommandBodyError,
     CommandError,
     Rejection,
     Send,
-    decode_forwarded,
     encode_commands,
     parse_body,
     parse_command,
@@ -330,17 +328,3 @@ def test_parsed_body_reencodes_to_the_same_commands() -> None:
         },
     )
     assert parse_body(encode_commands(commands), max_payload_bytes=LIMIT) == (commands, [])
-
-
-def test_forwarded_commands_round_trip_without_rechecking() -> None:
-    commands: list[Command] = [
-        Send(("id-1", "id-2"), "héllo".encode(), False),
-        Send(("id-3",), b"\x00\xff", True),
-        Close(("id-4",), 4000, "bye"),
-        Broadcast(b"all", False),
-    ]
-    assert decode_forwarded(encode_commands(commands)) == commands
-    with pytest.raises(ValueError, match="unknown forwarded action 'publish'"):
-        decode_forwarded(b'{"commands":[{"action":"publish","data":"","isBase64Encoded":false}]}')
-    with pytest.raises(KeyError):
-        decode_forwarded(b'{"commands":[{"data":"x"}]}')

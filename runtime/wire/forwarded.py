@@ -1,0 +1,103 @@
+"""Commands as one node forwards them to another over the peer link: compact binary, not JSON.
+
+The forwarding node has already validated every command (and every connection ID, which routing
+parsed), and the peer link's MAC proves which node sent them, so the receiver rebuilds them
+without checking each field again. Binary payloads travel as they are, without base64.
+
+Layout (big-endian): version (1) | count (4), then per command a kind (1) and:
+
+    send       binary (1) | IDs length (4) | IDs (ASCII, newline-separated)
+               | payload length (4) | payload
+    close      code (2) | reason length (2) | reason (UTF-8) | IDs length (4) | IDs
+    broadcast  binary (1) | payload length (4) | payload
+
+Connection IDs are URL-safe base64, so a newline never occurs inside one.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from runtime.wire.commands import Broadcast, Close, Command, Send
+
+VERSION = 1
+SEND, CLOSE, BROADCAST = 1, 2, 3
+
+_HEAD = struct.Struct(">BI")
+_SEND = struct.Struct(">BBI")
+_CLOSE = struct.Struct(">BHH")
+_BROADCAST = struct.Struct(">BBI")
+_U32 = struct.Struct(">I")
+
+
+class ForwardedFormatError(ValueError):
+    """Bytes that no node of this version wrote (a peer running incompatible code)."""
+
+
+def encode_forwarded(commands: list[Command]) -> bytes:
+    parts = [_HEAD.pack(VERSION, len(commands))]
+    append = parts.append
+    for command in commands:
+        if isinstance(command, Send):
+            ids = "\n".join(command.connection_ids).encode("ascii")
+            append(_SEND.pack(SEND, command.binary, len(ids)))
+            append(ids)
+            append(_U32.pack(len(command.payload)))
+            append(command.payload)
+        elif isinstance(command, Close):
+            reason = command.reason.encode("utf-8")
+            ids = "\n".join(command.connection_ids).encode("ascii")
+            append(_CLOSE.pack(CLOSE, command.code, len(reason)))
+            append(reason)
+            append(_U32.pack(len(ids)))
+            append(ids)
+        else:
+            append(_BROADCAST.pack(BROADCAST, command.binary, len(command.payload)))
+            append(command.payload)
+    return b"".join(parts)
+
+
+def decode_forwarded(data: bytes) -> list[Command]:
+    try:
+        return _decode(data)
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise ForwardedFormatError(f"unreadable forwarded commands: {exc}") from None
+
+
+def _decode(data: bytes) -> list[Command]:
+    version, count = _HEAD.unpack_from(data, 0)
+    if version != VERSION:
+        raise ForwardedFormatError(f"forwarded commands of unknown version {version}")
+    offset = _HEAD.size
+    commands: list[Command] = []
+    for _ in range(count):
+        kind = data[offset]
+        if kind == SEND:
+            _, binary, ids_length = _SEND.unpack_from(data, offset)
+            offset += _SEND.size
+            ids = tuple(data[offset : offset + ids_length].decode("ascii").split("\n"))
+            offset += ids_length
+            (length,) = _U32.unpack_from(data, offset)
+            offset += 4
+            commands.append(Send(ids, data[offset : offset + length], bool(binary)))
+            offset += length
+        elif kind == CLOSE:
+            _, code, reason_length = _CLOSE.unpack_from(data, offset)
+            offset += _CLOSE.size
+            reason = data[offset : offset + reason_length].decode("utf-8")
+            offset += reason_length
+            (ids_length,) = _U32.unpack_from(data, offset)
+            offset += 4
+            ids = tuple(data[offset : offset + ids_length].decode("ascii").split("\n"))
+            offset += ids_length
+            commands.append(Close(ids, code, reason))
+        elif kind == BROADCAST:
+            _, binary, length = _BROADCAST.unpack_from(data, offset)
+            offset += _BROADCAST.size
+            commands.append(Broadcast(data[offset : offset + length], bool(binary)))
+            offset += length
+        else:
+            raise ForwardedFormatError(f"forwarded command of unknown kind {kind}")
+    if offset != len(data):
+        raise ForwardedFormatError(f"{len(data) - offset} bytes after the last forwarded command")
+    return commands
