@@ -63,6 +63,7 @@ async def three_nodes(origin: RecordingOrigin) -> AsyncIterator[list[NodeProcess
                 "--peers", others,
                 "--peer-down-seconds", str(DOWN_SECONDS),
                 "--keepalive-interval", "0",
+                "--peer-metrics-interval", "0.3",
             )  # fmt: skip
             logs, reader = keep_reading(process)
             nodes.append(
@@ -130,6 +131,16 @@ async def test_commands_and_broadcasts_cross_the_cluster(
     stats = await a.stats()
     assert stats["peers"]["datagrams_received"] > 0
     assert stats["peers"]["peers_down"] == 0
+    # The traffic counters are logged periodically too, every drop reason among them.
+    deadline = time.monotonic() + 3
+    while not any(r["message"] == "peer traffic" for r in a.logs):
+        assert time.monotonic() < deadline, "no peer traffic log line"
+        await asyncio.sleep(0.05)
+    metrics = next(r for r in a.logs if r["message"] == "peer traffic")
+    for key in ("datagrams_sent", "datagrams_received", "retransmitted", "peers_up"):
+        assert key in metrics
+    assert {"dropped_bad_mac", "dropped_duplicate", "dropped_stale"} <= set(metrics)
+    assert any(r["message"] == "peer up" for r in a.logs)
 
 
 async def test_killed_peer_yields_gone_and_spares_the_others(
