@@ -364,7 +364,10 @@ def _details(raw: dict[str, Any], plan: dict[str, Any]) -> list[str]:
         "`/commands` request back, so its CPU per round trip, not the wire, sets its latency. "
         "`node-echo` is the node with `--origin-transport echo` (every message sent back by the "
         "node itself, no HTTP): the difference to `node` is what the two HTTP hops and the origin "
-        "cost.",
+        "cost. A message through the origin wakes a sleeping process four times on its way "
+        "(node, origin, node, client) against twice for the bare echo; on this virtual machine a "
+        "wake-up across cores goes through the hypervisor, so the p50 ratio grows when the host "
+        "is busy (compare the generator check above with earlier runs before reading it).",
     ]
     rounds = []
     for name in ("picows", "websockets", "node", "node-echo"):
