@@ -14,6 +14,7 @@ from runtime.node.service import NodeService
 from runtime.transports.base import ClusterTransport, OriginTransport
 from runtime.transports.memory import MemoryOrigin
 from runtime.wire.connection_id import NodeAddress
+from tests.aws import environment_name, moto_endpoint  # noqa: F401 (fixtures)
 from tests.origin_server import RecordingOrigin
 
 TOKEN = "test-token"

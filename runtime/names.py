@@ -1,0 +1,71 @@
+"""Names of the AWS resources of one environment in one region, in one place.
+
+The CDK stack creates them, the nodes and the local system use them, and the origin SDK derives
+them to address any region's commands topic; names are deterministic so all of these agree
+without passing ARNs around. Queue and topic names are unique per account and region, so the
+region is not part of the name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREFIX = "wsgw"
+_ENVIRONMENT = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceNames:
+    environment: str
+    fifo: bool = True
+
+    def __post_init__(self) -> None:
+        if not _ENVIRONMENT.fullmatch(self.environment):
+            raise ValueError(
+                "environment must be 1 to 20 lower-case letters, digits or '-', starting with a "
+                f"letter (got {self.environment!r})"
+            )
+
+    @property
+    def _base(self) -> str:
+        return f"{PREFIX}-{self.environment}"
+
+    def _queue(self, name: str) -> str:
+        return f"{self._base}-{name}{'.fifo' if self.fifo else ''}"
+
+    @property
+    def events_queue(self) -> str:
+        """Where the origin reads events; FIFO keeps each connection's events in order."""
+        return self._queue("events")
+
+    @property
+    def events_dlq(self) -> str:
+        return self._queue("events-dlq")
+
+    @property
+    def events_topic(self) -> str:
+        """Optional fan-out of events to several consumers, filtered by routeKey."""
+        return self._queue("events")
+
+    @property
+    def commands_topic(self) -> str:
+        """Where origins publish commands; standard, since order across nodes is not kept."""
+        return f"{self._base}-commands"
+
+    @property
+    def commands_queue(self) -> str:
+        """Subscribed to the commands topic; every node polls it."""
+        return f"{self._base}-commands"
+
+    @property
+    def commands_dlq(self) -> str:
+        return f"{self._base}-commands-dlq"
+
+    @property
+    def chat_table(self) -> str:
+        """The example chat origin's connection registry."""
+        return f"{self._base}-chat-connections"
+
+    def commands_topic_arn(self, region: str, account: str) -> str:
+        return f"arn:aws:sns:{region}:{account}:{self.commands_topic}"
