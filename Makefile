@@ -13,9 +13,9 @@ $(STAMP): requirements.txt runtime/requirements.txt
 
 install: $(STAMP)
 
-# One node with the built-in echo origin: connect any WebSocket client to ws://127.0.0.1:8080/.
+# The whole system locally: embedded AWS (moto), two nodes, the chat origin and its page.
 run: install
-	$(PY) -m runtime serve --origin-transport echo --no-command-auth true --local-only true
+	$(PY) -m runtime local
 
 test: install lint
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""`python -m runtime serve` runs one node."""
+"""`python -m runtime serve` runs one node; `python -m runtime local` the whole local system."""
 
 from __future__ import annotations
 
@@ -13,13 +13,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(
-            "usage: python -m runtime serve [--help] [flags]\n\n"
-            "  serve   run one node (python -m runtime serve --help lists its settings)"
+            "usage: python -m runtime {serve,local} [--help] [flags]\n\n"
+            "  serve   run one node (python -m runtime serve --help lists its settings)\n"
+            "  local   run the whole system locally: embedded AWS, two nodes, chat origin, page"
         )
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command == "local":
+        from runtime import local
+
+        return local.main(rest)
     if command != "serve":
-        print(f"unknown command {command!r}; expected: serve", file=sys.stderr)
+        print(f"unknown command {command!r}; expected: serve or local", file=sys.stderr)
         return 2
     try:
         settings = config.parse_argv(rest)

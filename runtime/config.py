@@ -141,6 +141,11 @@ class Settings:
     origin_batch_bytes: int = 4 * MiB
     origin_request_timeout: float = 10.0
     origin_unavailable_seconds: float = 30.0
+    events_queue_url: str = ""
+    events_topic_arn: str = ""
+    commands_queue_url: str = ""
+    commands_workers: int = 2
+    aws_region: str = ""
     event_buffer_bytes: int = 64 * MiB
     event_buffer_events: int = 100_000
     command_listen: tuple[str, int] | None = ("127.0.0.1", 8081)
@@ -200,9 +205,10 @@ class _Spec:
 _SPECS: dict[str, _Spec] = {
     "listen": _Spec(host_port, "address for WebSocket clients and GET /healthz", "HOST:PORT"),
     "origin_transport": _Spec(
-        _choice("http", "echo"),
-        "where events go: http (POST to --origin-url) or echo (built in: every message is "
-        "sent back to its sender, for trying the node out)",
+        _choice("http", "echo", "sqs", "sns"),
+        "where events go: http (POST to --origin-url), sqs (--events-queue-url), sns "
+        "(--events-topic-arn) or echo (built in: every message is sent back to its sender, for "
+        "trying the node out)",
     ),
     "origin_url": _Spec(_text, 'URL the node POSTs event batches to ({"events": [...]})', "URL"),
     "origin_token": _Spec(_text, "bearer token sent to the origin, if set"),
@@ -215,6 +221,13 @@ _SPECS: dict[str, _Spec] = {
         "seconds a connection's events may wait for an unreachable origin before the "
         "connection is closed with 1011",
     ),
+    "events_queue_url": _Spec(_text, "SQS queue the node sends events to (sqs transport)", "URL"),
+    "events_topic_arn": _Spec(_text, "SNS topic the node publishes events to (sns)", "ARN"),
+    "commands_queue_url": _Spec(
+        _text, "SQS queue of commands (fed by the commands topic) to poll (empty: none)", "URL"
+    ),
+    "commands_workers": _Spec(_int(1, 64), "long-polling workers on --commands-queue-url"),
+    "aws_region": _Spec(_text, "AWS region for SQS/SNS (empty: boto3's usual chain)"),
     "event_buffer_bytes": _Spec(
         _int(64 * 1024, 4096 * MiB),
         "bytes of events held for the origin before the node stops reading from clients",
@@ -357,6 +370,13 @@ def load(args: Mapping[str, str | None], environ: Mapping[str, str] = os.environ
 def _check_together(s: Settings) -> None:
     if s.origin_transport == "http" and not s.origin_url:
         raise ConfigError("--origin-url is required when --origin-transport is http")
+    if s.origin_transport == "sqs" and not s.events_queue_url:
+        raise ConfigError("--events-queue-url is required when --origin-transport is sqs")
+    if s.origin_transport == "sns" and not s.events_topic_arn.startswith("arn:"):
+        raise ConfigError(
+            "--events-topic-arn (an arn:...) is required when --origin-transport is sns "
+            f"(got {s.events_topic_arn!r})"
+        )
     if s.origin_url and not s.origin_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"--origin-url must start with http:// or https:// (got {s.origin_url!r})"

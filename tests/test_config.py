@@ -145,7 +145,7 @@ def test_echo_transport_needs_no_origin_url() -> None:
         ("ping_timeout", "inf", "must be between 0.1 and 3600 (got inf)"),
         ("no_command_auth", "maybe", "must be true or false (got 'maybe')"),
         ("gone_events", "2", "must be true or false (got '2')"),
-        ("origin_transport", "sqs", "must be one of http, echo (got 'sqs')"),
+        ("origin_transport", "kafka", "must be one of http, echo, sqs, sns (got 'kafka')"),
         ("log_format", "xml", "must be one of auto, json, text (got 'xml')"),
         ("log_level", "TRACE", "must be one of DEBUG, INFO, WARNING, ERROR (got 'TRACE')"),
         ("listen", "8080", "must be host:port"),
@@ -296,3 +296,20 @@ def test_cluster_settings() -> None:
     assert loaded.peer_address == NodeAddress("10.0.0.5", 9100)
     with pytest.raises(ConfigError, match="not both"):
         load({**secret, "peers": "10.0.0.2:9100", "peers_dns": "n.local:9100"}, {})
+
+
+def test_aws_transports_need_their_queue_or_topic() -> None:
+    base = {"command_token": "t", "local_only": "true"}
+    with pytest.raises(ConfigError, match="--events-queue-url is required"):
+        load({**base, "origin_transport": "sqs"}, {})
+    with pytest.raises(ConfigError, match="--events-topic-arn"):
+        load({**base, "origin_transport": "sns", "events_topic_arn": "topic"}, {})
+    loaded = load(
+        {**base, "origin_transport": "sqs"},
+        {
+            "EVENTS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/1/q.fifo",
+            "COMMANDS_WORKERS": "4",
+        },
+    )
+    assert loaded.events_queue_url.endswith("q.fifo")
+    assert loaded.commands_workers == 4

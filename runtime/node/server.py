@@ -66,6 +66,7 @@ class Node:
         self.origin = origin
         self.cluster = cluster
         self.address: NodeAddress = settings.peer_address
+        self.max_event_bytes = 1 << 62  # the origin transport may lower it at start
         self.context = events.NodeContext(
             stage=settings.stage, region=settings.region, domain_name=settings.domain_name
         )
@@ -94,6 +95,13 @@ class Node:
     async def start(self) -> None:
         s = self.settings
         await self.origin.start()
+        self.max_event_bytes = getattr(self.origin, "max_event_bytes", None) or 1 << 62
+        max_message = min(s.max_message_bytes, largest_message_fitting(self.max_event_bytes))
+        if max_message < s.max_message_bytes:
+            log.warning(
+                "client messages limited to fit one origin message",
+                extra={"maxMessageBytes": max_message, "originMessageBytes": self.max_event_bytes},
+            )
         self.pump.start()
         self._server = await serve(
             self._handle,
@@ -104,7 +112,7 @@ class Node:
             subprotocols=list(s.subprotocols) or None,  # type: ignore[arg-type]
             origins=compile_allowed_origins(s.allowed_origins),
             compression=None,
-            max_size=s.max_message_bytes,
+            max_size=max_message,
             max_queue=s.receive_queue_messages,
             ping_interval=s.ping_interval or None,
             ping_timeout=s.ping_timeout,
@@ -234,15 +242,23 @@ class Node:
         )
         pump = self.pump
         select = self.routes.select
+        max_event = self.max_event_bytes
         try:
             while True:
                 if not pump.has_room:
                     await self._wait_for_room(connection)
                 data = await connection.recv()
-                self._emit(
-                    connection_id,
-                    events.message_event(fragment, entry.sequence(), now_ms(), select(data), data),
+                event = events.message_event(
+                    fragment, entry.sequence(), now_ms(), select(data), data
                 )
+                if len(event) > max_event:
+                    # JSON escaping can grow a text message up to six times; refuse it here,
+                    # where the client learns why, rather than wedge the origin with it.
+                    entry.next_sequence -= 1  # this event never existed
+                    self.counters["messagesTooLargeForOrigin"] += 1
+                    await connection.close(1009, "message too big once encoded for the origin")
+                    break
+                self._emit(connection_id, event)
         except ConnectionClosed:
             pass
         except Exception:
@@ -428,6 +444,15 @@ class Node:
             **self.counters,
             **({"peers": self.cluster.stats()} if hasattr(self.cluster, "stats") else {}),
         }
+
+
+# Room for an event's envelope around a MESSAGE body (request context, IDs, timestamps).
+EVENT_ENVELOPE_BYTES = 8 * 1024
+
+
+def largest_message_fitting(max_event_bytes: int) -> int:
+    """The largest binary message whose event (base64 body, envelope) fits one origin message."""
+    return max(1024, (max_event_bytes - EVENT_ENVELOPE_BYTES) * 3 // 4)
 
 
 def _text_response(status: http.HTTPStatus, text: str) -> Response:

@@ -16,6 +16,8 @@ from runtime.transports.base import ClusterTransport, OriginTransport
 from runtime.transports.echo_origin import EchoOrigin
 from runtime.transports.http_commands import CommandEndpoint
 from runtime.transports.http_origin import HttpOrigin
+from runtime.transports.sqs_commands import SqsCommandPoller
+from runtime.transports.sqs_origin import SnsOrigin, SqsOrigin
 from runtime.transports.udp_peers import UdpPeers
 from runtime.wire.commands import max_body_bytes
 
@@ -25,6 +27,18 @@ log = logging.getLogger("runtime.node")
 def origin_from_settings(settings: Settings) -> OriginTransport:
     if settings.origin_transport == "echo":
         return EchoOrigin()
+    if settings.origin_transport in ("sqs", "sns"):
+        node = settings.peer_address
+        aws = {
+            "region": settings.aws_region or None,
+            "concurrency": settings.origin_concurrency,
+            "timeout": settings.origin_request_timeout,
+            # One FIFO group per node for its keep-alives, so nodes do not queue behind each other.
+            "keepalive_group": f"keepalive-{node.host}-{node.port}",
+        }
+        if settings.origin_transport == "sqs":
+            return SqsOrigin(settings.events_queue_url, **aws)  # type: ignore[arg-type]
+        return SnsOrigin(settings.events_topic_arn, **aws)  # type: ignore[arg-type]
     return HttpOrigin(
         settings.origin_url,
         token=settings.origin_token,
@@ -97,6 +111,15 @@ class NodeService:
         if isinstance(origin, EchoOrigin):
             origin.bind(self.node)
         self.peer_transport: UdpPeers | None = None  # started and stopped with the service
+        self.command_poller: SqsCommandPoller | None = None
+        if settings.commands_queue_url:
+            self.command_poller = SqsCommandPoller(
+                settings.commands_queue_url,
+                self.node,
+                max_payload_bytes=settings.send_buffer_bytes,
+                workers=settings.commands_workers,
+                region=settings.aws_region or None,
+            )
         self.commands: CommandEndpoint | None = None
         if settings.command_listen is not None:
             host, port = settings.command_listen
@@ -114,14 +137,22 @@ class NodeService:
         await self.node.start()
         if self.commands is not None:
             await self.commands.start()
+        if self.command_poller is not None:
+            await self.command_poller.start()
 
     async def drain(self) -> bool:
+        # Stop taking commands from the queue first: other nodes deliver what arrives meanwhile,
+        # rather than this one answering GONE for connections it is closing.
+        if self.command_poller is not None:
+            await self.command_poller.stop()
         try:
             return await self.node.drain()
         finally:
             await self._stop_transports()
 
     async def stop(self) -> None:
+        if self.command_poller is not None:
+            await self.command_poller.stop()
         await self.node.stop()
         await self._stop_transports()
 

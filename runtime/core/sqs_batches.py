@@ -1,0 +1,174 @@
+"""Which events go into which SQS/SNS batch call, within the services' bounds, order kept.
+
+SendMessageBatch and PublishBatch take at most 10 entries and a bounded sum of message sizes, where
+a message's size counts its body and its attributes. A batch of events from the node becomes
+`calls`; calls that share a connection form a `chain`, sent one after another so a connection's
+events never overtake each other, while chains run side by side. Pure: the transports only move
+what this module decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+MAX_ENTRIES_PER_CALL = 10
+SQS_MAX_CALL_BYTES = 1 << 20  # sum of the messages of one SendMessageBatch, whatever the queue
+SQS_DEFAULT_MESSAGE_BYTES = 256 << 10  # assumed until the queue's MaximumMessageSize is read
+SNS_DEFAULT_MESSAGE_BYTES = 256 << 10  # a topic's MaximumMessageSize unless raised (to 1 MiB)
+STRING = "String"
+# Most bytes the attributes of one entry take: eventType (<= 10) and routeKey (<= 128 chars).
+ATTRIBUTE_RESERVE = len("eventType") + len("routeKey") + 2 * len(STRING) + 10 + 4 * 128
+
+_CONTEXT_PREFIX = b'{"requestContext":'
+_decoder = json.JSONDecoder()
+# SQS takes #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF; JSON already escapes the
+# control characters, which leaves the two non-characters below (valid UTF-8 a client may send).
+_NOT_SQS_TEXT = re.compile("[\ufffe\uffff]")
+_NOT_ATTRIBUTE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# MessageGroupId / MessageDeduplicationId: 1 to 128 of a-z A-Z 0-9 and ASCII punctuation.
+_FIFO_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One event as a batch entry: what SQS or SNS gets and what it counts."""
+
+    index: int  # position in the batch handed to `deliver`
+    body: str
+    size: int  # bytes the service counts: body plus attribute names, types and values
+    group: str  # MessageGroupId: the connection, or the node's keep-alive group
+    message_id: str  # the event's messageId: the MessageDeduplicationId, and what logs name
+    event_type: str
+    route_key: str
+
+    def attributes(self) -> dict[str, str]:
+        return {"eventType": self.event_type, "routeKey": self.route_key}
+
+
+def entries_for(events: Sequence[bytes], *, default_group: str) -> list[Entry]:
+    """Entries for encoded events, in order; `default_group` for events of no connection."""
+    entries = []
+    for index, event in enumerate(events):
+        text = event.decode("utf-8")
+        context = _request_context(event, text)
+        size = len(event)
+        if _NOT_SQS_TEXT.search(text):  # same JSON value, in characters SQS accepts
+            text = _NOT_SQS_TEXT.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+            size = len(text.encode("utf-8"))
+        event_type = _attribute(context.get("eventType"), "UNKNOWN")
+        route_key = _attribute(context.get("routeKey"), "$default")
+        connection_id = context.get("connectionId")
+        group = group_id(connection_id) if isinstance(connection_id, str) else default_group
+        message_id = context.get("messageId")
+        if not isinstance(message_id, str) or not message_id:
+            message_id = hashlib.sha256(event).hexdigest()
+        size += attributes_size(event_type, route_key)
+        entries.append(Entry(index, text, size, group, message_id, event_type, route_key))
+    return entries
+
+
+def attributes_size(event_type: str, route_key: str) -> int:
+    return (
+        len("eventType")
+        + len("routeKey")
+        + 2 * len(STRING)
+        + len(event_type.encode("utf-8"))
+        + len(route_key.encode("utf-8"))
+    )
+
+
+def group_id(value: str) -> str:
+    """A MessageGroupId for a connection ID; anything else (a GONE for junk) is hashed to fit."""
+    if _FIFO_ID.fullmatch(value):
+        return value
+    return "h-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def deduplication_id(message_id: str) -> str:
+    """The event's own ID, so a resent event (the node retries whole batches) is dropped."""
+    return group_id(message_id)
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one `deliver` sends: chains of calls, and what it must not send."""
+
+    chains: list[list[list[Entry]]] = field(default_factory=list)
+    refused: list[Entry] = field(default_factory=list)  # larger than a message may be: never
+    held: list[Entry] = field(default_factory=list)  # behind a refused one of their connection
+
+
+def plan_calls(
+    entries: Iterable[Entry], *, max_entries: int, max_call_bytes: int, max_message_bytes: int
+) -> Plan:
+    """Pack entries in order into calls within the bounds, then link calls that share a group."""
+    plan = Plan()
+    blocked: set[str] = set()
+    calls: list[list[Entry]] = []
+    current: list[Entry] = []
+    current_bytes = 0
+    for entry in entries:
+        if entry.group in blocked:
+            plan.held.append(entry)
+            continue
+        if entry.size > max_message_bytes:
+            plan.refused.append(entry)
+            blocked.add(entry.group)
+            continue
+        if current and (len(current) >= max_entries or current_bytes + entry.size > max_call_bytes):
+            calls.append(current)
+            current, current_bytes = [], 0
+        current.append(entry)
+        current_bytes += entry.size
+    if current:
+        calls.append(current)
+    plan.chains = chain_calls(calls)
+    return plan
+
+
+def chain_calls(calls: Sequence[list[Entry]]) -> list[list[list[Entry]]]:
+    """Group calls that share a message group (transitively); each chain keeps call order."""
+    parent = list(range(len(calls)))
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    first_call: dict[str, int] = {}
+    for index, call in enumerate(calls):
+        for entry in call:
+            earlier = first_call.setdefault(entry.group, index)
+            if earlier != index:
+                a, b = root(earlier), root(index)
+                parent[max(a, b)] = min(a, b)
+    chains: dict[int, list[list[Entry]]] = {}
+    for index, call in enumerate(calls):
+        chains.setdefault(root(index), []).append(call)
+    return list(chains.values())
+
+
+def _request_context(event: bytes, text: str) -> dict[str, object]:
+    """The event's requestContext, read without decoding a body that may be a megabyte."""
+    try:
+        if event.startswith(_CONTEXT_PREFIX):
+            context, _ = _decoder.raw_decode(text, len(_CONTEXT_PREFIX))
+        else:
+            context = json.loads(text).get("requestContext")
+    except (ValueError, AttributeError):
+        context = None
+    if not isinstance(context, dict):
+        raise ValueError(f"not an event (no requestContext object): {text[:80]!r}")
+    return context
+
+
+def _attribute(value: object, default: str) -> str:
+    """A message attribute value: non-empty, in characters SQS accepts."""
+    if not isinstance(value, str) or not value:
+        return default
+    return _NOT_ATTRIBUTE_TEXT.sub("\ufffd", value)

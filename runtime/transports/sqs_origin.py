@@ -1,0 +1,478 @@
+"""Events to an SQS queue (SendMessageBatch), or to an SNS topic in front of queues (PublishBatch).
+
+`deliver` returns once every event of the batch is in the queue or topic, or raises
+OriginUnavailable; the pump then backs off and hands the same batch again. Entries the service
+failed alone are resent alone, a few times, before giving up; events already accepted are
+remembered, so a batch handed again sends only what is missing (a FIFO queue would drop the
+repeats by their deduplication IDs anyway; a standard queue would not).
+
+Order: a connection's entries go in calls one after another (a chain), never side by side.
+One limit remains: if the service fails one entry of a call but accepts a later entry of the same
+connection, the resent one lands after it; `sequenceNumber` in each event shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from runtime.core.sqs_batches import (
+    ATTRIBUTE_RESERVE,
+    MAX_ENTRIES_PER_CALL,
+    SNS_DEFAULT_MESSAGE_BYTES,
+    SQS_DEFAULT_MESSAGE_BYTES,
+    SQS_MAX_CALL_BYTES,
+    STRING,
+    Entry,
+    deduplication_id,
+    entries_for,
+    group_id,
+    plan_calls,
+)
+from runtime.transports.base import OriginUnavailable
+
+log = logging.getLogger("runtime.origin")
+
+T = TypeVar("T")
+
+DEFAULT_KEEPALIVE_GROUP = "keepalive"
+ENTRY_RETRIES = 3  # resends of entries the service failed alone, within one deliver
+ENTRY_BACKOFF_FIRST = 0.05
+ENTRY_BACKOFF_MAX = 1.0
+SDK_ATTEMPTS = 3  # botocore's own tries of one call (throttling, 5xx, connection errors)
+REMEMBERED = 65_536  # message IDs of accepted events, to skip when a batch comes again
+
+
+class OriginRefused(OriginUnavailable):
+    """Some events can never be sent (too large, refused by the service); retrying cannot help.
+
+    An OriginUnavailable, so the pump retries as for any failure; a pump that knows this class
+    can instead drop `refused` (and close their connections): the other events of the batch
+    were sent or will be, and a batch handed again sends only what is missing.
+    """
+
+    def __init__(self, message: str, refused: Sequence[int], held: Sequence[int]) -> None:
+        super().__init__(message)
+        self.refused = tuple(refused)  # positions in the batch that can never be sent
+        self.held = tuple(held)  # positions waiting behind a refused event of their connection
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFailure:
+    entry: Entry
+    code: str
+    message: str
+    sender_fault: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    message_bytes: int
+    call_bytes: int
+
+
+def client_config(timeout: float, pool: int, attempts: int = SDK_ATTEMPTS) -> Config:
+    """Bounded waits and botocore's standard retries; the pump backs off beyond these."""
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": attempts},
+        connect_timeout=min(timeout, 5.0),
+        read_timeout=timeout,
+        max_pool_connections=pool,
+    )
+
+
+class _BatchOrigin:
+    """What the SQS and SNS flavours share: planning, threads, retries of failed entries."""
+
+    service = ""
+    operation = ""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        fifo: bool,
+        region: str | None,
+        endpoint_url: str | None,
+        concurrency: int,
+        timeout: float,
+        keepalive_group: str,
+        max_batch_events: int,
+        max_batch_bytes: int | None,
+        attempts: int,
+    ) -> None:
+        if not 1 <= concurrency <= 256:
+            raise ValueError(f"concurrency must be between 1 and 256 (got {concurrency})")
+        if max_batch_events < 1:
+            raise ValueError(f"max_batch_events must be at least 1 (got {max_batch_events})")
+        if group_id(keepalive_group) != keepalive_group:
+            raise ValueError(
+                "keepalive_group must be 1 to 128 ASCII letters, digits or punctuation "
+                f"(got {keepalive_group!r})"
+            )
+        self.target = target
+        self.fifo = fifo
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.keepalive_group = keepalive_group
+        self.max_batch_events = max_batch_events
+        self._fixed_batch_bytes = max_batch_bytes
+        self.limits: Limits | None = None
+        self.max_batch_bytes = max_batch_bytes or self._batch_bytes(self._assumed_limits())
+        # One client for all threads (botocore clients are thread safe), one connection per thread.
+        self.client: Any = boto3.client(
+            self.service,
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=client_config(timeout, concurrency, attempts),
+        )
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"{self.service}-origin")
+        self._accepted: dict[str, None] = {}
+        self.counters = {"calls": 0, "entriesSent": 0, "entriesResent": 0, "entriesRefused": 0}
+
+    # OriginTransport
+
+    async def start(self) -> None:
+        """Read the size limits now; if the endpoint is unreachable, on the first deliver."""
+        try:
+            await self._load_limits()
+        except OriginUnavailable as exc:
+            if isinstance(exc.__cause__, ClientError):  # it answered: wrong name, no permission
+                raise
+            log.warning(
+                "origin limits unknown until reachable",
+                extra={"target": self.target, "error": str(exc)},
+            )
+
+    async def close(self) -> None:
+        # In-flight calls finish on their own; the pump stopped waiting for them.
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+    async def deliver(self, events: Sequence[bytes]) -> None:
+        limits = self.limits or await self._load_limits()
+        entries = [
+            entry
+            for entry in entries_for(events, default_group=self.keepalive_group)
+            if entry.message_id not in self._accepted
+        ]
+        plan = plan_calls(
+            entries,
+            max_entries=MAX_ENTRIES_PER_CALL,
+            max_call_bytes=limits.call_bytes,
+            max_message_bytes=limits.message_bytes,
+        )
+        refused = [
+            EntryFailure(
+                entry,
+                "TooLarge",
+                f"{entry.size} bytes; the most a message may be is {limits.message_bytes}",
+                True,
+            )
+            for entry in plan.refused
+        ]
+        deadline = time.monotonic() + self.timeout
+        results = await asyncio.gather(
+            *(self._send_chain(chain, deadline, refused) for chain in plan.chains),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, OriginUnavailable):
+                raise result
+            if isinstance(result, BaseException):
+                raise OriginUnavailable(f"{self.operation} failed: {result!r}") from result
+        if refused:
+            self._refuse(entries, refused)
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest event that fits one message (with its attributes), as far as known."""
+        limits = self.limits or self._assumed_limits()
+        return limits.message_bytes - ATTRIBUTE_RESERVE
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counters)
+
+    def _refuse(self, entries: list[Entry], refused: list[EntryFailure]) -> NoReturn:
+        """Name the events that can never be sent, and those waiting behind them."""
+        self.counters["entriesRefused"] += len(refused)
+        for failure in refused:
+            log.error(
+                "event refused by the origin transport; it can never be sent",
+                extra={
+                    "group": failure.entry.group,
+                    "messageId": failure.entry.message_id,
+                    "code": failure.code,
+                    "error": failure.message,
+                },
+            )
+        refused_at = {failure.entry.index for failure in refused}
+        groups = {failure.entry.group for failure in refused}
+        held = [
+            entry.index
+            for entry in entries
+            if entry.group in groups
+            and entry.index not in refused_at
+            and entry.message_id not in self._accepted
+        ]
+        names = ", ".join(
+            f"{failure.entry.message_id} ({failure.code}: {failure.message})"
+            for failure in refused[:3]
+        )
+        raise OriginRefused(
+            f"{self.operation} refused {len(refused)} event(s) for good: {names}",
+            refused=sorted(refused_at),
+            held=held,
+        )
+
+    # The flavours
+
+    def _call(self, entries: list[Entry]) -> list[EntryFailure]:
+        """Send one batch call (blocking); the entries the service failed, in entry order."""
+        raise NotImplementedError
+
+    def _read_limits(self) -> Limits:
+        raise NotImplementedError
+
+    def _assumed_limits(self) -> Limits:
+        raise NotImplementedError
+
+    # Shared machinery
+
+    async def _send_chain(
+        self, chain: list[list[Entry]], deadline: float, refused: list[EntryFailure]
+    ) -> None:
+        """Send calls in order; resend failed entries alone; a refused one stops its connection."""
+        blocked: set[str] = set()
+        for call in chain:
+            pending = [entry for entry in call if entry.group not in blocked]
+            attempt = 0
+            while pending:
+                failures = await self._in_thread(functools.partial(self._call, pending))
+                self.counters["calls"] += 1
+                self.counters["entriesSent"] += len(pending) - len(failures)
+                failed = {failure.entry.index for failure in failures}
+                for entry in pending:
+                    if entry.index not in failed:
+                        self._remember(entry.message_id)
+                retry = []
+                for failure in failures:
+                    if failure.sender_fault:
+                        refused.append(failure)
+                        blocked.add(failure.entry.group)
+                    elif failure.entry.group not in blocked:
+                        retry.append(failure.entry)
+                if not retry:
+                    break
+                attempt += 1
+                delay = min(ENTRY_BACKOFF_MAX, ENTRY_BACKOFF_FIRST * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)
+                first = failures[0]
+                if attempt > ENTRY_RETRIES or time.monotonic() + delay > deadline:
+                    raise OriginUnavailable(
+                        f"{self.operation} failed {len(retry)} of {len(pending)} entries "
+                        f"{attempt} times ({first.code}: {first.message})"
+                    )
+                self.counters["entriesResent"] += len(retry)
+                log.info(
+                    "origin failed some entries; resending them",
+                    extra={"entries": len(retry), "code": first.code, "error": first.message},
+                )
+                await asyncio.sleep(delay)
+                pending = retry
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        """Run a blocking boto3 call on the pool; SDK errors become OriginUnavailable."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, call)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise OriginUnavailable(
+                f"{self.operation} to {self.target} failed: "
+                f"{error.get('Code', '?')}: {error.get('Message', '')}"
+            ) from exc
+        except BotoCoreError as exc:
+            raise OriginUnavailable(f"{self.operation} to {self.target} failed: {exc}") from exc
+
+    async def _load_limits(self) -> Limits:
+        limits = await self._in_thread(self._read_limits)
+        if self._fixed_batch_bytes is None:
+            self.max_batch_bytes = self._batch_bytes(limits)
+        self.limits = limits
+        return limits
+
+    def _batch_bytes(self, limits: Limits) -> int:
+        """Event bytes the pump may put in one batch: what its calls carry, less attributes."""
+        calls = math.ceil(self.max_batch_events / MAX_ENTRIES_PER_CALL)
+        per_call = limits.call_bytes - MAX_ENTRIES_PER_CALL * ATTRIBUTE_RESERVE
+        return max(1024, calls * per_call)
+
+    def _remember(self, message_id: str) -> None:
+        self._accepted[message_id] = None
+        if len(self._accepted) > REMEMBERED:
+            del self._accepted[next(iter(self._accepted))]
+
+    def _fifo_fields(self, entry: Entry) -> dict[str, str]:
+        if not self.fifo:
+            return {}
+        return {
+            "MessageGroupId": entry.group,
+            "MessageDeduplicationId": deduplication_id(entry.message_id),
+        }
+
+
+class SqsOrigin(_BatchOrigin):
+    """Events to the origin's SQS queue; on a FIFO queue each connection is a message group."""
+
+    service = "sqs"
+    operation = "SendMessageBatch"
+
+    def __init__(
+        self,
+        queue_url: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        concurrency: int = 4,
+        timeout: float = 10.0,
+        keepalive_group: str = DEFAULT_KEEPALIVE_GROUP,
+        max_batch_events: int = MAX_ENTRIES_PER_CALL,
+        max_batch_bytes: int | None = None,
+        attempts: int = SDK_ATTEMPTS,
+    ) -> None:
+        self.queue_url = queue_url
+        super().__init__(
+            queue_url,
+            fifo=queue_url.endswith(".fifo"),
+            region=region,
+            endpoint_url=endpoint_url,
+            concurrency=concurrency,
+            timeout=timeout,
+            keepalive_group=keepalive_group,
+            max_batch_events=max_batch_events,
+            max_batch_bytes=max_batch_bytes,
+            attempts=attempts,
+        )
+
+    def _assumed_limits(self) -> Limits:
+        return Limits(SQS_DEFAULT_MESSAGE_BYTES, SQS_MAX_CALL_BYTES)
+
+    def _read_limits(self) -> Limits:
+        attributes = self.client.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["MaximumMessageSize"]
+        )["Attributes"]
+        size = int(attributes.get("MaximumMessageSize", SQS_DEFAULT_MESSAGE_BYTES))
+        return Limits(size, max(size, SQS_MAX_CALL_BYTES))
+
+    def _call(self, entries: list[Entry]) -> list[EntryFailure]:
+        response = self.client.send_message_batch(
+            QueueUrl=self.queue_url,
+            Entries=[
+                {
+                    "Id": str(position),
+                    "MessageBody": entry.body,
+                    "MessageAttributes": {
+                        name: {"DataType": STRING, "StringValue": value}
+                        for name, value in entry.attributes().items()
+                    },
+                    **self._fifo_fields(entry),
+                }
+                for position, entry in enumerate(entries)
+            ],
+        )
+        return _failures(entries, response)
+
+
+class SnsOrigin(_BatchOrigin):
+    """Events to an SNS topic in front of one or more queues, filterable by their attributes."""
+
+    service = "sns"
+    operation = "PublishBatch"
+
+    def __init__(
+        self,
+        topic_arn: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        concurrency: int = 4,
+        timeout: float = 10.0,
+        keepalive_group: str = DEFAULT_KEEPALIVE_GROUP,
+        max_batch_events: int = MAX_ENTRIES_PER_CALL,
+        max_batch_bytes: int | None = None,
+        max_message_bytes: int | None = None,
+        attempts: int = SDK_ATTEMPTS,
+    ) -> None:
+        self.topic_arn = topic_arn
+        self._max_message_bytes = max_message_bytes
+        super().__init__(
+            topic_arn,
+            fifo=topic_arn.endswith(".fifo"),
+            region=region,
+            endpoint_url=endpoint_url,
+            concurrency=concurrency,
+            timeout=timeout,
+            keepalive_group=keepalive_group,
+            max_batch_events=max_batch_events,
+            max_batch_bytes=max_batch_bytes,
+            attempts=attempts,
+        )
+
+    def _assumed_limits(self) -> Limits:
+        size = self._max_message_bytes or SNS_DEFAULT_MESSAGE_BYTES
+        return Limits(size, size)
+
+    def _read_limits(self) -> Limits:
+        """A topic's MaximumMessageSize bounds each message and the sum of a batch alike."""
+        if self._max_message_bytes:  # given: no need to read it (nor the permission to)
+            return self._assumed_limits()
+        attributes = self.client.get_topic_attributes(TopicArn=self.topic_arn)["Attributes"]
+        size = int(attributes.get("MaximumMessageSize", SNS_DEFAULT_MESSAGE_BYTES))
+        return Limits(size, size)
+
+    def _call(self, entries: list[Entry]) -> list[EntryFailure]:
+        response = self.client.publish_batch(
+            TopicArn=self.topic_arn,
+            PublishBatchRequestEntries=[
+                {
+                    "Id": str(position),
+                    "Message": entry.body,
+                    "MessageAttributes": {
+                        name: {"DataType": STRING, "StringValue": value}
+                        for name, value in entry.attributes().items()
+                    },
+                    **self._fifo_fields(entry),
+                }
+                for position, entry in enumerate(entries)
+            ],
+        )
+        return _failures(entries, response)
+
+
+def _failures(entries: list[Entry], response: dict[str, Any]) -> list[EntryFailure]:
+    failures = []
+    for failed in response.get("Failed", ()):
+        position = int(failed["Id"])
+        failures.append(
+            EntryFailure(
+                entries[position],
+                str(failed.get("Code", "")),
+                str(failed.get("Message", "")),
+                bool(failed.get("SenderFault", False)),
+            )
+        )
+    failures.sort(key=lambda failure: failure.entry.index)
+    return failures

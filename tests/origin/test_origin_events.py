@@ -1,0 +1,363 @@
+"""Reading gateway events out of SQS-triggered Lambda batches, and reporting failures per record."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from runtime.origin.client import GatewayClient
+from runtime.origin.events import (
+    Event,
+    EventFormatError,
+    event_type,
+    gateway_handler,
+    lazy_handler,
+    message_data,
+    parse_event_body,
+    read_events,
+    read_records,
+)
+from runtime.wire.events import (
+    HandshakeDetails,
+    NodeContext,
+    connect_event,
+    connection_fragment,
+    keepalive_events,
+    message_event,
+)
+from tests.aws import MotoEndpoint
+from tests.origin.harness import client, client_factory, commands_on, issuer, provision_region
+
+NODE = NodeContext(stage="test", region="us-east-1")
+DETAILS = HandshakeDetails("/", [("Host", "gw.example.com")], [("room", "a")], "203.0.113.9", None)
+ISSUER = issuer("us-east-1")
+FIFO_ARN = "arn:aws:sqs:us-east-1:123456789012:wsgw-test-events.fifo"
+STANDARD_ARN = "arn:aws:sqs:us-east-1:123456789012:wsgw-test-events"
+
+
+def message(connection_id: str, data: str | bytes, sequence: int = 1) -> str:
+    fragment = connection_fragment(NODE, connection_id, 1_700_000_000_000, DETAILS)
+    return message_event(fragment, sequence, 1_700_000_000_100, "$default", data).decode()
+
+
+def record(body: str, message_id: str, group: str | None = None, arn: str = FIFO_ARN) -> dict:
+    attributes = {"ApproximateReceiveCount": "1"}
+    if group is not None:
+        attributes["MessageGroupId"] = group
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"handle-{message_id}",
+        "body": body,
+        "attributes": attributes,
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": arn,
+        "awsRegion": "us-east-1",
+    }
+
+
+# Parsing -------------------------------------------------------------------------------------
+
+
+def test_plain_bodies_parse_to_the_events_the_node_made() -> None:
+    connection_id = ISSUER.issue()
+    fragment = connection_fragment(NODE, connection_id, 1_700_000_000_000, DETAILS)
+    bodies = [
+        connect_event(fragment, 0, 1_700_000_000_000, DETAILS).decode(),
+        message(connection_id, "hello"),
+        message(connection_id, b"\x00\x01\xff", 2),
+        keepalive_events(NODE, [connection_id], 1_700_000_000_200, 1000)[0].decode(),
+    ]
+    lambda_event = {
+        "Records": [record(body, f"m{i}", connection_id) for i, body in enumerate(bodies)]
+    }
+
+    events = read_events(lambda_event)
+
+    assert [event_type(event) for event in events] == ["CONNECT", "MESSAGE", "MESSAGE", "KEEPALIVE"]
+    assert events[0]["queryStringParameters"] == {"room": "a"}
+    assert message_data(events[1]) == "hello"
+    assert message_data(events[2]) == b"\x00\x01\xff"
+    assert events[3]["connectionIds"] == [connection_id]
+    records = read_records(lambda_event)
+    assert (records[0].message_id, records[0].group_id, records[0].fifo) == (
+        "m0",
+        connection_id,
+        True,
+    )
+
+
+def test_sns_notifications_are_unwrapped(
+    moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    """A real SNS envelope: the events went through a topic to a queue without raw delivery."""
+    sqs, sns = client(moto_endpoint, "sqs", "us-east-1"), client(moto_endpoint, "sns", "us-east-1")
+    topic = sns.create_topic(Name=f"{environment_name}-events")["TopicArn"]
+    url = sqs.create_queue(QueueName=f"{environment_name}-enveloped")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)  # raw delivery off
+    body = message(ISSUER.issue(), "wrapped ✓")
+    sns.publish(TopicArn=topic, Message=body)
+
+    received = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"][0]["Body"]
+
+    assert json.loads(received)["Type"] == "Notification"
+    assert parse_event_body(received) == json.loads(body)
+    assert message_data(parse_event_body(received)) == "wrapped ✓"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("not json", "record body is not valid JSON"),
+        ("[1, 2]", "neither a gateway event"),
+        ('{"requestContext": {}}', "neither a gateway event"),
+        ('{"requestContext": {"eventType": ""}}', "neither a gateway event"),
+        ('{"Type": "Notification"}', 'has no string "Message"'),
+        ('{"Type": "Notification", "Message": "{\\"a\\": 1}"}', "Message is not a gateway event"),
+        ('{"Type": "Notification", "Message": "nope"}', "Message is not valid JSON"),
+        ("[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_malformed_bodies_are_named(body: str, expected: str) -> None:
+    with pytest.raises(EventFormatError, match=expected):
+        parse_event_body(body)
+
+
+@pytest.mark.parametrize(
+    ("lambda_event", "expected"),
+    [
+        ({}, 'with a "Records" list'),
+        ([], 'with a "Records" list'),
+        ({"Records": ["x"]}, r"Records\[0\] must be an object"),
+        ({"Records": [{"Sns": {}}]}, r'Records\[0\] must have string "messageId" and "body"'),
+    ],
+)
+def test_events_that_are_not_sqs_batches_are_refused(lambda_event: Any, expected: str) -> None:
+    with pytest.raises(EventFormatError, match=expected):
+        read_records(lambda_event)
+
+
+def test_message_data_refuses_bad_base64() -> None:
+    event = json.loads(message(ISSUER.issue(), b"\x01"))
+    event["body"] = "***"
+    with pytest.raises(EventFormatError, match="not valid base64"):
+        message_data(event)
+
+
+# Partial batch responses ---------------------------------------------------------------------
+
+
+class Recorder:
+    """An event handler that records what it handled and fails on bodies starting with 'fail'."""
+
+    def __init__(self) -> None:
+        self.handled: list[str] = []
+
+    def __call__(self, event: Event) -> None:
+        data = message_data(event)
+        assert isinstance(data, str)
+        if data.startswith("fail"):
+            raise RuntimeError(f"cannot handle {data}")
+        self.handled.append(data)
+
+
+def test_one_bad_record_is_reported_and_the_others_are_handled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = Recorder()
+    handler = gateway_handler(recorder)
+    ids = [ISSUER.issue() for _ in range(3)]
+    lambda_event = {
+        "Records": [
+            record(message(ids[0], "one"), "m1", arn=STANDARD_ARN),
+            record("{broken", "m2", arn=STANDARD_ARN),
+            record(message(ids[1], "fail-3"), "m3", arn=STANDARD_ARN),
+            record(message(ids[2], "four"), "m4", arn=STANDARD_ARN),
+        ]
+    }
+
+    response = handler(lambda_event, None)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m2"}, {"itemIdentifier": "m3"}]}
+    assert recorder.handled == ["one", "four"]
+    failures = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [getattr(r, "messageId", None) for r in failures] == ["m2", "m3"]
+    assert getattr(failures[1], "connectionId", None) == ids[1]
+    assert failures[1].exc_info is not None
+
+
+def test_fifo_group_stops_at_its_first_failure_and_other_groups_go_on() -> None:
+    recorder = Recorder()
+    handler = gateway_handler(recorder)
+    first, second = ISSUER.issue(), ISSUER.issue()
+    lambda_event = {
+        "Records": [
+            record(message(first, "a1"), "m1", first),
+            record(message(first, "fail-a2"), "m2", first),
+            record(message(second, "b1"), "m3", second),
+            record(message(first, "a3"), "m4", first),
+            record(message(second, "b2"), "m5", second),
+            record(message(first, "a4"), "m6", first),
+        ]
+    }
+
+    response = handler(lambda_event, None)
+
+    assert [item["itemIdentifier"] for item in response["batchItemFailures"]] == ["m2", "m4", "m6"]
+    assert recorder.handled == ["a1", "b1", "b2"]  # a3 and a4 were never handled
+
+
+def test_standard_queues_keep_handling_a_group_after_a_failure() -> None:
+    recorder = Recorder()
+    handler = gateway_handler(recorder)
+    connection_id = ISSUER.issue()
+    lambda_event = {
+        "Records": [
+            record(message(connection_id, "fail-1"), "m1", arn=STANDARD_ARN),
+            record(message(connection_id, "two"), "m2", arn=STANDARD_ARN),
+        ]
+    }
+
+    assert handler(lambda_event, None) == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    assert recorder.handled == ["two"]
+
+
+def test_decorator_form_and_an_empty_batch() -> None:
+    seen: list[str] = []
+
+    @gateway_handler
+    def on_event(event: Event) -> None:
+        seen.append(event_type(event))
+
+    assert on_event({"Records": []}, None) == {"batchItemFailures": []}
+    on_event({"Records": [record(message(ISSUER.issue(), "x"), "m1")]}, None)
+    assert seen == ["MESSAGE"]
+    assert on_event.__name__ == "on_event"
+
+
+def test_commands_of_a_failed_record_are_dropped_and_the_rest_published_once(
+    moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    resources = provision_region(moto_endpoint, environment_name, "us-east-1")
+    gateway = GatewayClient(
+        environment=environment_name,
+        account="123456789012",
+        region="us-east-1",
+        client_factory=client_factory(moto_endpoint),
+    )
+
+    @gateway_handler(gateway=gateway)
+    def echo_then_maybe_fail(event: Event) -> None:
+        connection_id = event["requestContext"]["connectionId"]
+        data = message_data(event)
+        gateway.send(connection_id, data)
+        if isinstance(data, str) and data.startswith("fail"):
+            raise RuntimeError("failed after sending")
+
+    ids = [ISSUER.issue() for _ in range(3)]
+    lambda_event = {
+        "Records": [
+            record(message(ids[0], "one"), "m1", ids[0]),
+            record(message(ids[1], "fail-two"), "m2", ids[1]),
+            record(message(ids[2], "three"), "m3", ids[2]),
+        ]
+    }
+
+    response = echo_then_maybe_fail(lambda_event, None)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
+    sqs = client(moto_endpoint, "sqs", "us-east-1")
+    bodies, commands = commands_on(sqs, resources.commands_queue_url)
+    assert len(bodies) == 1  # one publish for the whole batch
+    assert [(c["connectionIds"], c["data"]) for c in commands] == [
+        ([ids[0]], "one"),
+        ([ids[2]], "three"),
+    ]
+    assert gateway.pending_commands == 0
+
+
+def test_when_publishing_fails_every_handled_record_is_reported(
+    moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    gateway = GatewayClient(  # the environment was never provisioned: no topic
+        environment=environment_name,
+        account="123456789012",
+        region="us-east-1",
+        client_factory=client_factory(moto_endpoint),
+    )
+    handler = gateway_handler(
+        lambda event: gateway.send(event["requestContext"]["connectionId"], "x"),
+        gateway=gateway,
+    )
+    ids = [ISSUER.issue() for _ in range(2)]
+    lambda_event = {"Records": [record(message(i, "x"), f"m{n}", i) for n, i in enumerate(ids)]}
+
+    response = handler(lambda_event, None)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m0"}, {"itemIdentifier": "m1"}]}
+    assert gateway.pending_commands == 0
+
+
+def test_a_misconfigured_gateway_fails_the_batch_and_keeps_nothing(
+    aws_chain: MotoEndpoint,
+) -> None:
+    gateway = GatewayClient()  # no WSGW_ENVIRONMENT: no topic to address
+    handler = gateway_handler(
+        lambda event: gateway.send(event["requestContext"]["connectionId"], "x"),
+        gateway=gateway,
+    )
+    connection_id = ISSUER.issue()
+
+    response = handler({"Records": [record(message(connection_id, "x"), "m0")]}, None)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
+    assert gateway.pending_commands == 0  # a warm Lambda must not publish them later
+
+
+def test_rollback_after_a_flush_inside_the_handler(
+    moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    """post_to_connection publishes at once; what the event buffered after it is still dropped."""
+    resources = provision_region(moto_endpoint, environment_name, "us-east-1")
+    gateway = GatewayClient(
+        environment=environment_name,
+        account="123456789012",
+        client_factory=client_factory(moto_endpoint),
+    )
+
+    @gateway_handler(gateway=gateway)
+    def on_event(event: Event) -> None:
+        connection_id = event["requestContext"]["connectionId"]
+        gateway.send(connection_id, "buffered before")
+        gateway.post_to_connection(ConnectionId=connection_id, Data="at once")
+        gateway.send(connection_id, "buffered after")
+        raise RuntimeError("fails after all")
+
+    connection_id = ISSUER.issue()
+    response = on_event({"Records": [record(message(connection_id, "x"), "m0")]}, None)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
+    _, commands = commands_on(
+        client(moto_endpoint, "sqs", "us-east-1"), resources.commands_queue_url
+    )
+    assert [c["data"] for c in commands] == ["buffered before", "at once"]
+    assert gateway.pending_commands == 0
+
+
+def test_lazy_handler_builds_once_at_the_first_call() -> None:
+    built: list[int] = []
+
+    def factory() -> Any:
+        built.append(1)
+        return gateway_handler(lambda event: None)
+
+    handler = lazy_handler(factory)
+    assert built == []
+    for _ in range(3):
+        assert handler({"Records": []}, None) == {"batchItemFailures": []}
+    assert built == [1]
