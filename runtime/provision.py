@@ -52,10 +52,12 @@ def provision(
     _subscribe(sqs, sns, commands_topic, commands_url, commands_arn)
     events_topic_arn = None
     if events_topic:
-        attributes = {"FifoTopic": "true", "ContentBasedDeduplication": "false"}
-        events_topic_arn = sns.create_topic(
-            Name=names.events_topic, Attributes=attributes if names.fifo else {}
-        )["TopicArn"]
+        attributes = {"MaximumMessageSize": str(MAX_MESSAGE_BYTES)}
+        if names.fifo:
+            attributes.update({"FifoTopic": "true", "ContentBasedDeduplication": "false"})
+        events_topic_arn = sns.create_topic(Name=names.events_topic, Attributes=attributes)[
+            "TopicArn"
+        ]
         _subscribe(sqs, sns, events_topic_arn, events_url, events_arn)
     table = None
     if dynamodb is not None:
