@@ -79,3 +79,24 @@ async def test_message_too_big_for_sqs_once_encoded_closes_1009(
     assert [e["requestContext"]["sequenceNumber"] for e in events] == [0, 1, 2]
     assert events[2]["disconnectStatusCode"] == 1009
     assert node.node.counters["messagesTooLargeForOrigin"] == 1
+
+
+async def test_client_limit_lowered_to_fit_a_small_queue(
+    start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    sqs = moto_endpoint.client("sqs")
+    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    sqs.set_queue_attributes(
+        QueueUrl=resources.events_queue_url, Attributes={"MaximumMessageSize": "262144"}
+    )
+    origin = SqsOrigin(resources.events_queue_url, endpoint_url=moto_endpoint.url, attempts=1)
+    node = await start_node(origin=origin, max_message_bytes=256 * 1024)
+    async with connect(node.ws_url, max_size=None) as client:
+        await client.send(bytes(180 * 1024))  # fits once base64-encoded
+        await client.send(bytes(200 * 1024))  # would not: refused by the lowered limit
+        with contextlib.suppress(ConnectionClosed):
+            await asyncio.wait_for(client.recv(), 5)
+        assert client.close_code == 1009
+    received = await areceive(sqs, resources.events_queue_url, 3)
+    kinds = [json.loads(m["Body"])["requestContext"]["eventType"] for m in received]
+    assert kinds == ["CONNECT", "MESSAGE", "DISCONNECT"]
