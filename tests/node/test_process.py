@@ -148,7 +148,7 @@ def test_bad_settings_stop_the_node_with_a_clear_message(
     assert message in result.stderr
 
 
-async def test_builtin_echo_origin_as_make_run_starts_it() -> None:
+async def test_builtin_echo_origin_answers_each_message() -> None:
     process, addresses = await start_process(
         "--listen", "127.0.0.1:0", "--command-listen", "127.0.0.1:0",
         "--origin-transport", "echo", "--no-command-auth", "true",
