@@ -179,6 +179,9 @@ class Settings:
     peer_metrics_interval: float = 60.0
     trust_forwarded_for: bool = False
     gone_events: bool = True
+    metrics_interval: float = 60.0
+    metrics_namespace: str = "WsGateway"
+    service_name: str = "wsgateway"
     log_format: str = "auto"
     log_level: str = "INFO"
 
@@ -315,6 +318,13 @@ _SPECS: dict[str, _Spec] = {
         _bool, "take sourceIp from X-Forwarded-For (only behind a proxy that sets it)", "BOOL"
     ),
     "gone_events": _Spec(_bool, "send GONE events for commands to unknown connections", "BOOL"),
+    "metrics_interval": _Spec(
+        _float(0, 3600),
+        "seconds between ConnectionsPerTask metrics, logged in CloudWatch Embedded Metric Format "
+        "(0: none)",
+    ),
+    "metrics_namespace": _Spec(_text, "CloudWatch namespace of the node's metrics"),
+    "service_name": _Spec(_text, "ServiceName dimension of the node's metrics"),
     "log_format": _Spec(_choice("auto", "json", "text"), "auto: JSON unless stdout is a terminal"),
     "log_level": _Spec(_choice("DEBUG", "INFO", "WARNING", "ERROR"), "least severe level logged"),
 }

@@ -54,3 +54,4 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
     root.setLevel(level)
     # The websockets library logs every failed handshake at INFO; ours say it better.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("runtime.metrics").setLevel(logging.INFO)

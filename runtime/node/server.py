@@ -29,6 +29,7 @@ from runtime.core.router import Route, Router
 from runtime.core.send_buffer import SendLimits
 from runtime.node.frames import message_frame
 from runtime.node.handshake import handshake_details, subprotocol_selector
+from runtime.node.metrics import connections_metric
 from runtime.node.origin_pump import OriginPump
 from runtime.transports.base import ClusterTransport, OriginTransport
 from runtime.wire import events
@@ -36,6 +37,7 @@ from runtime.wire.commands import Broadcast, Close, Command, CommandError, Send
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 
 log = logging.getLogger("runtime.node")
+metrics_log = logging.getLogger("runtime.metrics")  # logged at any --log-level: scaling needs it
 
 HEALTH_PATH = "/healthz"
 KEEPALIVE_KEY = "$keepalive"
@@ -124,6 +126,8 @@ class Node:
         if s.keepalive_interval > 0:
             self._loops.append(asyncio.create_task(self._keepalive_loop(), name="keepalive"))
         self._loops.append(asyncio.create_task(self._stale_loop(), name="origin-watch"))
+        if s.metrics_interval > 0:
+            self._loops.append(asyncio.create_task(self._metrics_loop(), name="metrics"))
         log.info(
             "node listening",
             extra={
@@ -416,6 +420,15 @@ class Node:
                 self.context, ids, now_ms(), KEEPALIVE_IDS_PER_EVENT
             ):
                 self._emit(KEEPALIVE_KEY, event)
+
+    async def _metrics_loop(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.metrics_interval)
+            fields = connections_metric(
+                s.metrics_namespace, s.service_name, len(self.registry), now_ms()
+            )
+            metrics_log.info("connections", extra=fields)
 
     async def _stale_loop(self) -> None:
         """Close connections whose events have waited too long for an unreachable origin (1011)."""
