@@ -27,6 +27,7 @@ lint: install
 bench: install
 	$(PY) -m bench.run
 	$(PY) -m bench.cluster
+	$(PY) -m bench.local
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -19,18 +19,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import secrets
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from picows import WSMsgType, WSTransport
 
 from bench import client as load
-from bench.common import raise_nofile_limit, run
+from bench.common import raise_nofile_limit, run, write_section
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from runtime.transports.http1 import HttpClient
 from tests.udp_proxy import FaultyUdpProxy
@@ -365,17 +363,6 @@ to B): {counts[0]}, {counts[1]}.
 
 def _rates(values: list[float]) -> str:
     return ", ".join(f"{value:,.0f}" for value in values)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) this benchmark's section; bench.run owns the rest of the file."""
-    text = path.read_text() if path.exists() else "# Performance\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip() + "\n", text)
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
 
 
 async def main_async(args: argparse.Namespace) -> int:

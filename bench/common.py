@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import resource
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 # A client that connects to this path is a control connection: its messages are broadcast to every
@@ -34,3 +36,18 @@ def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
 def host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host or "127.0.0.1", int(port)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace (or append) one benchmark's section, found by its first line, its `## ` title.
+
+    `bench.run` writes the file; the benchmarks that run after it each own one section.
+    """
+    title = section.splitlines()[0]
+    text = path.read_text() if path.exists() else "# Performance\n"
+    pattern = re.compile(re.escape(title) + r".*?(?=\n## |\Z)", re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section.rstrip() + "\n", text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)

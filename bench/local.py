@@ -8,9 +8,10 @@ Measures, in one run, what the system of `python -m runtime local` (what `make r
    commands queue -> either node -> (UDP to node 2) -> client B. The same with both clients on
    node 1, for comparison.
 2. events per second one node's pump gets into SQS: the node's own OriginPump and SqsOrigin,
-   fed MESSAGE events of many connections, against the same embedded moto server in a child
-   process; a fresh queue per round, since moto scans whole queues on every call and slows as
-   they grow (tests/aws.py).
+   fed MESSAGE events of many connections, against the same embedded moto server alone in a
+   child process. moto slows as a queue grows (tests/aws.py): each round has a fresh queue,
+   purged every PURGE_INTERVAL to stay shallow; one more round per kind lets it fill, to show
+   by how much.
 
 moto is one Python process emulating SQS, SNS and DynamoDB, so these figures say what the local
 system carries on this machine, not what AWS would do: there are no targets. The system (or the
@@ -25,12 +26,13 @@ import asyncio
 import itertools
 import json
 import os
-import re
+import signal
 import statistics
+import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -38,7 +40,7 @@ from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 from bench import report
 from bench.client import CONNECT_TIMEOUT
-from bench.common import raise_nofile_limit, run
+from bench.common import raise_nofile_limit, run, write_section
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from runtime.config import Settings
 from runtime.core.outbox import EventOutbox
@@ -58,9 +60,9 @@ MOTO_CHILD = (
     "import sys, threading\n"
     "from runtime.local import start_aws\n"
     "start_aws('127.0.0.1', int(sys.argv[1]))\n"
-    "print('ready', flush=True)\n"
     "threading.Event().wait()\n"
 )
+PURGE_INTERVAL = 0.05  # seconds between purges of a queue kept shallow
 
 
 @dataclass(frozen=True)
@@ -257,16 +259,23 @@ class EventSource:
             pump.add(connection_id, event)
 
 
-async def pump_round(plan: Plan, endpoint: str, moto: Child, environment: str, fifo: bool) -> dict:
-    """Events per second the pump gets accepted by a fresh queue, in slices of the window."""
+async def pump_round(
+    plan: Plan, endpoint: str, moto: Child, environment: str, fifo: bool, purge: bool
+) -> dict[str, Any]:
+    """Events per second the pump gets into a fresh queue, in slices of the window.
+
+    `purge`: empty the queue every PURGE_INTERVAL, as a consumer would, so that it stays
+    shallow; otherwise it fills, and each call costs moto more (it scans the queue per message).
+    """
     sqs, sns = (
         boto3.client(name, region_name=REGION, endpoint_url=endpoint) for name in ("sqs", "sns")
     )
     resources = await asyncio.to_thread(
         provision, sqs, sns, None, ResourceNames(environment, fifo=fifo)
     )
+    url = resources.events_queue_url
     origin = SqsOrigin(
-        resources.events_queue_url,
+        url,
         region=REGION,
         endpoint_url=endpoint,
         concurrency=Settings.origin_concurrency,
@@ -286,26 +295,36 @@ async def pump_round(plan: Plan, endpoint: str, moto: Child, environment: str, f
             source.fill(pump, plan.backlog)
             await asyncio.sleep(0.002)
 
-    feeder = asyncio.create_task(feed())
+    async def empty() -> None:
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            await asyncio.to_thread(sqs.purge_queue, QueueUrl=url)
+
+    helpers = [asyncio.create_task(feed())]
+    if purge:
+        helpers.append(asyncio.create_task(empty()))
+
+    def mark() -> tuple[float, int, float, float]:
+        return time.perf_counter(), pump.delivered, moto.cpu_seconds(), time.process_time()
+
     try:
         await asyncio.sleep(plan.warmup_seconds)
-        marks = [(time.perf_counter(), pump.delivered, moto.cpu_seconds(), time.process_time())]
+        marks = [mark()]
         for _ in range(plan.slices):
             await asyncio.sleep(plan.seconds / plan.slices)
-            marks.append(
-                (time.perf_counter(), pump.delivered, moto.cpu_seconds(), time.process_time())
-            )
+            marks.append(mark())
     finally:
-        feeder.cancel()
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         await pump.stop()
         await origin.close()
     depth = await asyncio.to_thread(
-        sqs.get_queue_attributes,
-        QueueUrl=resources.events_queue_url,
-        AttributeNames=["ApproximateNumberOfMessages"],
+        sqs.get_queue_attributes, QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
     )
     (t0, n0, moto0, own0), (t1, n1, moto1, own1) = marks[0], marks[-1]
     return {
+        "purge": purge,
         "rate": (n1 - n0) / (t1 - t0),
         "slice_rates": [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(marks)],
         "moto_cpu": (moto1 - moto0) / (t1 - t0),
@@ -327,12 +346,15 @@ async def measure_pump(plan: Plan, fleet: Fleet) -> dict[str, Any]:
         for kind, fifo in (("fifo", True), ("standard", False)):
             rounds = []
             for index in range(plan.rounds):
-                _say(f"events to SQS, {kind} queue, round {index + 1}/{plan.rounds}")
+                _say(f"events to SQS, {kind} queue kept shallow, round {index + 1}/{plan.rounds}")
                 environment = f"bench-{kind[0]}{index}"
-                rounds.append(await pump_round(plan, endpoint, moto, environment, fifo))
+                rounds.append(await pump_round(plan, endpoint, moto, environment, fifo, True))
+            _say(f"events to SQS, {kind} queue filling")
+            filling = await pump_round(plan, endpoint, moto, f"bench-{kind[0]}-fill", fifo, False)
             results[kind] = {
                 "rate": statistics.median(r["rate"] for r in rounds),
                 "rounds": rounds,
+                "filling": filling,
             }
         return results
     finally:
@@ -345,7 +367,7 @@ def _say(text: str) -> None:
 
 def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     """Metric and measured figure, for the console and the report."""
-    out = []
+    out: list[tuple[str, str]] = []
     for key, label in (("across", "two nodes"), ("one_node", "one node")):
         lat = r["chat"][key]
         figures = (
@@ -361,18 +383,19 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         )
     for kind in ("fifo", "standard"):
         pump = r["pump"][kind]
-        first = pump["rounds"][0]
+        filling = pump["filling"]
         out.append(
             (
-                f"events/s one pump gets into a {kind} SQS queue on moto (median of "
-                f"{len(pump['rounds'])})",
+                f"events/s into a {kind} queue kept shallow (purged every "
+                f"{PURGE_INTERVAL:g} s; median of {len(pump['rounds'])} rounds)",
                 f"{pump['rate']:,.0f}",
             )
         )
         out.append(
             (
-                f"  {kind}, round 1 by slice as the queue fills to {first['queue_depth']:,}",
-                ", ".join(f"{rate:,.0f}" for rate in first["slice_rates"]),
+                f"events/s into a {kind} queue left to fill (to {filling['queue_depth']:,}), "
+                f"by quarter of the window",
+                ", ".join(f"{rate:,.0f}" for rate in filling["slice_rates"]),
             )
         )
     return out
@@ -391,47 +414,41 @@ def markdown(r: dict[str, Any], seconds: float) -> str:
         f"pump {_mean(p['rounds'], 'harness_cpu'):.0%}"
         for kind, p in r["pump"].items()
     )
-    return f"""{SECTION}
-
-Generated by `{COMMAND}` on {meta["date"]} in {seconds:.0f} s; {meta["nproc"]} CPUs
-({meta["cpu_model"]}), Python {meta["python"]}, moto {r["moto_version"]}; {pin}.
-Informational: moto is one Python process standing in for SQS, SNS and DynamoDB, so no targets.
-
-Chat latency: `python -m runtime local` (embedded moto, two nodes, the chat origin polled as
-Lambda would) with two picows clients in one room, on different nodes, then both on node 1; one
-{plan["text_bytes"]}-byte message at a time from A, timed until B has it; {plan["samples"]}
-samples after {plan["warmup"]} warm-up. A command reaches whichever node polls it first, so about
-half the messages take one more UDP hop in either case. Events to SQS: the node's own `OriginPump`
-and `SqsOrigin` (concurrency {Settings.origin_concurrency}, 10 events per SendMessageBatch) fed
-MESSAGE events of {plan["connections"]} connections, into a fresh queue per round on the embedded
-moto in a child process; medians of {plan["rounds"]} rounds of {plan["seconds"]} s. CPU during
-the window: {cpu}.
-
-| metric | measured |
-| --- | --- |
-{table}
-"""
+    paragraphs = [
+        f"Generated by `{COMMAND}` on {meta['date']} in {seconds:.0f} s; {meta['nproc']} CPUs "
+        f"({meta['cpu_model']}), Python {meta['python']}, moto {r['moto_version']}; {pin}. "
+        "Informational: moto is one Python process standing in for SQS, SNS and DynamoDB, so "
+        "there are no targets.",
+        "Chat latency: `python -m runtime local` (embedded moto, two nodes, the chat origin "
+        "polled as Lambda would, all in one process) with two picows clients in one room, on "
+        f"different nodes, then both on node 1; one {plan['text_bytes']}-byte message at a time "
+        f"from A, timed until B has it; {plan['samples']} samples after {plan['warmup']} warm-up. "
+        "Either node may receive the command from the commands queue, so a message may take one "
+        "UDP hop more in either case. About six moto calls lie on the path (SendMessageBatch, "
+        "ReceiveMessage, GetItem, Query, Publish, ReceiveMessage), sharing one core with the "
+        "nodes and the origin.",
+        "Events to SQS: the node's own `OriginPump` and `SqsOrigin` (concurrency "
+        f"{Settings.origin_concurrency}, 10 events per SendMessageBatch), fed "
+        f"{plan['text_bytes']}-byte MESSAGE events of {plan['connections']} connections, sent "
+        "into a fresh queue per round on the local system's moto, alone in a child process; "
+        f"{plan['rounds']} rounds of {plan['seconds']:g} s with the queue purged every "
+        f"{PURGE_INTERVAL:g} s (as if a consumer kept up), then one round leaving it to fill. "
+        "moto's FIFO queues recompute every queue attribute, scans of the whole queue among "
+        "them, for each message they take, so they cost milliseconds of moto CPU per message "
+        "even when nearly empty; and every queue slows as it grows. CPU while kept shallow: "
+        f"{cpu}.",
+    ]
+    text = "\n\n".join(textwrap.fill(paragraph, 100) for paragraph in paragraphs)
+    return f"{SECTION}\n\n{text}\n\n| metric | measured |\n| --- | --- |\n{table}\n"
 
 
 def _mean(rounds: list[dict[str, Any]], key: str) -> float:
     return statistics.fmean(r[key] for r in rounds)
 
 
-def write_section(path: Path, section: str) -> None:
-    """bench.cluster.write_section, for this title: that one is fixed to its own section."""
-    text = path.read_text() if path.exists() else "# Performance\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip() + "\n", text)
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
-
-
 async def main_async(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else Plan()
-    cpus = sorted(os.sched_getaffinity(0))
-    pin = not args.no_pin and len(cpus) >= 2
+    pin = not args.no_pin and {SYSTEM_CPU, HARNESS_CPU} <= os.sched_getaffinity(0)
     if pin:
         os.sched_setaffinity(0, {HARNESS_CPU})
     # Fake credentials for boto3 here and in the children: everything talks to moto.
@@ -463,7 +480,9 @@ async def main_async(args: argparse.Namespace) -> int:
         write_section(REPO / "docs" / "performance.md", markdown(results, seconds))
         print("section written to docs/performance.md")
     lost = sum(chat[key]["lost"] for key in ("across", "one_node"))
-    failures = sum(r["failures"] for kind in pump.values() for r in kind["rounds"])
+    failures = sum(
+        r["failures"] for kind in pump.values() for r in [*kind["rounds"], kind["filling"]]
+    )
     if lost or failures:
         print(f"warning: {lost} chat messages lost, {failures} failed batches to SQS")
     return 1 if args.strict and (lost or failures) else 0
@@ -480,6 +499,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     raise_nofile_limit()
+    # SIGTERM (timeout, make) unwinds through `finally`, so the children are always stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise SystemExit(run(main_async(args)))
 
 
