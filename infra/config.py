@@ -1,0 +1,323 @@
+"""One environment's deployment settings, read from cdk.json context and checked all at once.
+
+cdk.json holds `"environments": {"<name>": {...}}` in its context, and `-c env=<name>` picks one.
+Every setting is checked before any construct exists, so a typo or an impossible value stops
+`cdk synth` with a message naming the setting, the rule and the value, instead of a failed
+deployment twenty minutes later. Unknown keys are errors too: a misspelt optional setting
+would otherwise be silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from runtime.names import ResourceNames
+
+ENVIRONMENTS_KEY = "environments"
+SELECTED_KEY = "env"
+
+# Fargate's task sizes: CPU units -> allowed memory (MiB).
+FARGATE_SIZES: dict[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4096 + 1, 1024)),
+    1024: tuple(range(2048, 8192 + 1, 1024)),
+    2048: tuple(range(4096, 16384 + 1, 1024)),
+    4096: tuple(range(8192, 30720 + 1, 1024)),
+    8192: tuple(range(16384, 61440 + 1, 4096)),
+    16384: tuple(range(32768, 122880 + 1, 8192)),
+}
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+)  # fmt: skip
+# Cloud Map answers a DNS query with at most eight addresses, and nodes find their peers by DNS:
+# a ninth task would be missing from other nodes' peer lists (and miss broadcasts).
+MAX_TASKS = 8
+# ECS sends SIGKILL at the stop timeout; Fargate allows at most 120 s, and the node needs a
+# margin after its drain to exit.
+STOP_TIMEOUT_MARGIN_SECONDS = 10
+MAX_STOP_TIMEOUT_SECONDS = 120
+
+# Every key an environment may set; anything else is a typo.
+SETTINGS = (
+    "account", "architecture", "azCount", "certificateArn", "connectionsPerTaskTarget",
+    "cpuTargetPercent", "desiredTasks", "domainName", "drainSeconds", "egress", "eventsVia",
+    "exampleOrigin", "fifo", "keepaliveSeconds", "logRetentionDays", "maxConnectionsPerTask",
+    "maxTasks", "minTasks", "natGateways", "regions", "taskCpu", "taskMemory",
+)  # fmt: skip
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_CERTIFICATE = re.compile(r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[\w-]+$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+class ConfigError(ValueError):
+    """A setting of cdk.json context is missing, unknown or out of range."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvironmentConfig:
+    """What one environment deploys in each of its regions; defaults are production choices."""
+
+    name: str
+    regions: tuple[str, ...]
+    account: str | None = None
+    az_count: int = 2
+    task_cpu: int = 1024
+    task_memory: int = 2048
+    architecture: str = "ARM64"
+    desired_tasks: int | None = None
+    min_tasks: int = 2
+    max_tasks: int = MAX_TASKS
+    certificate_arns: Mapping[str, str] = field(default_factory=dict)
+    domain_names: Mapping[str, str] = field(default_factory=dict)
+    fifo: bool = True
+    events_via: str = "sqs"
+    egress: str = "vpc-endpoints"
+    nat_gateways: int = 0
+    example_origin: bool = False
+    drain_seconds: int = 30
+    keepalive_seconds: int = 60
+    log_retention_days: int = 90
+    max_connections_per_task: int = 20_000
+    connections_per_task_target: int = 10_000
+    cpu_target_percent: int = 60
+
+    @property
+    def names(self) -> ResourceNames:
+        """Queue, topic and table names, shared with the nodes and the origin SDK."""
+        return ResourceNames(self.name, fifo=self.fifo)
+
+    @property
+    def stop_timeout_seconds(self) -> int:
+        return self.drain_seconds + STOP_TIMEOUT_MARGIN_SECONDS
+
+    def certificate_arn(self, region: str) -> str | None:
+        return self.certificate_arns.get(region)
+
+    def domain_name(self, region: str) -> str | None:
+        return self.domain_names.get(region)
+
+
+# What an environment that sets nothing but its regions gets.
+DEFAULTS: dict[str, Any] = {
+    item.name: item.default for item in fields(EnvironmentConfig) if item.default is not MISSING
+}
+
+
+def load_environment(context: Callable[[str], Any]) -> EnvironmentConfig:
+    """The environment `-c env=<name>` selects, from a `try_get_context`-like function."""
+    environments = context(ENVIRONMENTS_KEY)
+    if not isinstance(environments, Mapping) or not environments:
+        raise ConfigError(
+            f'cdk.json context needs "{ENVIRONMENTS_KEY}": an object of environments, '
+            f"e.g. {{'dev': {{'regions': ['us-east-1']}}}} (got {environments!r})"
+        )
+    selected = context(SELECTED_KEY)
+    known = ", ".join(sorted(environments))
+    if not selected:
+        raise ConfigError(f"context env is required: pass -c env=<name>, one of: {known}")
+    if selected not in environments:
+        raise ConfigError(f"context env must be one of: {known} (got {selected!r})")
+    return parse_environment(str(selected), environments[selected])
+
+
+def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
+    """Check every setting of `environments.<name>`; the first problem found is raised."""
+    where = f"{ENVIRONMENTS_KEY}.{name}"
+    try:
+        ResourceNames(name)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be an object of settings (got {raw!r})")
+    unknown = sorted(set(raw) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"{where} has unknown settings {unknown}; known: {', '.join(SETTINGS)}")
+    reader = _Reader(where, raw)
+    regions = reader.regions()
+    cpu = reader.choice("taskCpu", tuple(FARGATE_SIZES), DEFAULTS["task_cpu"])
+    memory = reader.choice(
+        "taskMemory", FARGATE_SIZES[cpu], FARGATE_SIZES[cpu][0], f" for taskCpu {cpu}"
+    )
+    min_tasks = reader.integer("minTasks", 1, MAX_TASKS, DEFAULTS["min_tasks"])
+    max_tasks = reader.integer(
+        "maxTasks",
+        min_tasks,
+        MAX_TASKS,
+        DEFAULTS["max_tasks"],
+        f" (at least minTasks; at most {MAX_TASKS}: nodes find peers by DNS and Cloud Map "
+        f"answers with {MAX_TASKS} addresses at most)",
+    )
+    desired = reader.optional_integer("desiredTasks", min_tasks, max_tasks, "minTasks to maxTasks")
+    az_count = reader.integer("azCount", 2, 3, DEFAULTS["az_count"])
+    egress = reader.choice("egress", ("vpc-endpoints", "nat-gateways"), DEFAULTS["egress"])
+    nat_gateways = 0
+    if egress == "nat-gateways":
+        nat_gateways = reader.integer(
+            "natGateways", 1, az_count, az_count, " (at most one per AZ, see azCount)"
+        )
+    elif "natGateways" in raw:
+        raise ConfigError(f"{where}.natGateways applies only with egress nat-gateways")
+    drain = reader.integer(
+        "drainSeconds",
+        5,
+        MAX_STOP_TIMEOUT_SECONDS - STOP_TIMEOUT_MARGIN_SECONDS,
+        DEFAULTS["drain_seconds"],
+    )
+    max_connections = reader.integer(
+        "maxConnectionsPerTask", 100, 200_000, DEFAULTS["max_connections_per_task"]
+    )
+    target = reader.integer(
+        "connectionsPerTaskTarget", 10, max_connections - 1, max_connections // 2
+    )
+    certificate_arns = reader.certificates(regions)
+    domain_names = reader.per_region("domainName", regions, _domain)
+    for region in certificate_arns:
+        if region not in domain_names:
+            raise ConfigError(
+                f"{where}.certificateArn.{region} needs domainName for {region}: the name on "
+                "the certificate, which clients connect to"
+            )
+    return EnvironmentConfig(
+        name=name,
+        regions=regions,
+        account=reader.account(),
+        az_count=az_count,
+        task_cpu=cpu,
+        task_memory=memory,
+        architecture=reader.choice("architecture", ("ARM64", "X86_64"), DEFAULTS["architecture"]),
+        desired_tasks=desired,
+        min_tasks=min_tasks,
+        max_tasks=max_tasks,
+        certificate_arns=certificate_arns,
+        domain_names=domain_names,
+        fifo=reader.boolean("fifo", DEFAULTS["fifo"]),
+        events_via=reader.choice("eventsVia", ("sqs", "sns"), DEFAULTS["events_via"]),
+        egress=egress,
+        nat_gateways=nat_gateways,
+        example_origin=reader.boolean("exampleOrigin", DEFAULTS["example_origin"]),
+        drain_seconds=drain,
+        keepalive_seconds=reader.integer(
+            "keepaliveSeconds", 10, 3600, DEFAULTS["keepalive_seconds"]
+        ),
+        log_retention_days=reader.choice(
+            "logRetentionDays", LOG_RETENTION_DAYS, DEFAULTS["log_retention_days"]
+        ),
+        max_connections_per_task=max_connections,
+        connections_per_task_target=target,
+        cpu_target_percent=reader.integer(
+            "cpuTargetPercent", 10, 90, DEFAULTS["cpu_target_percent"]
+        ),
+    )
+
+
+def _domain(text: str) -> str | None:
+    return None if _DOMAIN.fullmatch(text) else "must be a DNS name such as ws.example.com"
+
+
+class _Reader:
+    """Reads the settings of one environment, each checked with a message naming it."""
+
+    def __init__(self, where: str, raw: Mapping[str, Any]) -> None:
+        self.where = where
+        self.raw = raw
+
+    def _get(self, key: str) -> Any:
+        return self.raw.get(key)
+
+    def _fail(self, key: str, rule: str, value: Any) -> ConfigError:
+        return ConfigError(f"{self.where}.{key} {rule} (got {value!r})")
+
+    def regions(self) -> tuple[str, ...]:
+        value = self._get("regions")
+        if not isinstance(value, list) or not value:
+            raise self._fail("regions", "is required: a list of AWS regions", value)
+        for region in value:
+            if not isinstance(region, str) or not _REGION.fullmatch(region):
+                raise self._fail("regions", "must list region names such as us-east-1", region)
+        if len(set(value)) != len(value):
+            raise self._fail("regions", "must not repeat a region", value)
+        return tuple(value)
+
+    def account(self) -> str | None:
+        value = self._get("account")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _ACCOUNT.fullmatch(value):
+            raise self._fail("account", "must be a 12-digit AWS account ID as a string", value)
+        return value
+
+    def integer(self, key: str, low: int, high: int, default: int, also: str = "") -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self._fail(key, f"must be an integer from {low} to {high}{also}", value)
+        return value
+
+    def optional_integer(self, key: str, low: int, high: int, what: str) -> int | None:
+        if self.raw.get(key) is None:
+            return None
+        return self.integer(key, low, high, low, f" ({what})")
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._fail(key, "must be true or false", value)
+        return value
+
+    def choice(self, key: str, options: tuple[Any, ...], default: Any, also: str = "") -> Any:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or value not in options:
+            shown = ", ".join(str(option) for option in options)
+            raise self._fail(key, f"must be one of {shown}{also}", value)
+        return value
+
+    def per_region(
+        self, key: str, regions: tuple[str, ...], check: Callable[[str], str | None]
+    ) -> dict[str, str]:
+        """A string for every region, or an object naming a value per region."""
+        value = self._get(key)
+        if value is None:
+            return {}
+        by_region = value if isinstance(value, Mapping) else dict.fromkeys(regions, value)
+        for region, item in by_region.items():
+            if region not in regions:
+                raise self._fail(key, f"names a region not in regions {list(regions)}", region)
+            if not isinstance(item, str):
+                raise self._fail(key, "must be a string or an object of region: string", item)
+            problem = check(item)
+            if problem:
+                raise self._fail(f"{key}.{region}", problem, item)
+        return dict(by_region)
+
+    def certificates(self, regions: tuple[str, ...]) -> dict[str, str]:
+        """ACM certificates are regional: each must be in the region whose ALB uses it."""
+        arns = self.per_region("certificateArn", regions, _certificate_problem)
+        for region, arn in arns.items():
+            match = _CERTIFICATE.fullmatch(arn)
+            assert match is not None
+            if match["region"] != region:
+                raise self._fail(
+                    f"certificateArn.{region}",
+                    f"must be a certificate in {region} (ACM certificates are regional); "
+                    "give one per region as an object",
+                    arn,
+                )
+        return arns
+
+
+def _certificate_problem(text: str) -> str | None:
+    if _CERTIFICATE.fullmatch(text):
+        return None
+    return "must be an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>)"

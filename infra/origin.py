@@ -1,0 +1,128 @@
+"""The example origin: the chat Lambda function from runtime/, its table, and its queue.
+
+It shows the whole loop working after `cdk deploy`, and is the template for wiring one's own
+origin: consume the events queue with partial batch responses, publish commands to the topic.
+The function's package is the `runtime` directory as is (the origin SDK needs only boto3,
+which the Lambda runtime provides), so there is no bundling step and no Docker.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.messaging import EVENTS_VISIBILITY_TIMEOUT, GatewayMessaging
+from infra.retention import log_retention
+from infra.service import PROJECT_ROOT
+
+HANDLER = "runtime.origin.examples.chat.handler"
+RUNTIME = lambda_.Runtime.PYTHON_3_14
+TIMEOUT = cdk.Duration.seconds(30)
+# Only the runtime package goes into the function's zip; gitignore-style patterns.
+ASSET_EXCLUDES = [
+    "/*",
+    "!/runtime/",
+    "/runtime/Dockerfile",
+    "/runtime/requirements.txt",
+    "__pycache__/",
+    "*.pyc",
+    ".*_cache/",
+]
+LAMBDA_ARCHITECTURES = {"ARM64": lambda_.Architecture.ARM_64, "X86_64": lambda_.Architecture.X86_64}
+# FIFO queues hand Lambda at most 10 messages and allow no batching window.
+FIFO_BATCH_SIZE = 10
+STANDARD_BATCH_SIZE = 100
+STANDARD_BATCHING_WINDOW = cdk.Duration.seconds(1)
+
+if TIMEOUT.to_seconds() * 6 > EVENTS_VISIBILITY_TIMEOUT.to_seconds():
+    raise AssertionError("the events queue's visibility timeout must be 6x the function timeout")
+
+
+class ExampleOrigin(Construct):
+    """Chat rooms in DynamoDB, driven by gateway events, answering with commands."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        messaging: GatewayMessaging,
+        environment_name: str,
+        architecture: str,
+        keepalive_seconds: int,
+        log_retention_days: int,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        names = messaging.names
+        self.table = dynamodb.Table(
+            self,
+            "ChatTable",
+            table_name=names.chat_table,
+            partition_key=dynamodb.Attribute(name="room", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="connectionId", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute="expiresAt",
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            # Entries live a few keep-alive intervals; nothing here outlives the stack.
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention(log_retention_days))
+        # Written out instead of AWSLambdaBasicExecutionRole: logs to this group only.
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Example chat origin: events in, commands out, its table",
+        )
+        self.log_group.grant_write(self.role)
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            function_name=f"wsgw-{environment_name}-chat-origin",
+            description="Example gateway origin: chat rooms (runtime.origin.examples.chat)",
+            runtime=RUNTIME,
+            architecture=(
+                lambda_.Architecture.ARM_64
+                if architecture == "ARM64"
+                else lambda_.Architecture.X86_64
+            ),
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(
+                str(PROJECT_ROOT), exclude=ASSET_EXCLUDES, ignore_mode=cdk.IgnoreMode.GIT
+            ),
+            memory_size=256,
+            timeout=TIMEOUT,
+            role=self.role,
+            log_group=self.log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            environment={
+                "CHAT_TABLE": self.table.table_name,
+                "WSGW_ENVIRONMENT": environment_name,
+                "WSGW_ACCOUNT_ID": cdk.Aws.ACCOUNT_ID,  # saves an STS call per cold start
+                "KEEPALIVE_INTERVAL": str(keepalive_seconds),  # the nodes' interval: TTLs follow
+            },
+        )
+        self.table.grant(
+            self.function,
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:BatchGetItem",
+            "dynamodb:BatchWriteItem",
+        )
+        messaging.grant_publish_commands(self.function)
+        fifo = names.fifo
+        self.function.add_event_source(
+            event_sources.SqsEventSource(
+                messaging.events_queue,
+                batch_size=FIFO_BATCH_SIZE if fifo else STANDARD_BATCH_SIZE,
+                max_batching_window=None if fifo else STANDARD_BATCHING_WINDOW,
+                report_batch_item_failures=True,  # one bad event does not redeliver the batch
+            )
+        )

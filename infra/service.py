@@ -1,0 +1,364 @@
+"""The gateway nodes: a Fargate service behind an internet-facing ALB, found by peers via DNS.
+
+Clients reach only the load balancer, the load balancer reaches nodes only on the WebSocket
+port, and nodes reach each other only on the UDP peer port. Every task registers in a Cloud
+Map private DNS namespace; a node resolves that name to find its peers. Capacity follows CPU
+and the connections each task holds, which the nodes report as a CloudWatch metric.
+
+Long-lived WebSockets shape the timings: the ALB idle timeout is well above the nodes' ping
+interval, the deregistration delay equals the drain time, and the container's stop timeout
+leaves the node time to finish its drain before SIGKILL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk.aws_ecr_assets import Platform
+from constructs import Construct
+
+from infra.findings import acknowledge
+from infra.messaging import GatewayMessaging
+from infra.network import GatewayNetwork
+from infra.retention import log_retention
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = "runtime/Dockerfile"  # relative to PROJECT_ROOT, the build context
+
+WEBSOCKET_PORT = 8080
+PEER_PORT = 9100
+HEALTH_PATH = "/healthz"
+CONTAINER_NAME = "node"
+PEERS_SERVICE_NAME = "nodes"
+NOFILE_LIMIT = 262_144  # one descriptor per connection, with room for sockets to AWS
+# Nodes ping clients every 20 s (PING_INTERVAL), so a live connection is never idle this long;
+# a connection that stops answering is closed by the node's ping timeout first.
+ALB_IDLE_TIMEOUT = cdk.Duration.minutes(10)
+PEER_DNS_TTL = cdk.Duration.seconds(10)  # the nodes re-resolve every PEERS_REFRESH_SECONDS (10)
+
+CONNECTIONS_NAMESPACE = "WsGateway"
+CONNECTIONS_METRIC = "ConnectionsPerTask"
+SCALE_OUT_COOLDOWN = cdk.Duration.minutes(1)
+# Scaling in closes every connection of the stopped tasks: do it slowly.
+SCALE_IN_COOLDOWN = cdk.Duration.minutes(10)
+
+ARCHITECTURES = {
+    "ARM64": (ecs.CpuArchitecture.ARM64, Platform.LINUX_ARM64),
+    "X86_64": (ecs.CpuArchitecture.X86_64, Platform.LINUX_AMD64),
+}
+
+
+class GatewayService(Construct):
+    """ECS cluster, the nodes' task and service, ALB, peer discovery, secret and scaling."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        network: GatewayNetwork,
+        messaging: GatewayMessaging,
+        environment_name: str,
+        region: str,
+        task_cpu: int,
+        task_memory: int,
+        architecture: str,
+        desired_tasks: int | None,
+        min_tasks: int,
+        max_tasks: int,
+        certificate_arn: str | None,
+        domain_name: str | None,
+        drain_seconds: int,
+        stop_timeout_seconds: int,
+        keepalive_seconds: int,
+        max_connections_per_task: int,
+        connections_per_task_target: int,
+        cpu_target_percent: int,
+        log_retention_days: int,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        base = f"wsgw-{environment_name}"
+        self.service_name = f"{base}-nodes"
+        vpc = network.vpc
+
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            cluster_name=base,
+            vpc=vpc,
+            container_insights_v2=ecs.ContainerInsights.ENABLED,
+        )
+        self.namespace = servicediscovery.PrivateDnsNamespace(
+            self,
+            "PeerNamespace",
+            name=f"{base}.internal",
+            vpc=vpc,
+            description="Gateway nodes find their peers here",
+        )
+        self.peer_secret = secretsmanager.Secret(
+            self,
+            "PeerSecret",
+            description=f"HMAC key of UDP traffic between the {base} gateway nodes",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=64, exclude_punctuation=True
+            ),
+        )
+        acknowledge(
+            self.peer_secret.node.default_child,
+            "AwsSolutions-SMG4",
+            (
+                "Nodes read the peer key at start and accept only that key, so any "
+                "rotation splits the cluster until every task has restarted: nodes started "
+                "before it drop the datagrams of nodes started after. Until nodes accept a "
+                "previous key during a rollover, rotate deliberately (update the secret, "
+                "force a new deployment) at a quiet time, never on a schedule."
+            ),
+        )
+
+        # Security groups: written out, with no default egress, so each path is deliberate.
+        self.load_balancer_security_group = ec2.SecurityGroup(
+            self,
+            "LoadBalancerSecurityGroup",
+            vpc=vpc,
+            description="Gateway ALB: WebSocket clients from the internet",
+            allow_all_outbound=False,
+        )
+        acknowledge(
+            self.load_balancer_security_group.node.default_child,
+            "AwsSolutions-EC23",
+            (
+                "The public WebSocket endpoint: clients connect from anywhere, to the "
+                "listener ports only (443, and 80 which redirects to it; 80 alone only "
+                "when no certificate is configured)."
+            ),
+        )
+        self.node_security_group = ec2.SecurityGroup(
+            self,
+            "NodeSecurityGroup",
+            vpc=vpc,
+            description="Gateway nodes: WebSocket from the ALB, UDP peer traffic between nodes",
+            allow_all_outbound=False,
+        )
+        self.node_security_group.connections.allow_internally(
+            ec2.Port.udp(PEER_PORT), "Peer traffic between gateway nodes"
+        )
+        self.node_security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(),
+            ec2.Port.tcp(443),
+            "AWS APIs (SQS, SNS, ECR, S3 image layers, CloudWatch Logs, Secrets Manager)",
+        )
+        network.allow_endpoint_access_from(self.node_security_group)
+
+        self.load_balancer = elbv2.ApplicationLoadBalancer(
+            self,
+            "LoadBalancer",
+            load_balancer_name=base,
+            vpc=vpc,
+            internet_facing=True,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            security_group=self.load_balancer_security_group,
+            idle_timeout=ALB_IDLE_TIMEOUT,
+            drop_invalid_header_fields=True,
+        )
+        self.load_balancer.log_access_logs(network.log_bucket, prefix="alb")
+        public_name = domain_name or self.load_balancer.load_balancer_dns_name
+        self.websocket_url = f"{'wss' if certificate_arn else 'ws'}://{public_name}"
+
+        cpu_architecture, platform = ARCHITECTURES[architecture]
+        self.task_definition = ecs.FargateTaskDefinition(
+            self,
+            "TaskDefinition",
+            family=self.service_name,
+            cpu=task_cpu,
+            memory_limit_mib=task_memory,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=cpu_architecture,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+        messaging.grant_node(self.task_definition.task_role)
+        self.log_group = logs.LogGroup(
+            self, "NodeLogs", retention=log_retention(log_retention_days)
+        )
+        self.environment = {
+            **messaging.node_environment,
+            "LISTEN": f"0.0.0.0:{WEBSOCKET_PORT}",
+            "COMMAND_LISTEN": "",  # commands arrive through the commands queue only
+            "PEER_LISTEN": f"0.0.0.0:{PEER_PORT}",
+            "PEERS_DNS": f"{PEERS_SERVICE_NAME}.{self.namespace.namespace_name}:{PEER_PORT}",
+            "REGION": region,
+            "AWS_REGION": region,
+            "STAGE": environment_name,
+            "DOMAIN_NAME": public_name,
+            "TRUST_FORWARDED_FOR": "true",  # the ALB appends the client's address
+            "DRAIN_SECONDS": str(drain_seconds),
+            "KEEPALIVE_INTERVAL": str(keepalive_seconds),
+            "MAX_CONNECTIONS": str(max_connections_per_task),
+            "LOG_FORMAT": "json",
+            "SERVICE_NAME": self.service_name,  # dimension of the ConnectionsPerTask metric
+        }
+        self.container = self.task_definition.add_container(
+            "Node",
+            container_name=CONTAINER_NAME,
+            image=ecs.ContainerImage.from_asset(
+                str(PROJECT_ROOT), file=DOCKERFILE, platform=platform
+            ),
+            environment=self.environment,
+            secrets={"PEER_SECRET": ecs.Secret.from_secrets_manager(self.peer_secret)},
+            port_mappings=[
+                ecs.PortMapping(
+                    name="websocket", container_port=WEBSOCKET_PORT, protocol=ecs.Protocol.TCP
+                ),
+                ecs.PortMapping(name="peer", container_port=PEER_PORT, protocol=ecs.Protocol.UDP),
+            ],
+            health_check=ecs.HealthCheck(
+                command=[
+                    "CMD",
+                    "python",
+                    "-c",
+                    "import urllib.request; urllib.request.urlopen("
+                    f"'http://127.0.0.1:{WEBSOCKET_PORT}{HEALTH_PATH}', timeout=3)",
+                ],
+                interval=cdk.Duration.seconds(10),
+                timeout=cdk.Duration.seconds(5),
+                retries=3,
+                start_period=cdk.Duration.seconds(20),
+            ),
+            ulimits=[
+                ecs.Ulimit(
+                    name=ecs.UlimitName.NOFILE, soft_limit=NOFILE_LIMIT, hard_limit=NOFILE_LIMIT
+                )
+            ],
+            stop_timeout=cdk.Duration.seconds(stop_timeout_seconds),
+            readonly_root_filesystem=True,
+            # An init process as PID 1 forwards SIGTERM to the node and reaps zombies.
+            linux_parameters=ecs.LinuxParameters(
+                self, "LinuxParameters", init_process_enabled=True
+            ),
+            logging=ecs.LogDrivers.aws_logs(
+                stream_prefix=CONTAINER_NAME,
+                log_group=self.log_group,
+                # A slow log API must not stall the event loop that serves every connection.
+                mode=ecs.AwsLogDriverMode.NON_BLOCKING,
+                max_buffer_size=cdk.Size.mebibytes(25),
+            ),
+        )
+        execution_role = self.task_definition.execution_role
+        assert execution_role is not None  # created for the image asset, logs and secret
+        acknowledge(
+            execution_role.node.find_child("DefaultPolicy").node.default_child,
+            "AwsSolutions-IAM5[Resource::*]",
+            (
+                "ecr:GetAuthorizationToken, which ECS needs to pull the image, has no "
+                "resource-level permissions; pulling itself is limited to the asset "
+                "repository, logs to the node log group, secrets to the peer secret."
+            ),
+        )
+        acknowledge(
+            self.task_definition.node.default_child,
+            "AwsSolutions-ECS2",
+            (
+                "The environment holds only non-secret settings (ports, queue URLs, topic "
+                "ARNs, region, timings), which the node reads from its environment by "
+                "design; the one secret, the peer key, is injected from Secrets Manager."
+            ),
+        )
+
+        self.service = ecs.FargateService(
+            self,
+            "Service",
+            service_name=self.service_name,
+            cluster=self.cluster,
+            task_definition=self.task_definition,
+            # Unset, a deploy keeps the count autoscaling chose; set, every deploy resets it.
+            desired_count=desired_tasks,
+            min_healthy_percent=100,  # start new tasks before stopping old ones
+            max_healthy_percent=200,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            security_groups=[self.node_security_group],
+            vpc_subnets=network.node_subnets,
+            assign_public_ip=False,
+            platform_version=ecs.FargatePlatformVersion.LATEST,
+            health_check_grace_period=cdk.Duration.seconds(60),
+            cloud_map_options=ecs.CloudMapOptions(
+                name=PEERS_SERVICE_NAME,
+                cloud_map_namespace=self.namespace,
+                dns_record_type=servicediscovery.DnsRecordType.A,
+                dns_ttl=PEER_DNS_TTL,
+            ),
+            propagate_tags=ecs.PropagatedTagSource.SERVICE,
+        )
+
+        self.target_group = elbv2.ApplicationTargetGroup(
+            self,
+            "Nodes",
+            vpc=vpc,
+            port=WEBSOCKET_PORT,
+            protocol=elbv2.ApplicationProtocol.HTTP,
+            target_type=elbv2.TargetType.IP,
+            targets=[
+                self.service.load_balancer_target(
+                    container_name=CONTAINER_NAME, container_port=WEBSOCKET_PORT
+                )
+            ],
+            health_check=elbv2.HealthCheck(
+                path=HEALTH_PATH,
+                healthy_http_codes="200",
+                interval=cdk.Duration.seconds(10),
+                timeout=cdk.Duration.seconds(5),
+                healthy_threshold_count=2,
+                unhealthy_threshold_count=2,
+            ),
+            deregistration_delay=cdk.Duration.seconds(drain_seconds),
+        )
+        if certificate_arn:
+            self.load_balancer.add_listener(
+                "Https",
+                port=443,
+                protocol=elbv2.ApplicationProtocol.HTTPS,
+                certificates=[elbv2.ListenerCertificate.from_arn(certificate_arn)],
+                ssl_policy=elbv2.SslPolicy.TLS13_12_RES_PQ,
+                default_target_groups=[self.target_group],
+                open=True,
+            )
+            self.load_balancer.add_redirect(source_port=80, target_port=443)
+        else:
+            self.load_balancer.add_listener(
+                "Http",
+                port=80,
+                protocol=elbv2.ApplicationProtocol.HTTP,
+                default_target_groups=[self.target_group],
+                open=True,
+            )
+
+        self.connections_metric = cloudwatch.Metric(
+            namespace=CONNECTIONS_NAMESPACE,
+            metric_name=CONNECTIONS_METRIC,
+            dimensions_map={"ServiceName": self.service_name},
+            statistic=cloudwatch.Stats.AVERAGE,
+            period=cdk.Duration.minutes(1),
+        )
+        self.scaling = self.service.auto_scale_task_count(
+            min_capacity=min_tasks, max_capacity=max_tasks
+        )
+        self.scaling.scale_on_cpu_utilization(
+            "CpuScaling",
+            target_utilization_percent=cpu_target_percent,
+            scale_in_cooldown=SCALE_IN_COOLDOWN,
+            scale_out_cooldown=SCALE_OUT_COOLDOWN,
+        )
+        self.scaling.scale_to_track_custom_metric(
+            "ConnectionScaling",
+            metric=self.connections_metric,
+            target_value=connections_per_task_target,
+            scale_in_cooldown=SCALE_IN_COOLDOWN,
+            scale_out_cooldown=SCALE_OUT_COOLDOWN,
+        )
