@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 async def start_process(
-    *flags: str, expect: tuple[str, ...] = ("websocketAddress", "commandAddress")
+    *flags: str,
+    expect: tuple[str, ...] = ("websocketAddress", "commandAddress"),
+    env: dict[str, str] | None = None,
 ) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
     """Start a node and wait for its 'listening' log lines; returns the addresses they name.
 
@@ -23,6 +26,7 @@ async def start_process(
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "runtime", "serve", *local_only, *flags,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

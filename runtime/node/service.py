@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from runtime.config import Settings
 from runtime.core.peer_protocol import PeerProtocol
+from runtime.node import ecs_stop
 from runtime.node.peer_address import advertised_address
 from runtime.node.server import Node
 from runtime.transports.base import ClusterTransport, OriginTransport
@@ -169,9 +170,21 @@ class NodeService:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        url = ecs_stop.metadata_url()
+        watcher = None
+        if url is not None:
+            watcher = asyncio.create_task(ecs_stop.wait_for_task_stopping(url))
+            watcher.add_done_callback(
+                lambda task: task.cancelled() or task.exception() is not None or stop.set()
+            )
         await stop.wait()
         stop.clear()
-        log.info("signal received; draining (signal again to stop now)")
+        if watcher is not None and watcher.done() and not watcher.cancelled():
+            log.info("ECS is stopping this task; draining (signal to stop now)")
+        else:
+            log.info("signal received; draining (signal again to stop now)")
+        if watcher is not None:
+            watcher.cancel()
         drain = asyncio.create_task(self.drain())
         again = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait((drain, again), return_when=asyncio.FIRST_COMPLETED)

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -162,3 +163,40 @@ async def test_builtin_echo_origin_answers_each_message() -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def test_drains_when_ecs_starts_stopping_the_task(origin: RecordingOrigin) -> None:
+    """Behind an ALB the SIGTERM comes too late: the node drains on the metadata's STOPPED."""
+    desired = {"status": "RUNNING"}
+
+    async def task_metadata(request: web.Request) -> web.Response:
+        return web.json_response({"DesiredStatus": desired["status"], "KnownStatus": "RUNNING"})
+
+    app = web.Application()
+    app.router.add_get("/v4/abc/task", task_metadata)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    metadata = f"http://127.0.0.1:{runner.addresses[0][1]}/v4/abc"
+    process, addresses = await start_process(
+        "--listen", "127.0.0.1:0", "--command-listen", "", "--origin-url", origin.url,
+        "--drain-seconds", "5",
+        expect=("websocketAddress",),
+        env={"ECS_CONTAINER_METADATA_URI_V4": metadata},
+    )  # fmt: skip
+    try:
+        async with connect(f"ws://{addresses['websocketAddress']}") as client:
+            await origin.wait_for(lambda e: len(e) >= 1)
+            await asyncio.sleep(1.5)  # polled and still RUNNING: nothing happens
+            assert client.state.name == "OPEN"
+            desired["status"] = "STOPPED"  # no signal at all
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(client.recv(), 5)
+            assert client.close_code == 1001
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+        await origin.wait_for(lambda e: len(origin.of_type("DISCONNECT")) == 1)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await runner.cleanup()
