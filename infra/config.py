@@ -34,9 +34,10 @@ LOG_RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
     3288, 3653,
 )  # fmt: skip
-# Cloud Map answers a DNS query with at most eight addresses, and nodes find their peers by DNS:
-# a ninth task would be missing from other nodes' peer lists (and miss broadcasts).
-MAX_TASKS = 8
+# Nodes find each other through Cloud Map DNS, which names at most eight of them per answer; they
+# accumulate answers and learn every node that reaches them, so a full mesh forms at any size.
+# Every node pings every other each second, which bounds the useful size of one cluster.
+MAX_TASKS = 100
 # ECS sends SIGKILL at the stop timeout; Fargate allows at most 120 s, and the node needs a
 # margin after its drain to exit.
 STOP_TIMEOUT_MARGIN_SECONDS = 10
@@ -73,7 +74,7 @@ class EnvironmentConfig:
     architecture: str = "ARM64"
     desired_tasks: int | None = None
     min_tasks: int = 2
-    max_tasks: int = MAX_TASKS
+    max_tasks: int = 8
     certificate_arns: Mapping[str, str] = field(default_factory=dict)
     domain_names: Mapping[str, str] = field(default_factory=dict)
     fifo: bool = True
@@ -151,8 +152,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
         min_tasks,
         MAX_TASKS,
         DEFAULTS["max_tasks"],
-        f" (at least minTasks; at most {MAX_TASKS}: nodes find peers by DNS and Cloud Map "
-        f"answers with {MAX_TASKS} addresses at most)",
+        f" (at least minTasks; at most {MAX_TASKS}: every node pings every other)",
     )
     desired = reader.optional_integer("desiredTasks", min_tasks, max_tasks, "minTasks to maxTasks")
     az_count = reader.integer("azCount", 2, 3, DEFAULTS["az_count"])

@@ -61,6 +61,11 @@ class UdpPeers(asyncio.DatagramProtocol):
         self._flush_soon = False
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Members beyond the static list: every address DNS has named, plus nodes that reached
+        # us; a member leaves once it is down and the latest DNS answer no longer names it.
+        self._discovered: set[NodeAddress] = set()
+        self._dns_answer: set[NodeAddress] = set()
+        self.resolve = self._lookup  # a hook: tests stand in for Cloud Map's partial answers
 
     def bind(self, executor: CommandExecutor) -> None:
         """Where commands from peers go: the node, which exists only after its address does."""
@@ -76,7 +81,7 @@ class UdpPeers(asyncio.DatagramProtocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
         if self.static_peers:
-            self.core.set_members(self.static_peers, loop.time())
+            self._update_members()
         if self.peers_dns is not None:
             await self._resolve_members()
             self._tasks.append(loop.create_task(self._refresh_members()))
@@ -179,8 +184,10 @@ class UdpPeers(asyncio.DatagramProtocol):
                 waiter.set_result(isinstance(event, Acknowledged))
         elif isinstance(event, PeerUp):
             log.info("peer up", extra={"peer": str(event.peer)})
+            self._learn(event.peer)
         elif isinstance(event, PeerDown):
             log.warning("peer down", extra={"peer": str(event.peer)})
+            self._forget(event.peer)
 
     def _receive(self, peer: NodeAddress, payload: bytes) -> None:
         try:
@@ -223,13 +230,38 @@ class UdpPeers(asyncio.DatagramProtocol):
         assert self.peers_dns is not None and self._loop is not None
         name, port = self.peers_dns
         try:
-            infos = await self._loop.getaddrinfo(name, port, type=socket.SOCK_DGRAM)
+            answer = await self.resolve(name, port)
         except OSError as exc:
             log.warning("peer DNS lookup failed", extra={"peersDns": name, "error": str(exc)})
-            return  # keep the last known members
-        members = {NodeAddress(str(info[4][0]), port) for info in infos} - {self.address}
-        self.core.set_members(sorted(members, key=str), self._loop.time())
+            return  # keep the members known so far
+        # Cloud Map answers with at most 8 of the nodes, a different 8 each time: accumulate.
+        self._dns_answer = answer - {self.address}
+        self._discovered |= self._dns_answer
+        self._update_members()
+
+    async def _lookup(self, name: str, port: int) -> set[NodeAddress]:
+        assert self._loop is not None
+        infos = await self._loop.getaddrinfo(name, port, type=socket.SOCK_DGRAM)
+        return {NodeAddress(str(info[4][0]), port) for info in infos}
+
+    def _update_members(self) -> None:
+        assert self._loop is not None
+        members = set(self.static_peers) | self._discovered
+        self.core.set_members(sorted(members - {self.address}, key=str), self._loop.time())
         self._schedule_flush()
+
+    def _learn(self, peer: NodeAddress) -> None:
+        """A node that reached us (authenticated) is a member, even if DNS has not named it yet."""
+        if peer not in self._discovered and peer not in self.static_peers:
+            self._discovered.add(peer)
+            log.info("peer learned from its traffic", extra={"peer": str(peer)})
+            self._update_members()
+
+    def _forget(self, peer: NodeAddress) -> None:
+        """A down node that the latest DNS answer no longer names is gone; stop pinging it."""
+        if peer in self._discovered and peer not in self._dns_answer:
+            self._discovered.discard(peer)
+            self._update_members()
 
     async def _refresh_members(self) -> None:
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import random
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -261,6 +262,55 @@ async def test_peers_found_by_dns(origin: RecordingOrigin) -> None:
         assert status == 200
         assert await asyncio.wait_for(client.recv(), 5) == "via DNS"
         await client.close()
+    finally:
+        for service in services:
+            await service.stop()
+
+
+async def test_nodes_mesh_beyond_partial_dns_answers(origin: RecordingOrigin) -> None:
+    """Cloud Map names at most 8 nodes per answer; here DNS names 1 of 3 others each time, and
+    every node still comes to know every other, so a broadcast reaches them all."""
+    port = free_udp_port()
+    hosts = [f"127.0.0.{i}" for i in range(2, 6)]
+    everyone = [NodeAddress(host, port) for host in hosts]
+    rng = random.Random(5)
+
+    async def partial_answer(name: str, answer_port: int) -> set[NodeAddress]:
+        return {rng.choice(everyone)}
+
+    services = []
+    for host in hosts:
+        settings = node_settings(
+            origin_url=origin.url,
+            local_only=False,
+            peer_secret=SECRET,
+            listen=(host, 0),
+            peer_listen=(host, port),
+            peer_advertise=NodeAddress(host, port),
+            peers_dns=("nodes.test", port),
+            peers_refresh_seconds=0.5,
+            peer_metrics_interval=0,
+        )
+        service = await build_service(settings)
+        assert service.peer_transport is not None
+        service.peer_transport.resolve = partial_answer
+        await service.start()
+        services.append(service)
+    nodes = [RunningNode(service, origin) for service in services]
+    try:
+        await wait_until(
+            lambda: all(len(node.node.cluster.peers()) == 3 for node in nodes),  # type: ignore[union-attr]
+            timeout=15,
+        )
+        clients = [await connect(node.ws_url) for node in nodes]
+        await origin.wait_for(lambda e: len(origin.of_type("CONNECT")) >= 4)
+        status, _ = await nodes[0].post_commands(
+            {"commands": [{"action": "broadcast", "data": "to all four"}]}
+        )
+        assert status == 200
+        for client in clients:
+            assert await asyncio.wait_for(client.recv(), 5) == "to all four"
+            await client.close()
     finally:
         for service in services:
             await service.stop()
