@@ -28,6 +28,7 @@ bench: install
 	$(PY) -m bench.run
 	$(PY) -m bench.cluster
 	$(PY) -m bench.local
+	$(PY) -m bench.charts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
