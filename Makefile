@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench conformance clean
 
 $(STAMP): requirements.txt runtime/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: install
 	$(PY) -m bench.cluster
 	$(PY) -m bench.local
 	$(PY) -m bench.charts
+
+# Every Autobahn case, compression ones included; the summary goes to docs/conformance.md.
+conformance: install
+	$(PY) -m bench.conformance
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
