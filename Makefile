@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench conformance clean
+.PHONY: install run test lint browser bench conformance clean
 
 $(STAMP): requirements.txt runtime/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,16 @@ install: $(STAMP)
 run: install
 	$(PY) -m runtime local
 
-test: install lint
+# The browser test drives Debian's chromium through playwright (no browser download). Installed
+# here when missing and possible (root with apt); otherwise the browser test skips, loudly.
+browser:
+	@command -v chromium >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	       && { apt-get install -y -q chromium >/dev/null 2>&1 \
+	            || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } \
+	  || echo "WARNING: chromium is missing and cannot be installed here: the browser test will be SKIPPED"
+
+test: install lint browser
 	$(PY) -m pytest -q
 
 lint: install

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +64,71 @@ def keep_reading(
             records.append(json.loads(line))
 
     return records, asyncio.create_task(read())
+
+
+def free_ports(count: int, kind: int = socket.SOCK_STREAM) -> list[int]:
+    sockets = [socket.socket(socket.AF_INET, kind) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass(frozen=True)
+class LocalPorts:
+    """Ports for one `python -m runtime local`, kept so it can be restarted on the same ones."""
+
+    aws: int
+    page: int
+    nodes: tuple[int, int]
+    peers: tuple[int, int]
+
+    @classmethod
+    def free(cls) -> LocalPorts:
+        aws, page, node_a, node_b = free_ports(4)
+        peer_a, peer_b = free_ports(2, socket.SOCK_DGRAM)
+        return cls(aws, page, (node_a, node_b), (peer_a, peer_b))
+
+
+async def start_local_system(
+    ports: LocalPorts,
+) -> tuple[asyncio.subprocess.Process, dict[str, list[str]]]:
+    """`python -m runtime local` as `make run` starts it; returns its printed URLs by kind."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runtime", "local",
+        "--aws-port", str(ports.aws), "--page-port", str(ports.page),
+        "--node-ports", ",".join(map(str, ports.nodes)),
+        "--peer-ports", ",".join(map(str, ports.peers)),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    urls: dict[str, list[str]] = {"page": [], "node": [], "aws": []}
+    deadline = time.monotonic() + 30
+    try:
+        while not urls["aws"]:
+            line = await asyncio.wait_for(process.stdout.readline(), deadline - time.monotonic())
+            if not line:
+                raise AssertionError("runtime local exited before printing its URLs")
+            kind, _, url = line.decode().strip().partition(": ")
+            if kind in urls:
+                urls[kind].append(url)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    return process, urls
+
+
+async def stop_local_system(process: asyncio.subprocess.Process) -> int:
+    if process.returncode is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            return await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            process.kill()
+    return await process.wait()

@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import socket
-import sys
 import time
 from typing import Any
 
 import aiohttp
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.processes import ROOT
-
-
-def free_ports(count: int, kind: int = socket.SOCK_STREAM) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, kind) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+from tests.processes import LocalPorts, start_local_system, stop_local_system
 
 
 async def chat_line(client: ClientConnection, text: str, timeout: float = 15) -> dict[str, Any]:
@@ -38,28 +24,11 @@ async def chat_line(client: ClientConnection, text: str, timeout: float = 15) ->
 
 
 async def test_two_clients_on_two_nodes_chat() -> None:
-    aws, page = free_ports(2)
-    nodes = free_ports(2)
-    peers = free_ports(2, socket.SOCK_DGRAM)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runtime", "local",
-        "--aws-port", str(aws), "--page-port", str(page),
-        "--node-ports", ",".join(map(str, nodes)), "--peer-ports", ",".join(map(str, peers)),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert process.stdout is not None
-    urls: dict[str, list[str]] = {"page": [], "node": []}
+    ports = LocalPorts.free()
+    process, urls = await start_local_system(ports)
     try:
-        deadline = time.monotonic() + 30
-        while len(urls["node"]) < 2:
-            line = await asyncio.wait_for(process.stdout.readline(), deadline - time.monotonic())
-            assert line, "runtime local exited before printing its URLs"
-            kind, _, url = line.decode().strip().partition(": ")
-            if kind in urls:
-                urls[kind].append(url)
-        assert urls["page"] == [f"http://127.0.0.1:{page}/"]
+        assert urls["page"] == [f"http://127.0.0.1:{ports.page}/"]
+        assert urls["node"] == [f"ws://127.0.0.1:{port}/" for port in ports.nodes]
         async with aiohttp.ClientSession() as session:
             async with session.get(urls["page"][0]) as response:
                 assert response.status == 200
@@ -78,9 +47,6 @@ async def test_two_clients_on_two_nodes_chat() -> None:
         await alice.close()
         await bob.close()
 
-        process.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(process.wait(), 20) == 0
+        assert await stop_local_system(process) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop_local_system(process)
