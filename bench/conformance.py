@@ -45,12 +45,19 @@ NODE_FLAGS: tuple[str, ...] = (
     "--max-message-bytes", str(16 * MIB),
     "--send-buffer-bytes", str(32 * MIB),
     "--receive-queue-messages", "4",
+    "--compression", "deflate",
     "--ping-interval", "0",
     "--keepalive-interval", "0",
     "--log-level", "WARNING",
 )  # fmt: skip
 
 NODE_FLAG_NOTES: tuple[tuple[str, str], ...] = (
+    (
+        "--compression deflate (default none); the baseline runs with permessage-deflate too",
+        "the 12.* and 13.* cases negotiate permessage-deflate with various parameters and send "
+        "compressed messages; the node accepts them and echoes uncompressed frames, which the "
+        "extension allows.",
+    ),
     (
         "--origin-transport echo --no-command-auth true --local-only true --command-listen ''",
         "the built-in echo origin: every MESSAGE event becomes a `send` command the node executes, "
@@ -170,7 +177,7 @@ async def run_both(
     fleet = Fleet(log_dir, pin=False)
     servers: dict[str, list[str]] = {
         "node": ["-m", "runtime", "serve", *NODE_FLAGS, "--listen"],
-        "baseline": ["-m", "bench.servers", "websockets", "--listen"],
+        "baseline": ["-m", "bench.servers", "websockets", "--deflate", "--listen"],
     }
     outcomes: dict[str, list[Outcome]] = {}
     try:

@@ -20,7 +20,7 @@ import signal
 from bench.common import CONTROL_PATH, host_port, raise_nofile_limit, run
 
 
-async def serve_websockets(host: str, port: int) -> None:
+async def serve_websockets(host: str, port: int, deflate: bool = False) -> None:
     from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
     from websockets.exceptions import ConnectionClosed
 
@@ -36,7 +36,8 @@ async def serve_websockets(host: str, port: int) -> None:
             async for message in ws:
                 await ws.send(message)
 
-    async with serve(handler, host, port, compression=None) as server:
+    compression = "deflate" if deflate else None
+    async with serve(handler, host, port, compression=compression) as server:
         servers.append(server)
         await _until_signal()
 
@@ -94,10 +95,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
     parser.add_argument("kind", choices=("websockets", "picows"))
     parser.add_argument("--listen", required=True, metavar="HOST:PORT")
+    parser.add_argument(
+        "--deflate", action="store_true", help="websockets: negotiate permessage-deflate"
+    )
     args = parser.parse_args()
     raise_nofile_limit()
     host, port = host_port(args.listen)
-    run(serve_websockets(host, port) if args.kind == "websockets" else serve_picows(host, port))
+    if args.kind == "websockets":
+        run(serve_websockets(host, port, args.deflate))
+    else:
+        run(serve_picows(host, port))
 
 
 if __name__ == "__main__":

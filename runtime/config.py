@@ -156,6 +156,7 @@ class Settings:
     keepalive_interval: float = 60.0
     allowed_origins: tuple[str, ...] = ()
     max_message_bytes: int = 256 * 1024
+    compression: str = "none"
     receive_queue_messages: int = 4
     max_connections: int = 20_000
     send_buffer_messages: int = 1_000
@@ -255,6 +256,11 @@ _SPECS: dict[str, _Spec] = {
     ),
     "max_message_bytes": _Spec(
         _int(1024, 32 * MiB), "largest client message; larger ones close the connection with 1009"
+    ),
+    "compression": _Spec(
+        _choice("none", "deflate"),
+        "permessage-deflate: deflate accepts compressed client messages (it costs memory per "
+        "connection); what the node sends stays uncompressed, which the extension allows",
     ),
     "receive_queue_messages": _Spec(
         _int(1, 1024),

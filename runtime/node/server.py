@@ -113,7 +113,9 @@ class Node:
             select_subprotocol=subprotocol_selector(s.subprotocols),
             subprotocols=list(s.subprotocols) or None,  # type: ignore[arg-type]
             origins=compile_allowed_origins(s.allowed_origins),
-            compression=None,
+            # Frames the node sends are built once and written as they are (never compressed,
+            # RSV1 clear), which permessage-deflate allows; clients may compress theirs.
+            compression="deflate" if s.compression == "deflate" else None,
             max_size=max_message,
             max_queue=s.receive_queue_messages,
             ping_interval=s.ping_interval or None,

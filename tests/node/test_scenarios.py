@@ -206,3 +206,22 @@ async def test_source_ip_from_forwarded_for_only_when_trusted(start_node: StartN
     async with connect(trusting.ws_url, additional_headers=headers):
         events = await trusting.origin.wait_for(lambda e: len(e) >= 1)
     assert events[0]["requestContext"]["identity"]["sourceIp"] == "203.0.113.9"
+
+
+async def test_compressed_client_messages_with_permessage_deflate(start_node: StartNode) -> None:
+    node = await start_node(compression="deflate")
+    async with connect(node.ws_url, compression="deflate") as client:
+        assert client.response is not None
+        assert "permessage-deflate" in client.response.headers["Sec-WebSocket-Extensions"]
+        text = "compressible " * 2000
+        await client.send(text)
+        events = await node.origin.wait_for(lambda e: len(e) >= 2)
+        assert events[1]["body"] == text
+        status, _ = await node.post_commands(send([connect_id(node.origin)], text))
+        assert status == 200
+        assert await asyncio.wait_for(client.recv(), 5) == text  # sent uncompressed, allowed
+
+    plain = await start_node()  # the default: no extension offered back
+    async with connect(plain.ws_url, compression="deflate") as client:
+        assert client.response is not None
+        assert "Sec-WebSocket-Extensions" not in client.response.headers
