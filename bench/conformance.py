@@ -55,8 +55,8 @@ NODE_FLAG_NOTES: tuple[tuple[str, str], ...] = (
     (
         "--compression deflate (default none); the baseline runs with permessage-deflate too",
         "the 12.* and 13.* cases negotiate permessage-deflate with various parameters and send "
-        "compressed messages; the node accepts them and echoes uncompressed frames, which the "
-        "extension allows.",
+        "compressed messages; the node decompresses them, and compresses its echoes on the "
+        "connection's own context.",
     ),
     (
         "--origin-transport echo --no-command-auth true --local-only true --command-listen ''",

@@ -259,8 +259,8 @@ _SPECS: dict[str, _Spec] = {
     ),
     "compression": _Spec(
         _choice("none", "deflate"),
-        "permessage-deflate: deflate accepts compressed client messages (it costs memory per "
-        "connection); what the node sends stays uncompressed, which the extension allows",
+        "permessage-deflate: deflate compresses messages both ways on connections whose client "
+        "offers it (it costs CPU and memory per connection)",
     ),
     "receive_queue_messages": _Spec(
         _int(1, 1024),

@@ -113,8 +113,8 @@ class Node:
             select_subprotocol=subprotocol_selector(s.subprotocols),
             subprotocols=list(s.subprotocols) or None,  # type: ignore[arg-type]
             origins=compile_allowed_origins(s.allowed_origins),
-            # Frames the node sends are built once and written as they are (never compressed,
-            # RSV1 clear), which permessage-deflate allows; clients may compress theirs.
+            # With deflate, messages to a connection that negotiated it go through the library
+            # (see _write); the others keep the frame built once for all.
             compression="deflate" if s.compression == "deflate" else None,
             max_size=max_message,
             max_queue=s.receive_queue_messages,
@@ -350,21 +350,31 @@ class Node:
         if isinstance(command, Broadcast):
             frame = message_frame(command.payload, command.binary)
             for entry in self.registry:
-                self._write(entry, frame)
+                self._write(entry, frame, command)
             return
         if route.local_ids:
             frame = message_frame(command.payload, command.binary)
             get = self.registry.get
             for connection_id in route.local_ids:
                 entry = get(connection_id)
-                if entry is None or not self._write(entry, frame):
+                if entry is None or not self._write(entry, frame, command):
                     self._gone(connection_id, command.action)
 
-    def _write(self, entry: ConnectionEntry[ServerConnection], frame: bytes) -> bool:
+    def _write(
+        self, entry: ConnectionEntry[ServerConnection], frame: bytes, command: Send | Broadcast
+    ) -> bool:
         """Write one frame to a client; a client that reads too slowly is closed with 1013."""
         connection = entry.handle
-        if entry.closing or connection.protocol.state is not State.OPEN:
+        protocol = connection.protocol
+        if entry.closing or protocol.state is not State.OPEN:
             return False
+        if protocol.extensions:
+            # permessage-deflate: the library compresses, with this connection's own context.
+            if command.binary:
+                protocol.send_binary(command.payload)
+            else:
+                protocol.send_text(command.payload)
+            frame = b"".join(protocol.data_to_send())
         transport = connection.transport
         transport.write(frame)
         messages, nbytes = entry.backlog.record(len(frame), transport.get_write_buffer_size())
