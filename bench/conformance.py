@@ -240,7 +240,7 @@ def render(outcomes: dict[str, list[Outcome]], quick: bool, seconds: float) -> s
         "- **node**: `python -m runtime serve` with the built-in echo origin, so every message is "
         "echoed through the command path (MESSAGE event -> `send` command -> node).",
         "- **baseline**: `python -m bench.servers websockets`, a bare `websockets` echo server "
-        "with the library's defaults (1 MiB max_size), compression off.",
+        "with the library's defaults (1 MiB max_size), permessage-deflate on (`--deflate`).",
         "",
         f"{len(node)} cases per server; the whole run took {seconds:.0f} s. "
         "`tests/conformance/test_autobahn.py` runs the same cases (without 12.* and 13.*) in "
