@@ -293,6 +293,21 @@ class _BatchOrigin:
                 await asyncio.sleep(delay)
                 pending = retry
 
+    def _batch_entries(self, entries: list[Entry], body_key: str) -> list[dict[str, Any]]:
+        """SQS and SNS batch entries differ only in the name of the body field."""
+        return [
+            {
+                "Id": str(position),
+                body_key: entry.body,
+                "MessageAttributes": {
+                    name: {"DataType": STRING, "StringValue": value}
+                    for name, value in entry.attributes().items()
+                },
+                **self._fifo_fields(entry),
+            }
+            for position, entry in enumerate(entries)
+        ]
+
     async def _in_thread(self, call: Callable[[], T]) -> T:
         """Run a blocking boto3 call on the pool; SDK errors become OriginUnavailable."""
         loop = asyncio.get_running_loop()
@@ -379,19 +394,7 @@ class SqsOrigin(_BatchOrigin):
 
     def _call(self, entries: list[Entry]) -> list[EntryFailure]:
         response = self.client.send_message_batch(
-            QueueUrl=self.queue_url,
-            Entries=[
-                {
-                    "Id": str(position),
-                    "MessageBody": entry.body,
-                    "MessageAttributes": {
-                        name: {"DataType": STRING, "StringValue": value}
-                        for name, value in entry.attributes().items()
-                    },
-                    **self._fifo_fields(entry),
-                }
-                for position, entry in enumerate(entries)
-            ],
+            QueueUrl=self.queue_url, Entries=self._batch_entries(entries, "MessageBody")
         )
         return _failures(entries, response)
 
@@ -446,18 +449,7 @@ class SnsOrigin(_BatchOrigin):
     def _call(self, entries: list[Entry]) -> list[EntryFailure]:
         response = self.client.publish_batch(
             TopicArn=self.topic_arn,
-            PublishBatchRequestEntries=[
-                {
-                    "Id": str(position),
-                    "Message": entry.body,
-                    "MessageAttributes": {
-                        name: {"DataType": STRING, "StringValue": value}
-                        for name, value in entry.attributes().items()
-                    },
-                    **self._fifo_fields(entry),
-                }
-                for position, entry in enumerate(entries)
-            ],
+            PublishBatchRequestEntries=self._batch_entries(entries, "Message"),
         )
         return _failures(entries, response)
 
