@@ -103,7 +103,6 @@ class _BatchOrigin:
         self,
         target: str,
         *,
-        fifo: bool,
         region: str | None,
         endpoint_url: str | None,
         concurrency: int,
@@ -123,7 +122,7 @@ class _BatchOrigin:
                 f"(got {keepalive_group!r})"
             )
         self.target = target
-        self.fifo = fifo
+        self.fifo = target.endswith(".fifo")  # FIFO queues and topics are named so
         self.concurrency = concurrency
         self.timeout = timeout
         self.keepalive_group = keepalive_group
@@ -371,7 +370,6 @@ class SqsOrigin(_BatchOrigin):
         self.queue_url = queue_url
         super().__init__(
             queue_url,
-            fifo=queue_url.endswith(".fifo"),
             region=region,
             endpoint_url=endpoint_url,
             concurrency=concurrency,
@@ -423,7 +421,6 @@ class SnsOrigin(_BatchOrigin):
         self._max_message_bytes = max_message_bytes
         super().__init__(
             topic_arn,
-            fifo=topic_arn.endswith(".fifo"),
             region=region,
             endpoint_url=endpoint_url,
             concurrency=concurrency,
