@@ -16,6 +16,7 @@ from typing import Any
 from runtime.core.origin_policy import compile_allowed_origins
 from runtime.wire.connection_id import MAX_REGION_LENGTH, NodeAddress
 from runtime.wire.events import RouteSelector
+from runtime.wire.graphql_ws import PROTOCOLS as GRAPHQL_SUBPROTOCOLS
 
 MiB = 1024 * 1024
 
@@ -183,8 +184,19 @@ class Settings:
     metrics_interval: float = 60.0
     metrics_namespace: str = "WsGateway"
     service_name: str = "wsgateway"
+    graphql_origin_url: str = ""
+    graphql_origin_function: str = ""
+    graphql_origin_token: str = ""
+    graphql_origin_concurrency: int = 32
+    graphql_init_timeout: float = 10.0
+    graphql_ka_interval: float = 15.0
+    graphql_max_operations: int = 100
     log_format: str = "auto"
     log_level: str = "INFO"
+
+    @property
+    def graphql(self) -> bool:
+        return bool(self.graphql_origin_url or self.graphql_origin_function)
 
     @property
     def peer_address(self) -> NodeAddress:
@@ -209,10 +221,10 @@ class _Spec:
 _SPECS: dict[str, _Spec] = {
     "listen": _Spec(host_port, "address for WebSocket clients and GET /healthz", "HOST:PORT"),
     "origin_transport": _Spec(
-        _choice("http", "echo", "sqs", "sns"),
+        _choice("http", "echo", "sqs", "sns", "none"),
         "where events go: http (POST to --origin-url), sqs (--events-queue-url), sns "
-        "(--events-topic-arn) or echo (built in: every message is sent back to its sender, for "
-        "trying the node out)",
+        "(--events-topic-arn), echo (built in: every message is sent back to its sender, for "
+        "trying the node out) or none (GraphQL connections only)",
     ),
     "origin_url": _Spec(_text, 'URL the node POSTs event batches to ({"events": [...]})', "URL"),
     "origin_token": _Spec(_text, "bearer token sent to the origin, if set"),
@@ -331,6 +343,25 @@ _SPECS: dict[str, _Spec] = {
     ),
     "metrics_namespace": _Spec(_text, "CloudWatch namespace of the node's metrics"),
     "service_name": _Spec(_text, "ServiceName dimension of the node's metrics"),
+    "graphql_origin_url": _Spec(
+        _text, "GraphQL origin URL: GraphQL mode, answered over HTTP (JSON in and out)", "URL"
+    ),
+    "graphql_origin_function": _Spec(
+        _text, "GraphQL origin as an AWS Lambda function (name or ARN), invoked synchronously"
+    ),
+    "graphql_origin_token": _Spec(_text, "bearer token sent to --graphql-origin-url, if set"),
+    "graphql_origin_concurrency": _Spec(
+        _int(1, 1024), "requests in flight to the GraphQL origin at once"
+    ),
+    "graphql_init_timeout": _Spec(
+        _float(0.1, 600), "seconds a GraphQL client has to send connection_init"
+    ),
+    "graphql_ka_interval": _Spec(
+        _float(0, 3600), "seconds between ka messages to legacy graphql-ws clients (0: none)"
+    ),
+    "graphql_max_operations": _Spec(
+        _int(1, 100_000), "operations (running or subscribed) one GraphQL connection may hold"
+    ),
     "log_format": _Spec(_choice("auto", "json", "text"), "auto: JSON unless stdout is a terminal"),
     "log_level": _Spec(_choice("DEBUG", "INFO", "WARNING", "ERROR"), "least severe level logged"),
 }
@@ -385,7 +416,10 @@ def load(args: Mapping[str, str | None], environ: Mapping[str, str] = os.environ
 
 def _check_together(s: Settings) -> None:
     if s.origin_transport == "http" and not s.origin_url:
-        raise ConfigError("--origin-url is required when --origin-transport is http")
+        raise ConfigError(
+            "--origin-url is required when --origin-transport is http"
+            + (" (for GraphQL connections only, pass --origin-transport none)" if s.graphql else "")
+        )
     if s.origin_transport == "sqs" and not s.events_queue_url:
         raise ConfigError("--events-queue-url is required when --origin-transport is sqs")
     if s.origin_transport == "sns" and not s.events_topic_arn.startswith("arn:"):
@@ -425,6 +459,27 @@ def _check_together(s: Settings) -> None:
         )
     if s.peers and s.peers_dns:
         raise ConfigError("set --peers or --peers-dns, not both")
+    _check_graphql(s)
+
+
+def _check_graphql(s: Settings) -> None:
+    if s.graphql_origin_url and s.graphql_origin_function:
+        raise ConfigError("set --graphql-origin-url or --graphql-origin-function, not both")
+    if s.graphql_origin_url and not s.graphql_origin_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            "--graphql-origin-url must start with http:// or https:// "
+            f"(got {s.graphql_origin_url!r})"
+        )
+    if s.origin_transport == "none" and not s.graphql:
+        raise ConfigError(
+            "--origin-transport none needs a GraphQL origin: "
+            "--graphql-origin-url or --graphql-origin-function"
+        )
+    if s.graphql and s.subprotocols and not set(s.subprotocols) & set(GRAPHQL_SUBPROTOCOLS):
+        raise ConfigError(
+            "--subprotocols must include graphql-transport-ws or graphql-ws with a GraphQL "
+            f"origin (got {','.join(s.subprotocols)})"
+        )
 
 
 def parse_argv(argv: Sequence[str], prog: str = "python -m runtime serve") -> Settings:

@@ -12,6 +12,7 @@ import pytest
 from runtime.config import Settings
 from runtime.node.service import NodeService
 from runtime.transports.base import ClusterTransport, OriginTransport
+from runtime.transports.graphql_origin import GraphqlOrigin
 from runtime.transports.memory import MemoryOrigin
 from runtime.wire.connection_id import NodeAddress
 from tests.aws import environment_name, moto_endpoint  # noqa: F401 (fixtures)
@@ -94,10 +95,13 @@ async def start_node() -> AsyncIterator[StartNode]:
     async def start(
         origin: OriginTransport | None = None,
         cluster: ClusterTransport | None = None,
+        graphql_origin: GraphqlOrigin | None = None,
         **overrides: Any,
     ) -> RunningNode:
         origin = origin if origin is not None else MemoryOrigin()
-        service = NodeService(node_settings(**overrides), origin=origin, cluster=cluster)
+        service = NodeService(
+            node_settings(**overrides), origin=origin, cluster=cluster, graphql_origin=graphql_origin
+        )
         await service.start()
         handle = RunningNode(service, origin)
         running.append(handle)

@@ -145,7 +145,7 @@ def test_echo_transport_needs_no_origin_url() -> None:
         ("ping_timeout", "inf", "must be between 0.1 and 3600 (got inf)"),
         ("no_command_auth", "maybe", "must be true or false (got 'maybe')"),
         ("gone_events", "2", "must be true or false (got '2')"),
-        ("origin_transport", "kafka", "must be one of http, echo, sqs, sns (got 'kafka')"),
+        ("origin_transport", "kafka", "must be one of http, echo, sqs, sns, none (got 'kafka')"),
         ("log_format", "xml", "must be one of auto, json, text (got 'xml')"),
         ("log_level", "TRACE", "must be one of DEBUG, INFO, WARNING, ERROR (got 'TRACE')"),
         ("listen", "8080", "must be host:port"),
@@ -313,3 +313,44 @@ def test_aws_transports_need_their_queue_or_topic() -> None:
     )
     assert loaded.events_queue_url.endswith("q.fifo")
     assert loaded.commands_workers == 4
+
+
+def test_graphql_settings() -> None:
+    base = {"command_token": "t", "local_only": "true"}
+    loaded = load(
+        {**base, "origin_transport": "none"},
+        {
+            "GRAPHQL_ORIGIN_URL": "https://graphql.test/origin",
+            "GRAPHQL_INIT_TIMEOUT": "3",
+            "GRAPHQL_KA_INTERVAL": "0",
+            "GRAPHQL_MAX_OPERATIONS": "20",
+        },
+    )
+    assert loaded.graphql and loaded.graphql_origin_url == "https://graphql.test/origin"
+    assert loaded.graphql_init_timeout == 3 and loaded.graphql_ka_interval == 0
+    assert loaded.graphql_max_operations == 20 and loaded.graphql_origin_concurrency == 32
+    assert load({**base, "origin_transport": "none", "graphql_origin_function": "gql"}, {}).graphql
+    assert not settings().graphql
+    with pytest.raises(ConfigError, match="--origin-transport none needs a GraphQL origin"):
+        load({**base, "origin_transport": "none"}, {})
+    with pytest.raises(ConfigError, match="pass --origin-transport none"):
+        load({**base, "graphql_origin_function": "gql"}, {})
+    with pytest.raises(ConfigError, match="not both"):
+        load(
+            {
+                **base,
+                "origin_transport": "none",
+                "graphql_origin_function": "gql",
+                "graphql_origin_url": "http://x.test/",
+            },
+            {},
+        )
+    with pytest.raises(ConfigError, match="--graphql-origin-url must start with http"):
+        load({**base, "origin_transport": "none", "graphql_origin_url": "x.test"}, {})
+    with pytest.raises(ConfigError, match="--subprotocols must include graphql-transport-ws"):
+        settings(graphql_origin_function="gql", subprotocols="chat")
+    assert settings(graphql_origin_function="gql", subprotocols="chat,graphql-ws").graphql
+    with pytest.raises(ConfigError, match="--graphql-max-operations must be between 1"):
+        settings(graphql_max_operations="0")
+    with pytest.raises(ConfigError, match="--graphql-init-timeout must be between"):
+        settings(graphql_init_timeout="0")

@@ -20,6 +20,7 @@ class ConnectionEntry(Generic[H]):
     next_sequence: int = 0
     backlog: SendBacklog = field(default_factory=SendBacklog)
     closing: bool = False
+    events: bool = True  # False for GraphQL connections: the event origin never hears of them
 
     def sequence(self) -> int:
         """The next event's sequenceNumber: 0 for CONNECT, then one more per event."""

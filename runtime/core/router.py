@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass, field
 
-from runtime.wire.commands import Broadcast, Close, Command, CommandError, Send
+from runtime.wire.commands import Broadcast, Close, Command, CommandError, Publish, Send
 from runtime.wire.connection_id import InvalidConnectionId, NodeAddress, parse_connection_id
 
 
@@ -32,7 +32,7 @@ class Router:
     def route(self, command: Command, local: Container[str], *, from_peer: bool) -> Route:
         """Split `command`; `from_peer` commands were already routed, so they never travel on."""
         route = Route(command)
-        if isinstance(command, Broadcast):
+        if isinstance(command, Broadcast | Publish):
             route.to_every_node = not from_peer
             return route
         remote: dict[NodeAddress, list[str]] = {}

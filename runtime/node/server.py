@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import json
 import logging
 import time
 from collections import Counter
@@ -28,12 +29,14 @@ from runtime.core.registry import ConnectionEntry, ConnectionRegistry
 from runtime.core.router import Route, Router
 from runtime.core.send_buffer import SendLimits
 from runtime.node.frames import message_frame
+from runtime.node.graphql import GraphqlGateway
 from runtime.node.handshake import handshake_details, subprotocol_selector
 from runtime.node.metrics import connections_metric
 from runtime.node.origin_pump import OriginPump
 from runtime.transports.base import ClusterTransport, OriginTransport
-from runtime.wire import events
-from runtime.wire.commands import Broadcast, Close, Command, CommandError, Send
+from runtime.transports.graphql_origin import GraphqlOrigin
+from runtime.wire import events, graphql_ws
+from runtime.wire.commands import Broadcast, Close, Command, CommandError, Publish, Send
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 
 log = logging.getLogger("runtime.node")
@@ -63,6 +66,7 @@ class Node:
         settings: Settings,
         origin: OriginTransport,
         cluster: ClusterTransport | None = None,
+        graphql_origin: GraphqlOrigin | None = None,
     ) -> None:
         self.settings = settings
         self.origin = origin
@@ -84,6 +88,18 @@ class Node:
             origin,
         )
         self.counters: Counter[str] = Counter()
+        self.graphql: GraphqlGateway | None = None
+        if graphql_origin is not None:
+            self.graphql = GraphqlGateway(
+                graphql_origin,
+                node_address=str(settings.peer_address),
+                send_text=self.send_text,
+                counters=self.counters,
+                init_timeout=settings.graphql_init_timeout,
+                ka_interval=settings.graphql_ka_interval,
+                keepalive_interval=settings.keepalive_interval,
+                max_operations=settings.graphql_max_operations,
+            )
         self.draining = False
         self.ws_address: tuple[str, int] | None = None
         self._server: Server | None = None
@@ -105,13 +121,17 @@ class Node:
                 extra={"maxMessageBytes": max_message, "originMessageBytes": self.max_event_bytes},
             )
         self.pump.start()
+        if self.graphql is not None:
+            await self.graphql.start()
+        # With a GraphQL origin and no --subprotocols, both GraphQL ones, the modern one first.
+        offered = s.subprotocols or (graphql_ws.PROTOCOLS if self.graphql is not None else ())
         self._server = await serve(
             self._handle,
             s.listen[0],
             s.listen[1],
             process_request=self._process_request,
-            select_subprotocol=subprotocol_selector(s.subprotocols),
-            subprotocols=list(s.subprotocols) or None,  # type: ignore[arg-type]
+            select_subprotocol=subprotocol_selector(offered),
+            subprotocols=list(offered) or None,  # type: ignore[arg-type]
             origins=compile_allowed_origins(s.allowed_origins),
             # With deflate, messages to a connection that negotiated it go through the library
             # (see _write); the others keep the frame built once for all.
@@ -187,6 +207,8 @@ class Node:
         await self.pump.flush(0.5)
         await self.pump.stop()
         await self.origin.close()
+        if self.graphql is not None:
+            await self.graphql.stop()
         for task in list(self._tasks):
             task.cancel()
 
@@ -229,14 +251,23 @@ class Node:
         connection_id = self.issuer.issue()
         connected_at = now_ms()
         details = handshake_details(connection, self.settings.trust_forwarded_for)
+        graphql = self.graphql if details.subprotocol in graphql_ws.PROTOCOLS else None
+        if graphql is None and self.settings.origin_transport == "none":
+            self.counters["handshakesRefusedNotGraphql"] += 1
+            await connection.close(
+                graphql_ws.SUBPROTOCOL_NOT_ACCEPTABLE,
+                f"Subprotocol not acceptable: use {' or '.join(graphql_ws.PROTOCOLS)}",
+            )
+            return
         fragment = events.connection_fragment(self.context, connection_id, connected_at, details)
         entry = ConnectionEntry(connection_id, connection, fragment, connected_at)
+        entry.events = graphql is None
         self.registry.add(entry)
         self._no_connections.clear()
         self.counters["connectionsOpened"] += 1
-        self._emit(
-            connection_id, events.connect_event(fragment, entry.sequence(), connected_at, details)
-        )
+        connect = events.connect_event(fragment, entry.sequence(), connected_at, details)
+        if graphql is None:
+            self._emit(connection_id, connect)
         log.info(
             "connected",
             extra={
@@ -246,25 +277,11 @@ class Node:
                 "path": details.path,
             },
         )
-        pump = self.pump
-        select = self.routes.select
-        max_event = self.max_event_bytes
         try:
-            while True:
-                if not pump.has_room:
-                    await self._wait_for_room(connection)
-                data = await connection.recv()
-                event = events.message_event(
-                    fragment, entry.sequence(), now_ms(), select(data), data
-                )
-                if len(event) > max_event:
-                    # JSON escaping can grow a text message up to six times; refuse it here,
-                    # where the client learns why, rather than wedge the origin with it.
-                    entry.next_sequence -= 1  # this event never existed
-                    self.counters["messagesTooLargeForOrigin"] += 1
-                    await connection.close(1009, "message too big once encoded for the origin")
-                    break
-                self._emit(connection_id, event)
+            if graphql is not None:
+                await graphql.serve(entry, connection, details.subprotocol, json.loads(connect))
+            else:
+                await self._relay(entry, connection)
         except ConnectionClosed:
             pass
         except Exception:
@@ -276,14 +293,37 @@ class Node:
                 self._no_connections.set()
             code, reason = _close_status(connection)
             self.counters["connectionsClosed"] += 1
-            self._emit(
-                connection_id,
-                events.disconnect_event(fragment, entry.sequence(), now_ms(), code, reason),
-            )
+            if graphql is None:
+                self._emit(
+                    connection_id,
+                    events.disconnect_event(fragment, entry.sequence(), now_ms(), code, reason),
+                )
             log.info(
                 "disconnected",
                 extra={"connectionId": connection_id, "code": code, "reason": reason},
             )
+
+    async def _relay(
+        self, entry: ConnectionEntry[ServerConnection], connection: ServerConnection
+    ) -> None:
+        """Each client message becomes a MESSAGE event, read as fast as the origin takes them."""
+        connection_id, fragment = entry.connection_id, entry.fragment
+        pump = self.pump
+        select = self.routes.select
+        max_event = self.max_event_bytes
+        while True:
+            if not pump.has_room:
+                await self._wait_for_room(connection)
+            data = await connection.recv()
+            event = events.message_event(fragment, entry.sequence(), now_ms(), select(data), data)
+            if len(event) > max_event:
+                # JSON escaping can grow a text message up to six times; refuse it here,
+                # where the client learns why, rather than wedge the origin with it.
+                entry.next_sequence -= 1  # this event never existed
+                self.counters["messagesTooLargeForOrigin"] += 1
+                await connection.close(1009, "message too big once encoded for the origin")
+                return
+            self._emit(connection_id, event)
 
     async def _wait_for_room(self, connection: ServerConnection) -> None:
         """Backpressure: read nothing more from this client until the origin catches up."""
@@ -318,6 +358,11 @@ class Node:
         forwards: dict[NodeAddress, list[Command]] = {}
         for position, command in enumerate(commands):
             try:
+                if isinstance(command, Publish) and self.graphql is None:
+                    raise CommandError(
+                        "publish needs GraphQL mode: this node has no --graphql-origin-url "
+                        "or --graphql-origin-function"
+                    )
                 route = self.router.route(command, self.registry, from_peer=from_peer)
             except CommandError as exc:
                 outcome.rejections.append((position, str(exc)))
@@ -341,6 +386,10 @@ class Node:
 
     def _deliver_locally(self, route: Route) -> None:
         command = route.command
+        if isinstance(command, Publish):
+            assert self.graphql is not None  # checked in execute
+            self.graphql.publish(command.keys, command.context)
+            return
         if isinstance(command, Close):
             for connection_id in route.local_ids:
                 entry = self.registry.get(connection_id)
@@ -359,6 +408,11 @@ class Node:
                 entry = get(connection_id)
                 if entry is None or not self._write(entry, frame, command):
                     self._gone(connection_id, command.action)
+
+    def send_text(self, entry: ConnectionEntry[ServerConnection], text: str) -> bool:
+        """One text message to one client (GraphQL answers), with the same slow-client limits."""
+        payload = text.encode("utf-8")
+        return self._write(entry, message_frame(payload, False), Send((), payload, False))
 
     def _write(
         self, entry: ConnectionEntry[ServerConnection], frame: bytes, command: Send | Broadcast
@@ -425,7 +479,7 @@ class Node:
         interval = self.settings.keepalive_interval
         while True:
             await asyncio.sleep(interval)
-            ids = self.registry.ids()
+            ids = [entry.connection_id for entry in self.registry if entry.events]
             if not ids or not self.pump.has_room:
                 continue  # a backed-up origin gets no keep-alives; the next one lists everyone
             for event in events.keepalive_events(
@@ -467,6 +521,7 @@ class Node:
             "eventsDelivered": self.pump.delivered,
             "draining": self.draining,
             **self.counters,
+            **(self.graphql.stats() if self.graphql is not None else {}),
             **({"peers": self.cluster.stats()} if hasattr(self.cluster, "stats") else {}),
         }
 

@@ -13,8 +13,13 @@ from runtime.core.peer_protocol import PeerProtocol
 from runtime.node import ecs_stop
 from runtime.node.peer_address import advertised_address
 from runtime.node.server import Node
-from runtime.transports.base import ClusterTransport, OriginTransport
+from runtime.transports.base import ClusterTransport, NoOrigin, OriginTransport
 from runtime.transports.echo_origin import EchoOrigin
+from runtime.transports.graphql_origin import (
+    GraphqlOrigin,
+    HttpGraphqlOrigin,
+    LambdaGraphqlOrigin,
+)
 from runtime.transports.http_commands import CommandEndpoint
 from runtime.transports.http_origin import HttpOrigin
 from runtime.transports.sqs_commands import SqsCommandPoller
@@ -28,6 +33,8 @@ log = logging.getLogger("runtime.node")
 def origin_from_settings(settings: Settings) -> OriginTransport:
     if settings.origin_transport == "echo":
         return EchoOrigin()
+    if settings.origin_transport == "none":
+        return NoOrigin()
     if settings.origin_transport in ("sqs", "sns"):
         node = settings.peer_address
         aws = {
@@ -48,6 +55,24 @@ def origin_from_settings(settings: Settings) -> OriginTransport:
         max_batch_bytes=settings.origin_batch_bytes,
         timeout=settings.origin_request_timeout,
     )
+
+
+def graphql_origin_from_settings(settings: Settings) -> GraphqlOrigin | None:
+    if settings.graphql_origin_url:
+        return HttpGraphqlOrigin(
+            settings.graphql_origin_url,
+            token=settings.graphql_origin_token,
+            concurrency=settings.graphql_origin_concurrency,
+            timeout=settings.origin_request_timeout,
+        )
+    if settings.graphql_origin_function:
+        return LambdaGraphqlOrigin(
+            settings.graphql_origin_function,
+            region=settings.aws_region or None,
+            concurrency=settings.graphql_origin_concurrency,
+            timeout=settings.origin_request_timeout,
+        )
+    return None
 
 
 # Bytes in flight to one peer. A burst larger than a receive socket buffer (212,992 bytes by
@@ -105,10 +130,13 @@ class NodeService:
         settings: Settings,
         origin: OriginTransport | None = None,
         cluster: ClusterTransport | None = None,
+        graphql_origin: GraphqlOrigin | None = None,
     ) -> None:
         self.settings = settings
         origin = origin if origin is not None else origin_from_settings(settings)
-        self.node = Node(settings, origin, cluster)
+        if graphql_origin is None:
+            graphql_origin = graphql_origin_from_settings(settings)
+        self.node = Node(settings, origin, cluster, graphql_origin)
         if isinstance(origin, EchoOrigin):
             origin.bind(self.node)
         self.peer_transport: UdpPeers | None = None  # started and stopped with the service

@@ -43,3 +43,20 @@ class ClusterTransport(Protocol):
     async def forward(self, node: NodeAddress, commands: Sequence[Command]) -> bool:
         """True once `node` has the commands; False if it is unknown or down (then: GONE)."""
         ...
+
+
+class NoOrigin:
+    """`--origin-transport none`: GraphQL-only. Only GONE events reach it, and they are dropped."""
+
+    max_batch_events = 500
+    max_batch_bytes = 4 << 20
+    concurrency = 1
+
+    async def start(self) -> None:
+        return None
+
+    async def deliver(self, events: Sequence[bytes]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

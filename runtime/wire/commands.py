@@ -11,6 +11,8 @@ from typing import Any
 MAX_COMMANDS_PER_BODY = 10_000
 MAX_IDS_PER_COMMAND = 100_000
 MAX_CLOSE_REASON_BYTES = 123
+MAX_PUBLISH_KEYS = 1_000
+MAX_KEY_LENGTH = 256
 
 
 def max_body_bytes(max_payload_bytes: int) -> int:
@@ -52,7 +54,17 @@ class Broadcast:
     action = "broadcast"
 
 
-Command = Send | Close | Broadcast
+@dataclass(slots=True)
+class Publish:
+    """Re-run the GraphQL subscriptions with these keys on every node; `context` is JSON text."""
+
+    keys: tuple[str, ...]
+    context: bytes
+
+    action = "publish"
+
+
+Command = Send | Close | Broadcast | Publish
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +117,9 @@ def parse_command(item: Any, *, max_payload_bytes: int) -> Command:
     if action == "broadcast":
         payload, binary = _payload(item, max_payload_bytes)
         return Broadcast(payload, binary)
-    raise CommandError(f'"action" must be one of send, close, broadcast (got {action!r})')
+    if action == "publish":
+        return Publish(_keys(item), _context(item, max_payload_bytes))
+    raise CommandError(f'"action" must be one of send, close, broadcast, publish (got {action!r})')
 
 
 def _connection_ids(item: dict[str, Any]) -> tuple[str, ...]:
@@ -148,6 +162,33 @@ def _payload(item: dict[str, Any], max_bytes: int) -> tuple[bytes, bool]:
     return payload, binary
 
 
+def _keys(item: dict[str, Any]) -> tuple[str, ...]:
+    keys = item.get("keys")
+    if not isinstance(keys, list) or not keys:
+        raise CommandError(f'"keys" must be a non-empty list (got {_kind(keys)})')
+    if len(keys) > MAX_PUBLISH_KEYS:
+        raise CommandError(f'"keys" may hold at most {MAX_PUBLISH_KEYS} keys (got {len(keys)})')
+    for position, key in enumerate(keys):
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+            raise CommandError(
+                f'"keys"[{position}] must be a string of 1 to {MAX_KEY_LENGTH} characters '
+                f"(got {_kind(key) if not isinstance(key, str) else repr(key[:40])})"
+            )
+    return tuple(dict.fromkeys(keys))
+
+
+def _context(item: dict[str, Any], max_bytes: int) -> bytes:
+    try:
+        context = _encode(item.get("context")).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError('"context" holds lone surrogates: not valid UTF-8 text') from None
+    if len(context) > max_bytes:
+        raise CommandError(
+            f'"context" is {len(context)} bytes of JSON; the most it may be is {max_bytes}'
+        )
+    return context
+
+
 def _close_code(item: dict[str, Any]) -> int:
     code = item.get("code", 1000)
     if (
@@ -183,6 +224,15 @@ def encode_commands(commands: list[Command]) -> bytes:
     """The JSON body for commands, as a peer or the HTTP endpoint expects it."""
     out = []
     for command in commands:
+        if isinstance(command, Publish):
+            out.append(
+                {
+                    "action": "publish",
+                    "keys": list(command.keys),
+                    "context": json.loads(command.context),
+                }
+            )
+            continue
         if isinstance(command, Close):
             out.append(
                 {

@@ -10,23 +10,28 @@ Layout (big-endian): version (1) | count (4), then per command a kind (1) and:
                | payload length (4) | payload
     close      code (2) | reason length (2) | reason (UTF-8) | IDs length (4) | IDs
     broadcast  binary (1) | payload length (4) | payload
+    publish    keys length (4) | keys (UTF-8, newline-separated) | context length (4) | context
 
-Connection IDs are URL-safe base64, so a newline never occurs inside one.
+Connection IDs are URL-safe base64, so a newline never occurs inside one. Publish keys may hold
+any character, so a key with a newline makes the forwarding node send JSON keys instead (flag 1
+in place of 0 before the keys length).
 """
 
 from __future__ import annotations
 
+import json
 import struct
 
-from runtime.wire.commands import Broadcast, Close, Command, Send
+from runtime.wire.commands import Broadcast, Close, Command, Publish, Send
 
 VERSION = 1
-SEND, CLOSE, BROADCAST = 1, 2, 3
+SEND, CLOSE, BROADCAST, PUBLISH = 1, 2, 3, 4
 
 _HEAD = struct.Struct(">BI")
 _SEND = struct.Struct(">BBI")
 _CLOSE = struct.Struct(">BHH")
 _BROADCAST = struct.Struct(">BBI")
+_PUBLISH = struct.Struct(">BBI")
 _U32 = struct.Struct(">I")
 
 
@@ -51,6 +56,15 @@ def encode_forwarded(commands: list[Command]) -> bytes:
             append(reason)
             append(_U32.pack(len(ids)))
             append(ids)
+        elif isinstance(command, Publish):
+            as_json = any("\n" in key for key in command.keys)
+            keys = (json.dumps(list(command.keys)) if as_json else "\n".join(command.keys)).encode(
+                "utf-8"
+            )
+            append(_PUBLISH.pack(PUBLISH, as_json, len(keys)))
+            append(keys)
+            append(_U32.pack(len(command.context)))
+            append(command.context)
         else:
             append(_BROADCAST.pack(BROADCAST, command.binary, len(command.payload)))
             append(command.payload)
@@ -60,7 +74,7 @@ def encode_forwarded(commands: list[Command]) -> bytes:
 def decode_forwarded(data: bytes) -> list[Command]:
     try:
         return _decode(data)
-    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+    except (struct.error, IndexError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ForwardedFormatError(f"unreadable forwarded commands: {exc}") from None
 
 
@@ -95,6 +109,16 @@ def _decode(data: bytes) -> list[Command]:
             _, binary, length = _BROADCAST.unpack_from(data, offset)
             offset += _BROADCAST.size
             commands.append(Broadcast(data[offset : offset + length], bool(binary)))
+            offset += length
+        elif kind == PUBLISH:
+            _, as_json, keys_length = _PUBLISH.unpack_from(data, offset)
+            offset += _PUBLISH.size
+            text = data[offset : offset + keys_length].decode("utf-8")
+            keys = tuple(json.loads(text)) if as_json else tuple(text.split("\n"))
+            offset += keys_length
+            (length,) = _U32.unpack_from(data, offset)
+            offset += 4
+            commands.append(Publish(keys, data[offset : offset + length]))
             offset += length
         else:
             raise ForwardedFormatError(f"forwarded command of unknown kind {kind}")

@@ -15,6 +15,7 @@ from runtime.wire.commands import (
     Close,
     CommandBodyError,
     CommandError,
+    Publish,
     Rejection,
     Send,
     encode_commands,
@@ -157,8 +158,11 @@ def test_deeply_nested_body_is_a_body_error() -> None:
         ("send", "a command must be an object \\(got str\\)"),
         (None, "a command must be an object \\(got null\\)"),
         ([1], "a command must be an object \\(got list\\)"),
-        ({}, '"action" must be one of send, close, broadcast \\(got None\\)'),
-        ({"action": "SEND"}, "\"action\" must be one of send, close, broadcast \\(got 'SEND'\\)"),
+        ({}, '"action" must be one of send, close, broadcast, publish \\(got None\\)'),
+        (
+            {"action": "SEND"},
+            "\"action\" must be one of send, close, broadcast, publish \\(got 'SEND'\\)",
+        ),
         (
             {"action": "send", "data": "x"},
             '"connectionIds" must be a non-empty list \\(got null\\)',
@@ -328,3 +332,37 @@ def test_parsed_body_reencodes_to_the_same_commands() -> None:
         },
     )
     assert parse_body(encode_commands(commands), max_payload_bytes=LIMIT) == (commands, [])
+
+
+# publish -------------------------------------------------------------------------------------
+
+
+def test_publish_keeps_its_context_as_json_text() -> None:
+    commands, rejections = parse(
+        {"action": "publish", "keys": ["room:a", "room:b", "room:a"], "context": {"t": "é"}},
+        {"action": "publish", "keys": ["k"]},
+    )
+    assert rejections == []
+    assert commands == [
+        Publish(("room:a", "room:b"), '{"t":"é"}'.encode()),
+        Publish(("k",), b"null"),
+    ]
+    assert parse_body(encode_commands(commands), max_payload_bytes=LIMIT) == (commands, [])
+
+
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        ({"action": "publish"}, '"keys" must be a non-empty list'),
+        ({"action": "publish", "keys": []}, '"keys" must be a non-empty list'),
+        ({"action": "publish", "keys": "room"}, '"keys" must be a non-empty list'),
+        ({"action": "publish", "keys": ["a", 3]}, '"keys"[1] must be a string'),
+        ({"action": "publish", "keys": [""]}, '"keys"[0] must be a string of 1 to 256'),
+        ({"action": "publish", "keys": ["k" * 257]}, '"keys"[0] must be a string of 1 to 256'),
+        ({"action": "publish", "keys": ["k"] * 1001}, "at most 1000 keys"),
+        ({"action": "publish", "keys": ["k"], "context": "\ud800"}, "lone surrogates"),
+        ({"action": "publish", "keys": ["k"], "context": "x" * LIMIT}, "most it may be"),
+    ],
+)
+def test_invalid_publish_is_rejected(command: Any, error: str) -> None:
+    assert error in rejection_of(command).error

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from runtime.wire.commands import Broadcast, Close, Command, Send
+from runtime.wire.commands import Broadcast, Close, Command, Publish, Send
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from runtime.wire.forwarded import ForwardedFormatError, decode_forwarded, encode_forwarded
 
@@ -23,6 +23,8 @@ def test_every_kind_round_trips() -> None:
         Close(ids, 1000, ""),
         Broadcast(b"all", False),
         Broadcast(b"\x00\xff", True),
+        Publish(("room:a", "ü"), b'{"text":"hi"}'),
+        Publish(("line\nbreak", "k"), b"null"),
     ]
     assert decode_forwarded(encode_forwarded(commands)) == commands
     assert decode_forwarded(encode_forwarded([])) == []

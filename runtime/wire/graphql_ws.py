@@ -1,0 +1,164 @@
+"""The two GraphQL-over-WebSocket subprotocols, as messages: parsing what clients send, building
+what the node answers. No I/O and no state; `runtime.node.graphql` decides what to do with them.
+
+`graphql-transport-ws` is the modern protocol of the `graphql-ws` library; `graphql-ws` is the
+legacy one of `subscriptions-transport-ws`. They share a shape ({"id", "type", "payload"}) but not
+their message names, their error payloads, nor how they treat a misbehaving client.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MODERN = "graphql-transport-ws"
+LEGACY = "graphql-ws"
+PROTOCOLS = (MODERN, LEGACY)
+
+MAX_OPERATION_ID_LENGTH = 256
+
+# Close codes of the modern protocol (the legacy one has none of its own).
+BAD_REQUEST = 4400
+UNAUTHORIZED = 4401
+FORBIDDEN = 4403
+SUBPROTOCOL_NOT_ACCEPTABLE = 4406
+INIT_TIMEOUT = 4408
+DUPLICATE_OPERATION = 4409
+TOO_MANY_INITS = 4429
+INTERNAL_ERROR = 4500
+
+_CLIENT_TYPES = {
+    MODERN: frozenset({"connection_init", "ping", "pong", "subscribe", "complete"}),
+    LEGACY: frozenset({"connection_init", "start", "stop", "connection_terminate"}),
+}
+START_TYPES = frozenset({"subscribe", "start"})
+STOP_TYPES = frozenset({"complete", "stop"})
+
+
+class InvalidMessage(ValueError):
+    """A client message the protocol does not allow; the text is what the client is told."""
+
+
+class MalformedJson(InvalidMessage):
+    """Not JSON at all (the legacy protocol answers this one differently)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A `subscribe` (modern) or `start` (legacy) request."""
+
+    id: str
+    query: str
+    variables: dict[str, Any] | None
+    operation_name: str | None
+    extensions: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    type: str
+    id: str | None = None
+    payload: Any = None
+    operation: Operation | None = None
+
+
+def parse_client_message(protocol: str, data: str | bytes) -> ClientMessage:
+    """Check one client message against `protocol`; raises `InvalidMessage` naming the fault."""
+    if isinstance(data, bytes):
+        raise InvalidMessage("binary messages are not part of the protocol; send JSON text")
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedJson(f"message is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidMessage("message must be a JSON object")
+    kind = document.get("type")
+    if not isinstance(kind, str):
+        raise InvalidMessage('"type" must be a string')
+    if kind not in _CLIENT_TYPES[protocol]:
+        raise InvalidMessage(f"unknown message type {kind[:64]!r} for {protocol}")
+    payload = document.get("payload")
+    if kind in START_TYPES:
+        operation = _operation(_operation_id(document), payload)
+        return ClientMessage(kind, operation.id, payload, operation)
+    if kind in STOP_TYPES:
+        return ClientMessage(kind, _operation_id(document))
+    if protocol == MODERN and payload is not None and not isinstance(payload, dict):
+        raise InvalidMessage(f'"payload" of {kind} must be an object')
+    return ClientMessage(kind, payload=payload)
+
+
+def _operation_id(document: dict[str, Any]) -> str:
+    value = document.get("id")
+    if not isinstance(value, str) or not value:
+        raise InvalidMessage('"id" must be a non-empty string')
+    if len(value) > MAX_OPERATION_ID_LENGTH:
+        raise InvalidMessage(f'"id" must be at most {MAX_OPERATION_ID_LENGTH} characters')
+    return value
+
+
+def _operation(operation_id: str, payload: Any) -> Operation:
+    if not isinstance(payload, dict):
+        raise InvalidMessage('"payload" must be an object with a "query"')
+    query = payload.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidMessage('"payload.query" must be a non-empty string')
+    variables = payload.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        raise InvalidMessage('"payload.variables" must be an object or null')
+    name = payload.get("operationName")
+    if name is not None and not isinstance(name, str):
+        raise InvalidMessage('"payload.operationName" must be a string or null')
+    extensions = payload.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise InvalidMessage('"payload.extensions" must be an object or null')
+    return Operation(operation_id, query, variables, name or None, extensions)
+
+
+# Server messages, as the text of one WebSocket message each.
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+KEEP_ALIVE = '{"type":"ka"}'
+PONG = '{"type":"pong"}'
+
+
+def encode_json(value: Any) -> str:
+    return _encode(value)
+
+
+def connection_ack(payload: Any = None) -> str:
+    if payload is None:
+        return '{"type":"connection_ack"}'
+    return '{"type":"connection_ack","payload":' + _encode(payload) + "}"
+
+
+def connection_error(message: str) -> str:
+    """Legacy only: the connection as a whole failed (init refused, unparsable message)."""
+    return _encode({"type": "connection_error", "payload": {"message": message}})
+
+
+def result_message(protocol: str, operation_id: str, result_json: str) -> str:
+    """An execution result (already JSON text, so a shared result is encoded once)."""
+    kind = "next" if protocol == MODERN else "data"
+    return (
+        '{"id":' + _encode(operation_id) + ',"type":"' + kind + '","payload":' + result_json + "}"
+    )
+
+
+def error_message(protocol: str, operation_id: str | None, errors: list[dict[str, Any]]) -> str:
+    """Errors of one operation: a list in the modern protocol, the first error in the legacy one."""
+    payload: Any = errors if protocol == MODERN else errors[0]
+    document: dict[str, Any] = {"type": "error", "payload": payload}
+    if operation_id is not None:
+        document = {"id": operation_id, **document}
+    return _encode(document)
+
+
+def complete_message(operation_id: str) -> str:
+    return '{"id":' + _encode(operation_id) + ',"type":"complete"}'
+
+
+def errors_of(message: str) -> list[dict[str, Any]]:
+    return [{"message": message}]

@@ -1,0 +1,422 @@
+"""The GraphQL origin clients against real servers: aiohttp and raw sockets for HTTP, moto's
+Lambda API (in server mode, reached by boto3) for Lambda.
+
+moto runs Lambda code only in docker. Its "simple" backend (`{"lambda": {"use_docker": false}}`
+in /moto-api/config) runs nothing: an invoke answers the next result queued through
+/moto-api/static/lambda-simple/response, or else echoes the payload. A result over 6 MB comes
+back as a real FunctionError (`Function.ResponseSizeTooLarge`). The simple backend answers for
+any function name, so the unknown-function test uses moto's default backend, which looks the
+function up (and fails) before it would need docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import time
+import urllib.request
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from runtime.transports.graphql_origin import (
+    GraphqlOriginUnavailable,
+    HttpGraphqlOrigin,
+    LambdaGraphqlOrigin,
+)
+from tests.aws import MotoEndpoint
+
+pytestmark = pytest.mark.timeout(30)
+
+REQUEST: dict[str, Any] = {
+    "type": "start",
+    "node": "10.0.1.5:9100",
+    "connectionId": "AQl1cy1",
+    "operationId": "1",
+    "query": "query Q($id: ID!) { user(id: $id) { name } }",
+    "variables": {"id": "7", "note": "naïve ☃"},
+    "operationName": "Q",
+    "extensions": None,
+    "context": None,
+}
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class GraphqlServer:
+    """An aiohttp origin: answers with `answer(request)`, records what it saw."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        self.peers: set[int] = set()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername")[1])
+        self.bodies.append(await request.read())
+        self.headers.append(dict(request.headers))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await self.answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def start(self) -> GraphqlServer:
+        app = web.Application()
+        app.router.add_post("/graphql", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/graphql"
+        return self
+
+    async def stop(self) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+Serve = Callable[[Answer], Awaitable[GraphqlServer]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start GraphqlServers with given answers; all stop when the test ends."""
+    servers: list[GraphqlServer] = []
+
+    async def start(answer: Answer) -> GraphqlServer:
+        servers.append(await GraphqlServer(answer).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+async def echo(request: web.Request) -> web.Response:
+    return web.json_response({"echo": json.loads(await request.read())})
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # nothing listens once the socket closes
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[str]:
+    """Accepts connections and reads requests, never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+    for writer in held:
+        writer.close()
+    await server.wait_closed()
+
+
+async def test_http_round_trip(serve: Serve) -> None:
+    server = await serve(echo)
+    origin = HttpGraphqlOrigin(server.url)
+    await origin.start()
+    try:
+        assert await origin.call(REQUEST) == {"echo": REQUEST}
+    finally:
+        await origin.close()
+    body = server.bodies[0]
+    assert body == json.dumps(REQUEST, separators=(",", ":"), ensure_ascii=False).encode()
+    assert "naïve ☃".encode() in body  # UTF-8, not \u escapes
+    headers = server.headers[0]
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"] == "wsgateway-node"
+    assert "Authorization" not in headers
+
+
+async def test_http_bearer_token(serve: Serve) -> None:
+    server = await serve(echo)
+    origin = HttpGraphqlOrigin(server.url, token="s3cret")
+    try:
+        await origin.call({"type": "subscription_keepalive", "node": "n", "keys": []})
+    finally:
+        await origin.close()
+    assert server.headers[0]["Authorization"] == "Bearer s3cret"
+
+
+async def test_http_error_status_is_unavailable(serve: Serve) -> None:
+    async def fail(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="resolver exploded" + "x" * 500)
+
+    server = await serve(fail)
+    origin = HttpGraphqlOrigin(server.url)
+    try:
+        with pytest.raises(GraphqlOriginUnavailable, match="answered 500: resolver exploded") as e:
+            await origin.call(REQUEST)
+    finally:
+        await origin.close()
+    assert len(str(e.value)) < 300  # the body is cut
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [("<html>oops</html>", "text/html"), ("[1, 2]", "application/json"), ("", "text/plain")],
+)
+async def test_http_answer_that_is_not_an_object_is_unavailable(
+    serve: Serve, body: str, content_type: str
+) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=200, text=body, content_type=content_type)
+
+    server = await serve(answer)
+    origin = HttpGraphqlOrigin(server.url)
+    try:
+        with pytest.raises(GraphqlOriginUnavailable, match="no JSON object"):
+            await origin.call(REQUEST)
+    finally:
+        await origin.close()
+
+
+async def test_http_no_answer_is_unavailable_within_the_timeout(silent_server: str) -> None:
+    origin = HttpGraphqlOrigin(silent_server + "/graphql", timeout=0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(GraphqlOriginUnavailable, match="no answer"):
+            await origin.call(REQUEST)
+    finally:
+        await origin.close()
+    assert 0.25 < time.monotonic() - started < 2
+
+
+async def test_http_connection_refused_is_unavailable() -> None:
+    origin = HttpGraphqlOrigin(f"http://127.0.0.1:{closed_port()}/graphql", timeout=2)
+    try:
+        with pytest.raises(GraphqlOriginUnavailable, match="cannot connect"):
+            await origin.call(REQUEST)
+    finally:
+        await origin.close()
+
+
+async def test_http_concurrency_bounds_the_connections(serve: Serve) -> None:
+    async def slow_echo(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.05)
+        return await echo(request)
+
+    server = await serve(slow_echo)
+    origin = HttpGraphqlOrigin(server.url, concurrency=4)
+    try:
+        answers = await asyncio.gather(
+            *(origin.call({"type": "start", "operationId": str(i)}) for i in range(20))
+        )
+    finally:
+        await origin.close()
+    assert [a["echo"]["operationId"] for a in answers] == [str(i) for i in range(20)]
+    assert server.most_in_flight == 4  # used every connection, never more
+    assert len(server.peers) <= 4  # kept alive: no connection beyond the first four
+
+
+async def test_http_unencodable_request_raises() -> None:
+    origin = HttpGraphqlOrigin(f"http://127.0.0.1:{closed_port()}/graphql")
+    try:
+        with pytest.raises(TypeError):
+            await origin.call({"type": "start", "variables": {1, 2}})
+    finally:
+        await origin.close()
+
+
+# --- Lambda -----------------------------------------------------------------------------------
+
+
+def _moto_api(endpoint: MotoEndpoint, path: str, document: Any | None = None) -> Any:
+    request = urllib.request.Request(
+        endpoint.url + path,
+        data=None if document is None else json.dumps(document).encode(),
+        method="GET" if document is None else "POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+def _create_function(endpoint: MotoEndpoint, name: str) -> None:
+    role = endpoint.client("iam").create_role(
+        RoleName=f"{name}-role",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("handler.py", "def handle(event, context):\n    return event\n")
+    endpoint.client("lambda").create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.handle",
+        Code={"ZipFile": code.getvalue()},
+    )
+
+
+@pytest.fixture
+def lambda_backend(moto_endpoint: MotoEndpoint) -> Iterator[Callable[[bool], None]]:
+    """Choose moto's Lambda backend (docker or simple) for this test; the old one comes back."""
+    before = _moto_api(moto_endpoint, "/moto-api/config")["lambda"]
+
+    def choose(use_docker: bool) -> None:
+        _moto_api(moto_endpoint, "/moto-api/config", {"lambda": {"use_docker": use_docker}})
+
+    yield choose
+    _moto_api(moto_endpoint, "/moto-api/config", {"lambda": before})
+
+
+@pytest.fixture
+def simple_function(
+    moto_endpoint: MotoEndpoint, environment_name: str, lambda_backend: Callable[[bool], None]
+) -> Iterator[str]:
+    """A function in moto's simple backend; results a test left queued are drained after it."""
+    lambda_backend(False)
+    name = f"{environment_name}-graphql"
+    _create_function(moto_endpoint, name)
+    yield name
+    client = moto_endpoint.client("lambda")
+    for _ in range(100):  # the queue is per region, shared by every test: leave it empty
+        payload = client.invoke(FunctionName=name, Payload=b'{"drain":1}')["Payload"].read()
+        if payload == b'{"drain":1}':
+            break
+
+
+async def queue_results(endpoint: MotoEndpoint, *results: str) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{endpoint.url}/moto-api/static/lambda-simple/response",
+            json={"results": list(results), "region": endpoint.region},
+        ) as response,
+    ):
+        assert response.status == 201
+
+
+def lambda_origin(endpoint: MotoEndpoint, name: str, **options: Any) -> LambdaGraphqlOrigin:
+    return LambdaGraphqlOrigin(name, region=endpoint.region, endpoint_url=endpoint.url, **options)
+
+
+async def test_lambda_round_trip(moto_endpoint: MotoEndpoint, simple_function: str) -> None:
+    origin = lambda_origin(moto_endpoint, simple_function)
+    await origin.start()
+    try:
+        assert await origin.call(REQUEST) == REQUEST  # nothing queued: moto echoes the payload
+        await queue_results(moto_endpoint, '{"accept": true, "payload": {"n": 1}}')
+        assert await origin.call(REQUEST) == {"accept": True, "payload": {"n": 1}}
+    finally:
+        await origin.close()
+
+
+@pytest.mark.parametrize("result", ["[1, 2]", "null", "not json at all"])
+async def test_lambda_answer_that_is_not_an_object_is_unavailable(
+    moto_endpoint: MotoEndpoint, simple_function: str, result: str
+) -> None:
+    origin = lambda_origin(moto_endpoint, simple_function)
+    await queue_results(moto_endpoint, result)
+    try:
+        with pytest.raises(GraphqlOriginUnavailable, match="no JSON object"):
+            await origin.call(REQUEST)
+    finally:
+        await origin.close()
+
+
+async def test_lambda_function_error_is_unavailable_with_its_message(
+    moto_endpoint: MotoEndpoint, simple_function: str
+) -> None:
+    origin = lambda_origin(moto_endpoint, simple_function)
+    await queue_results(moto_endpoint, "x" * 6_000_001)  # over Lambda's limit: a FunctionError
+    try:
+        with pytest.raises(
+            GraphqlOriginUnavailable,
+            match=r"\(Unhandled\): Response payload size exceeded maximum allowed payload size",
+        ):
+            await origin.call(REQUEST)
+    finally:
+        await origin.close()
+
+
+async def test_lambda_unknown_function_is_unavailable(
+    moto_endpoint: MotoEndpoint, environment_name: str, lambda_backend: Callable[[bool], None]
+) -> None:
+    lambda_backend(True)  # the simple backend answers for any name; this one looks it up
+    origin = lambda_origin(moto_endpoint, f"{environment_name}-missing")
+    try:
+        with pytest.raises(GraphqlOriginUnavailable, match="ResourceNotFoundException"):
+            await origin.call(REQUEST)
+    finally:
+        await origin.close()
+
+
+async def test_lambda_concurrent_calls(moto_endpoint: MotoEndpoint, simple_function: str) -> None:
+    origin = lambda_origin(moto_endpoint, simple_function, concurrency=4)
+    await origin.start()
+    try:
+        answers = await asyncio.gather(
+            *(origin.call({"type": "start", "operationId": str(i)}) for i in range(20))
+        )
+    finally:
+        await origin.close()
+    assert [a["operationId"] for a in answers] == [str(i) for i in range(20)]
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials, so that boto3 gets as far as the network."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+@pytest.mark.usefixtures("aws_credentials")
+async def test_lambda_no_answer_is_unavailable_within_the_timeout(silent_server: str) -> None:
+    origin = LambdaGraphqlOrigin(
+        "graphql", region="us-east-1", endpoint_url=silent_server, timeout=0.3
+    )
+    await origin.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(GraphqlOriginUnavailable, match="graphql failed: Read timeout"):
+            await origin.call(REQUEST)
+    finally:
+        await origin.close()
+    assert 0.25 < time.monotonic() - started < 2  # one try, no retry
+
+
+@pytest.mark.usefixtures("aws_credentials")
+async def test_lambda_connection_refused_is_unavailable() -> None:
+    origin = LambdaGraphqlOrigin(
+        "graphql", region="us-east-1", endpoint_url=f"http://127.0.0.1:{closed_port()}"
+    )
+    try:
+        with pytest.raises(GraphqlOriginUnavailable, match="Could not connect"):
+            await origin.call(REQUEST)
+    finally:
+        await origin.close()
+
+
+async def test_lambda_closed_origin_is_unavailable() -> None:
+    origin = LambdaGraphqlOrigin("graphql", region="us-east-1")
+    await origin.close()
+    with pytest.raises(GraphqlOriginUnavailable, match="closed"):
+        await origin.call(REQUEST)

@@ -1,0 +1,148 @@
+"""Both GraphQL subprotocols' messages: what clients may send, and the exact text the node sends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runtime.wire import graphql_ws as gql
+from runtime.wire.graphql_ws import LEGACY, MODERN
+
+
+def test_modern_subscribe_as_the_graphql_ws_client_sends_it() -> None:
+    text = json.dumps(
+        {
+            "id": "0f3c",
+            "type": "subscribe",
+            "payload": {
+                "query": "subscription S($r: String!) { messageAdded(room: $r) { text } }",
+                "variables": {"r": "lobby"},
+                "operationName": "S",
+                "extensions": {},
+            },
+        }
+    )
+    message = gql.parse_client_message(MODERN, text)
+    assert message.type == "subscribe" and message.id == "0f3c"
+    assert message.operation == gql.Operation(
+        "0f3c",
+        "subscription S($r: String!) { messageAdded(room: $r) { text } }",
+        {"r": "lobby"},
+        "S",
+        {},
+    )
+
+
+def test_legacy_start_with_nulls_as_apollo_sends_it() -> None:
+    text = (
+        '{"id":"1","type":"start",'
+        '"payload":{"query":"{ a }","variables":null,"operationName":null}}'
+    )
+    message = gql.parse_client_message(LEGACY, text)
+    assert message.operation == gql.Operation("1", "{ a }", None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "text"),
+    [
+        (MODERN, '{"type":"connection_init"}'),
+        (MODERN, '{"type":"connection_init","payload":{"token":"t"}}'),
+        (MODERN, '{"type":"ping"}'),
+        (MODERN, '{"type":"pong","payload":{}}'),
+        (MODERN, '{"type":"complete","id":"1"}'),
+        (LEGACY, '{"type":"connection_init","payload":"any value"}'),
+        (LEGACY, '{"type":"stop","id":"1"}'),
+        (LEGACY, '{"type":"connection_terminate"}'),
+    ],
+)
+def test_valid_control_messages(protocol: str, text: str) -> None:
+    assert gql.parse_client_message(protocol, text).type == json.loads(text)["type"]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "data", "error"),
+    [
+        (MODERN, "{not json", "not valid JSON"),
+        (MODERN, b'{"type":"ping"}', "binary messages"),
+        (MODERN, "[1, 2]", "JSON object"),
+        (MODERN, '{"type": 5}', '"type" must be a string'),
+        (MODERN, '{"type":"start","id":"1","payload":{"query":"{a}"}}', "unknown message type"),
+        (MODERN, '{"type":"connection_terminate"}', "unknown message type"),
+        (MODERN, '{"type":"next","id":"1","payload":{}}', "unknown message type"),
+        (LEGACY, '{"type":"subscribe","id":"1","payload":{"query":"{a}"}}', "unknown"),
+        (LEGACY, '{"type":"ping"}', "unknown message type"),
+        (MODERN, '{"type":"subscribe","payload":{"query":"{a}"}}', '"id" must be'),
+        (MODERN, '{"type":"subscribe","id":"","payload":{"query":"{a}"}}', '"id" must be'),
+        (MODERN, '{"type":"subscribe","id":"' + "x" * 257 + '","payload":{"query":"{a}"}}', "256"),
+        (MODERN, '{"type":"subscribe","id":"1"}', '"payload" must be an object'),
+        (MODERN, '{"type":"subscribe","id":"1","payload":{"query":""}}', "payload.query"),
+        (MODERN, '{"type":"subscribe","id":"1","payload":{"query":7}}', "payload.query"),
+        (
+            MODERN,
+            '{"type":"subscribe","id":"1","payload":{"query":"{a}","variables":[1]}}',
+            "payload.variables",
+        ),
+        (
+            LEGACY,
+            '{"type":"start","id":"1","payload":{"query":"{a}","operationName":3}}',
+            "operationName",
+        ),
+        (
+            LEGACY,
+            '{"type":"start","id":"1","payload":{"query":"{a}","extensions":"x"}}',
+            "extensions",
+        ),
+        (LEGACY, '{"type":"stop"}', '"id" must be'),
+        (MODERN, '{"type":"connection_init","payload":"token"}', "must be an object"),
+    ],
+)
+def test_invalid_messages_name_the_fault(protocol: str, data: str | bytes, error: str) -> None:
+    with pytest.raises(gql.InvalidMessage, match=error):
+        gql.parse_client_message(protocol, data)
+
+
+def test_malformed_json_is_its_own_kind_for_the_legacy_answer() -> None:
+    with pytest.raises(gql.MalformedJson):
+        gql.parse_client_message(LEGACY, '{"type":')
+    with pytest.raises(gql.InvalidMessage) as caught:
+        gql.parse_client_message(LEGACY, '{"type":"nope"}')
+    assert not isinstance(caught.value, gql.MalformedJson)
+
+
+def test_deeply_nested_json_is_refused_not_crashed() -> None:
+    with pytest.raises(gql.MalformedJson):
+        gql.parse_client_message(MODERN, "[" * 100_000 + "]" * 100_000)
+
+
+def test_server_messages_per_protocol() -> None:
+    result = gql.encode_json({"data": {"a": "é"}})
+    assert json.loads(gql.result_message(MODERN, "q", result)) == {
+        "id": "q",
+        "type": "next",
+        "payload": {"data": {"a": "é"}},
+    }
+    assert json.loads(gql.result_message(LEGACY, "q", result))["type"] == "data"
+    errors = [{"message": "one"}, {"message": "two"}]
+    assert json.loads(gql.error_message(MODERN, "q", errors)) == {
+        "id": "q",
+        "type": "error",
+        "payload": errors,
+    }
+    assert json.loads(gql.error_message(LEGACY, "q", errors))["payload"] == {"message": "one"}
+    assert json.loads(gql.error_message(LEGACY, None, errors)) == {
+        "type": "error",
+        "payload": {"message": "one"},
+    }
+    assert json.loads(gql.complete_message('a"b')) == {"id": 'a"b', "type": "complete"}
+    assert json.loads(gql.connection_ack()) == {"type": "connection_ack"}
+    assert json.loads(gql.connection_ack({"v": 1})) == {
+        "type": "connection_ack",
+        "payload": {"v": 1},
+    }
+    assert json.loads(gql.connection_error("no")) == {
+        "type": "connection_error",
+        "payload": {"message": "no"},
+    }
+    assert json.loads(gql.KEEP_ALIVE) == {"type": "ka"}
+    assert json.loads(gql.PONG) == {"type": "pong"}
