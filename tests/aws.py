@@ -6,14 +6,19 @@ topics never carry messages from one test into another (moto's SQS slows with qu
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import logging
 import os
 import socket
-from collections.abc import Iterator
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
@@ -69,3 +74,74 @@ def moto_endpoint() -> Iterator[MotoEndpoint]:
 def environment_name() -> str:
     """A fresh environment name per test: its resources are its own."""
     return f"t{next(_environments)}-{os.getpid() % 100_000}"
+
+
+# Lambda: moto's simple backend (no docker) answers invokes with queued results.
+
+
+def _moto_api(endpoint: MotoEndpoint, path: str, document: Any | None = None) -> Any:
+    request = urllib.request.Request(
+        endpoint.url + path,
+        data=None if document is None else json.dumps(document).encode(),
+        method="GET" if document is None else "POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+def _create_function(endpoint: MotoEndpoint, name: str) -> None:
+    role = endpoint.client("iam").create_role(
+        RoleName=f"{name}-role",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("handler.py", "def handle(event, context):\n    return event\n")
+    endpoint.client("lambda").create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.handle",
+        Code={"ZipFile": code.getvalue()},
+    )
+
+
+@pytest.fixture
+def lambda_backend(moto_endpoint: MotoEndpoint) -> Iterator[Callable[[bool], None]]:
+    """Choose moto's Lambda backend (docker or simple) for this test; the old one comes back."""
+    before = _moto_api(moto_endpoint, "/moto-api/config")["lambda"]
+
+    def choose(use_docker: bool) -> None:
+        _moto_api(moto_endpoint, "/moto-api/config", {"lambda": {"use_docker": use_docker}})
+
+    yield choose
+    _moto_api(moto_endpoint, "/moto-api/config", {"lambda": before})
+
+
+@pytest.fixture
+def simple_function(
+    moto_endpoint: MotoEndpoint, environment_name: str, lambda_backend: Callable[[bool], None]
+) -> Iterator[str]:
+    """A function in moto's simple backend; results a test left queued are drained after it."""
+    lambda_backend(False)
+    name = f"{environment_name}-graphql"
+    _create_function(moto_endpoint, name)
+    yield name
+    client = moto_endpoint.client("lambda")
+    for _ in range(100):  # the queue is per region, shared by every test: leave it empty
+        payload = client.invoke(FunctionName=name, Payload=b'{"drain":1}')["Payload"].read()
+        if payload == b'{"drain":1}':
+            break
+
+
+async def queue_lambda_results(endpoint: MotoEndpoint, *results: str) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{endpoint.url}/moto-api/static/lambda-simple/response",
+            json={"results": list(results), "region": endpoint.region},
+        ) as response,
+    ):
+        assert response.status == 201

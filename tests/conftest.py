@@ -15,7 +15,12 @@ from runtime.transports.base import ClusterTransport, OriginTransport
 from runtime.transports.graphql_origin import GraphqlOrigin
 from runtime.transports.memory import MemoryOrigin
 from runtime.wire.connection_id import NodeAddress
-from tests.aws import environment_name, moto_endpoint  # noqa: F401 (fixtures)
+from tests.aws import (  # noqa: F401 (fixtures)
+    environment_name,
+    lambda_backend,
+    moto_endpoint,
+    simple_function,
+)
 from tests.origin_server import RecordingOrigin
 
 TOKEN = "test-token"
@@ -99,9 +104,8 @@ async def start_node() -> AsyncIterator[StartNode]:
         **overrides: Any,
     ) -> RunningNode:
         origin = origin if origin is not None else MemoryOrigin()
-        service = NodeService(
-            node_settings(**overrides), origin=origin, cluster=cluster, graphql_origin=graphql_origin
-        )
+        settings = node_settings(**overrides)
+        service = NodeService(settings, origin, cluster, graphql_origin)
         await service.start()
         handle = RunningNode(service, origin)
         running.append(handle)

@@ -17,7 +17,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from runtime.transports.graphql_origin import GraphqlOriginUnavailable
+from runtime.transports.graphql_origin import GraphqlOriginUnavailable, LambdaGraphqlOrigin
+from tests.aws import MotoEndpoint, queue_lambda_results
 from tests.conftest import RunningNode, StartNode
 
 MODERN = "graphql-transport-ws"
@@ -711,3 +712,37 @@ async def test_publish_without_graphql_mode_is_rejected(start_node: StartNode) -
     )
     assert status == 400 and answer["accepted"] == 0
     assert "publish needs GraphQL mode" in answer["rejected"][0]["error"]
+
+
+# The Lambda GraphQL origin, through moto's Lambda API
+
+
+async def test_lambda_origin_answers_init_and_a_query(
+    start_node: StartNode, moto_endpoint: MotoEndpoint, simple_function: str
+) -> None:
+    origin = LambdaGraphqlOrigin(
+        simple_function, region=moto_endpoint.region, endpoint_url=moto_endpoint.url
+    )
+    node = await start_node(graphql_origin=origin, origin_transport="none")
+    await queue_lambda_results(
+        moto_endpoint,
+        '{"accept": true, "payload": {"via": "lambda"}}',
+        '{"result": {"data": {"hello": "from lambda"}}}',
+    )
+    client = await open_client(node, MODERN)
+    await send(client, {"type": "connection_init", "payload": {"token": "t"}})
+    assert await receive(client) == {"type": "connection_ack", "payload": {"via": "lambda"}}
+    await send(client, {"id": "1", "type": "subscribe", "payload": {"query": "{ hello }"}})
+    assert await receive(client) == {
+        "id": "1",
+        "type": "next",
+        "payload": {"data": {"hello": "from lambda"}},
+    }
+    assert await receive(client) == {"id": "1", "type": "complete"}
+    # With nothing queued, moto echoes the request back: not an answer the contract allows.
+    await send(client, {"id": "2", "type": "subscribe", "payload": {"query": "{ hello }"}})
+    assert await receive(client) == {
+        "id": "2",
+        "type": "error",
+        "payload": [{"message": "origin unavailable"}],
+    }

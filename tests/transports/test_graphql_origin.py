@@ -12,16 +12,12 @@ function up (and fails) before it would need docker.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import socket
 import time
-import urllib.request
-import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -30,7 +26,7 @@ from runtime.transports.graphql_origin import (
     HttpGraphqlOrigin,
     LambdaGraphqlOrigin,
 )
-from tests.aws import MotoEndpoint
+from tests.aws import MotoEndpoint, queue_lambda_results
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -246,74 +242,6 @@ async def test_http_unencodable_request_raises() -> None:
 # --- Lambda -----------------------------------------------------------------------------------
 
 
-def _moto_api(endpoint: MotoEndpoint, path: str, document: Any | None = None) -> Any:
-    request = urllib.request.Request(
-        endpoint.url + path,
-        data=None if document is None else json.dumps(document).encode(),
-        method="GET" if document is None else "POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read()
-    return json.loads(text) if text else None
-
-
-def _create_function(endpoint: MotoEndpoint, name: str) -> None:
-    role = endpoint.client("iam").create_role(
-        RoleName=f"{name}-role",
-        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
-    )["Role"]["Arn"]
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("handler.py", "def handle(event, context):\n    return event\n")
-    endpoint.client("lambda").create_function(
-        FunctionName=name,
-        Runtime="python3.11",
-        Role=role,
-        Handler="handler.handle",
-        Code={"ZipFile": code.getvalue()},
-    )
-
-
-@pytest.fixture
-def lambda_backend(moto_endpoint: MotoEndpoint) -> Iterator[Callable[[bool], None]]:
-    """Choose moto's Lambda backend (docker or simple) for this test; the old one comes back."""
-    before = _moto_api(moto_endpoint, "/moto-api/config")["lambda"]
-
-    def choose(use_docker: bool) -> None:
-        _moto_api(moto_endpoint, "/moto-api/config", {"lambda": {"use_docker": use_docker}})
-
-    yield choose
-    _moto_api(moto_endpoint, "/moto-api/config", {"lambda": before})
-
-
-@pytest.fixture
-def simple_function(
-    moto_endpoint: MotoEndpoint, environment_name: str, lambda_backend: Callable[[bool], None]
-) -> Iterator[str]:
-    """A function in moto's simple backend; results a test left queued are drained after it."""
-    lambda_backend(False)
-    name = f"{environment_name}-graphql"
-    _create_function(moto_endpoint, name)
-    yield name
-    client = moto_endpoint.client("lambda")
-    for _ in range(100):  # the queue is per region, shared by every test: leave it empty
-        payload = client.invoke(FunctionName=name, Payload=b'{"drain":1}')["Payload"].read()
-        if payload == b'{"drain":1}':
-            break
-
-
-async def queue_results(endpoint: MotoEndpoint, *results: str) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{endpoint.url}/moto-api/static/lambda-simple/response",
-            json={"results": list(results), "region": endpoint.region},
-        ) as response,
-    ):
-        assert response.status == 201
-
-
 def lambda_origin(endpoint: MotoEndpoint, name: str, **options: Any) -> LambdaGraphqlOrigin:
     return LambdaGraphqlOrigin(name, region=endpoint.region, endpoint_url=endpoint.url, **options)
 
@@ -323,7 +251,7 @@ async def test_lambda_round_trip(moto_endpoint: MotoEndpoint, simple_function: s
     await origin.start()
     try:
         assert await origin.call(REQUEST) == REQUEST  # nothing queued: moto echoes the payload
-        await queue_results(moto_endpoint, '{"accept": true, "payload": {"n": 1}}')
+        await queue_lambda_results(moto_endpoint, '{"accept": true, "payload": {"n": 1}}')
         assert await origin.call(REQUEST) == {"accept": True, "payload": {"n": 1}}
     finally:
         await origin.close()
@@ -334,7 +262,7 @@ async def test_lambda_answer_that_is_not_an_object_is_unavailable(
     moto_endpoint: MotoEndpoint, simple_function: str, result: str
 ) -> None:
     origin = lambda_origin(moto_endpoint, simple_function)
-    await queue_results(moto_endpoint, result)
+    await queue_lambda_results(moto_endpoint, result)
     try:
         with pytest.raises(GraphqlOriginUnavailable, match="no JSON object"):
             await origin.call(REQUEST)
@@ -346,7 +274,8 @@ async def test_lambda_function_error_is_unavailable_with_its_message(
     moto_endpoint: MotoEndpoint, simple_function: str
 ) -> None:
     origin = lambda_origin(moto_endpoint, simple_function)
-    await queue_results(moto_endpoint, "x" * 6_000_001)  # over Lambda's limit: a FunctionError
+    # Over Lambda's limit: a FunctionError.
+    await queue_lambda_results(moto_endpoint, "x" * 6_000_001)
     try:
         with pytest.raises(
             GraphqlOriginUnavailable,
