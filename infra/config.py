@@ -47,14 +47,21 @@ MAX_STOP_TIMEOUT_SECONDS = 120
 SETTINGS = (
     "account", "architecture", "azCount", "certificateArn", "connectionsPerTaskTarget",
     "cpuTargetPercent", "desiredTasks", "domainName", "drainSeconds", "egress", "eventsVia",
-    "exampleOrigin", "fifo", "keepaliveSeconds", "logRetentionDays", "maxConnectionsPerTask",
-    "maxTasks", "minTasks", "natGateways", "regions", "taskCpu", "taskMemory",
+    "exampleOrigin", "fifo", "graphqlOnly", "graphqlOriginFunction", "keepaliveSeconds",
+    "logRetentionDays", "maxConnectionsPerTask", "maxTasks", "minTasks", "natGateways", "regions",
+    "taskCpu", "taskMemory",
 )  # fmt: skip
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _CERTIFICATE = re.compile(r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[\w-]+$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# A GraphQL origin: a function's name, or its ARN, optionally with a version or alias.
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FUNCTION_ARN = re.compile(
+    r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):\d{12}:function:[A-Za-z0-9_-]{1,64}"
+    r"(:(\$LATEST|[A-Za-z0-9_-]{1,128}))?$"
+)
 
 
 class ConfigError(ValueError):
@@ -88,6 +95,8 @@ class EnvironmentConfig:
     max_connections_per_task: int = 20_000
     connections_per_task_target: int = 10_000
     cpu_target_percent: int = 60
+    graphql_origin_functions: Mapping[str, str] = field(default_factory=dict)
+    graphql_only: bool = False
 
     @property
     def names(self) -> ResourceNames:
@@ -103,6 +112,10 @@ class EnvironmentConfig:
 
     def domain_name(self, region: str) -> str | None:
         return self.domain_names.get(region)
+
+    def graphql_origin_function(self, region: str) -> str | None:
+        """The GraphQL origin's function name or ARN in `region`; None: no GraphQL mode."""
+        return self.graphql_origin_functions.get(region)
 
 
 # What an environment that sets nothing but its regions gets.
@@ -184,6 +197,13 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
                 f"{where}.certificateArn.{region} needs domainName for {region}: the name on "
                 "the certificate, which clients connect to"
             )
+    graphql_functions = reader.graphql_functions(regions)
+    graphql_only = reader.boolean("graphqlOnly", DEFAULTS["graphql_only"])
+    if graphql_only and not graphql_functions:
+        raise ConfigError(
+            f"{where}.graphqlOnly needs graphqlOriginFunction: a GraphQL-only node sends no "
+            "events, so GraphQL connections are all it serves"
+        )
     return EnvironmentConfig(
         name=name,
         regions=regions,
@@ -214,6 +234,8 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
         cpu_target_percent=reader.integer(
             "cpuTargetPercent", 10, 90, DEFAULTS["cpu_target_percent"]
         ),
+        graphql_origin_functions=graphql_functions,
+        graphql_only=graphql_only,
     )
 
 
@@ -315,6 +337,37 @@ class _Reader:
                     arn,
                 )
         return arns
+
+    def graphql_functions(self, regions: tuple[str, ...]) -> dict[str, str]:
+        """Nodes invoke their own region's Lambda API, which reaches that region's functions
+        only: a name means the function of that name in each region, an ARN must be in the
+        region it serves, and an object must name a function for every region.
+        """
+        key = "graphqlOriginFunction"
+        functions = self.per_region(key, regions, _function_problem)
+        missing = [region for region in regions if region not in functions]
+        if functions and missing:
+            rule = f"must name a function for every region; missing {missing}"
+            raise self._fail(key, rule, self._get(key))
+        for region, function in functions.items():
+            match = _FUNCTION_ARN.fullmatch(function)
+            if match is not None and match["region"] != region:
+                raise self._fail(
+                    f"{key}.{region}",
+                    f"must be a function in {region} (nodes invoke their own region's Lambda "
+                    "API); give one per region as an object, or a name for every region",
+                    function,
+                )
+        return functions
+
+
+def _function_problem(text: str) -> str | None:
+    if _FUNCTION_NAME.fullmatch(text) or _FUNCTION_ARN.fullmatch(text):
+        return None
+    return (
+        "must be a Lambda function name (letters, digits, - and _; at most 64) or ARN "
+        "(arn:aws:lambda:<region>:<account>:function:<name>[:<alias or version>])"
+    )
 
 
 def _certificate_problem(text: str) -> str | None:

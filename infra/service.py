@@ -8,6 +8,9 @@ and the connections each task holds, which the nodes report as a CloudWatch metr
 Long-lived WebSockets shape the timings: the ALB idle timeout is well above the nodes' ping
 interval, the deregistration delay equals the drain time, and the container's stop timeout
 leaves the node time to finish its drain before SIGKILL.
+
+With a GraphQL origin (a Lambda function), nodes invoke it synchronously and may invoke that
+function (or that alias or version) and nothing else; a GraphQL-only node sends no events.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
@@ -83,6 +87,8 @@ class GatewayService(Construct):
         connections_per_task_target: int,
         cpu_target_percent: int,
         log_retention_days: int,
+        graphql_origin_function: str | None = None,
+        graphql_only: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         base = f"wsgw-{environment_name}"
@@ -188,8 +194,14 @@ class GatewayService(Construct):
         self.log_group = logs.LogGroup(
             self, "NodeLogs", retention=log_retention(log_retention_days)
         )
+        node_messaging = messaging.node_environment
+        if graphql_only:  # GraphQL connections only: no events, so no events queue or topic
+            node_messaging = {
+                "COMMANDS_QUEUE_URL": node_messaging["COMMANDS_QUEUE_URL"],
+                "ORIGIN_TRANSPORT": "none",
+            }
         self.environment = {
-            **messaging.node_environment,
+            **node_messaging,
             "LISTEN": f"0.0.0.0:{WEBSOCKET_PORT}",
             "COMMAND_LISTEN": "",  # commands arrive through the commands queue only
             "PEER_LISTEN": f"0.0.0.0:{PEER_PORT}",
@@ -205,6 +217,17 @@ class GatewayService(Construct):
             "LOG_FORMAT": "json",
             "SERVICE_NAME": self.service_name,  # dimension of the ConnectionsPerTask metric
         }
+        self.graphql_function_arn: str | None = None
+        if graphql_origin_function:
+            self.graphql_function_arn = self._function_arn(graphql_origin_function)
+            # The exact ARN the node invokes: a grant on a function's ARN does not cover its
+            # aliases or versions, nor the other way round, so no wildcard is needed.
+            iam.Grant.add_to_principal(
+                grantee=self.task_definition.task_role,
+                actions=["lambda:InvokeFunction"],
+                resource_arns=[self.graphql_function_arn],
+            )
+            self.environment["GRAPHQL_ORIGIN_FUNCTION"] = self.graphql_function_arn
         self.container = self.task_definition.add_container(
             "Node",
             container_name=CONTAINER_NAME,
@@ -361,4 +384,15 @@ class GatewayService(Construct):
             target_value=connections_per_task_target,
             scale_in_cooldown=SCALE_IN_COOLDOWN,
             scale_out_cooldown=SCALE_OUT_COOLDOWN,
+        )
+
+    def _function_arn(self, function: str) -> str:
+        """An ARN as given; a name is the function of that name in this stack's region."""
+        if function.startswith("arn:"):
+            return function
+        return cdk.Stack.of(self).format_arn(
+            service="lambda",
+            resource="function",
+            resource_name=function,
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
         )

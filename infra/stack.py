@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from infra.config import EnvironmentConfig
@@ -53,6 +54,17 @@ class GatewayStack(cdk.Stack):
             nat_gateways=config.nat_gateways,
             log_retention_days=config.log_retention_days,
         )
+        graphql_function = config.graphql_origin_function(region)
+        if graphql_function and self.network.endpoint_security_group is not None:
+            # Without NAT, nodes reach the GraphQL origin through Lambda's endpoint too.
+            self.network.vpc.add_interface_endpoint(
+                "Lambda",
+                service=ec2.InterfaceVpcEndpointAwsService.LAMBDA_,
+                subnets=self.network.node_subnets,
+                security_groups=[self.network.endpoint_security_group],
+                private_dns_enabled=True,
+                open=False,
+            )
         self.messaging = GatewayMessaging(
             self, "Messaging", names=config.names, events_via_topic=config.events_via == "sns"
         )
@@ -78,6 +90,8 @@ class GatewayStack(cdk.Stack):
             connections_per_task_target=config.connections_per_task_target,
             cpu_target_percent=config.cpu_target_percent,
             log_retention_days=config.log_retention_days,
+            graphql_origin_function=graphql_function,
+            graphql_only=config.graphql_only,
         )
         self.origin: ExampleOrigin | None = None
         if config.example_origin:

@@ -195,7 +195,7 @@ class GraphqlGateway:
             self.counters["graphqlInitsRefused"] += 1
             log.info(
                 "connection_init refused",
-                extra={"connectionId": entry.connection_id, "message": answer.message},
+                extra={"connectionId": entry.connection_id, "reason": answer.message},
             )
             if modern:
                 await _close(entry, connection, gql.FORBIDDEN, _reason("Forbidden", answer.message))

@@ -1,6 +1,7 @@
 """The origin SDK: read gateway events in a Lambda function, send commands from anywhere.
 
 Needs only boto3 and the standard library, so it fits in a Lambda deployment package as is.
+The GraphQL origin, `runtime.origin.graphql`, also needs graphql-core, so it is not imported here.
 """
 
 from __future__ import annotations

@@ -41,9 +41,10 @@ from runtime.origin.packing import (
     pack_batches,
     pack_messages,
     payload_json,
+    publish_command,
     send_commands,
 )
-from runtime.wire.commands import CommandError, parse_command
+from runtime.wire.commands import CommandError, Publish, parse_command
 from runtime.wire.connection_id import InvalidConnectionId, parse_connection_id
 
 __all__ = [
@@ -209,19 +210,32 @@ class GatewayClient:
 
     def broadcast(self, data: str | bytes, *, regions: Iterable[str] | None = None) -> None:
         """Buffer a message to every connection of every node of the regions (default: ours)."""
-        if regions is None:
-            if self.default_region is None:
-                raise ValueError(
-                    "broadcast needs a region: pass regions=, or region= to GatewayClient, "
-                    "or set AWS_REGION"
-                )
-            regions = [self.default_region]
-        targets = list(dict.fromkeys(regions))
-        for target in targets:
-            if not isinstance(target, str) or not target:
-                raise ValueError(f"regions must be non-empty strings (got {target!r})")
+        targets = self._regions(regions, "broadcast")
         data_json, binary = payload_json(data)
         command = broadcast_command(data_json, binary, self.max_message_bytes)
+        self._buffer.extend(_Buffered(target, command) for target in targets)
+
+    def publish(
+        self,
+        keys: str | Iterable[str],
+        context: Any = None,
+        *,
+        regions: Iterable[str] | None = None,
+    ) -> None:
+        """Buffer a publish: every node of the regions (default: ours) re-runs the GraphQL
+        subscriptions that have one of the keys, with `context` (any JSON value) as the
+        GraphQL origin's publishContext. 1 to 1,000 keys of 1 to 256 characters.
+        """
+        targets = self._regions(regions, "publish")
+        key_list = [keys] if isinstance(keys, str) else list(keys)
+        try:  # the node's own rules, so what passes here passes there
+            parsed = parse_command(
+                {"action": "publish", "keys": key_list}, max_payload_bytes=self.max_message_bytes
+            )
+        except CommandError as exc:
+            raise ValueError(f"publish: {exc}") from None
+        assert isinstance(parsed, Publish)
+        command = publish_command(parsed.keys, context, self.max_message_bytes)
         self._buffer.extend(_Buffered(target, command) for target in targets)
 
     # API Gateway management API ----------------------------------------------------------------
@@ -391,6 +405,21 @@ class GatewayClient:
         return min(2.0, self._retry_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
     # Routing and AWS clients -------------------------------------------------------------------
+
+    def _regions(self, regions: Iterable[str] | None, action: str) -> list[str]:
+        """The regions a command for every node goes to: those given, or the client's own."""
+        if regions is None:
+            if self.default_region is None:
+                raise ValueError(
+                    f"{action} needs a region: pass regions=, or region= to GatewayClient, "
+                    "or set AWS_REGION"
+                )
+            regions = [self.default_region]
+        targets = list(dict.fromkeys(regions))
+        for target in targets:
+            if not isinstance(target, str) or not target:
+                raise ValueError(f"regions must be non-empty strings (got {target!r})")
+        return targets
 
     def _by_region(self, connection_ids: str | Iterable[str]) -> dict[str, list[str]]:
         """IDs grouped by the region they name, all checked before anything is buffered."""

@@ -12,6 +12,7 @@ import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024  # SNS default MaximumMessageSize
 MIN_MAX_MESSAGE_BYTES = 1024
@@ -23,6 +24,8 @@ _TAIL = "]}"
 ENVELOPE_BYTES = len(_HEAD) + len(_TAIL)
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# A publish context is any JSON value, and NaN or Infinity are not JSON.
+_encode_strict = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 class MessageTooLarge(ValueError):
@@ -91,6 +94,30 @@ def broadcast_command(data_json: str, binary: bool, max_message_bytes: int) -> E
         raise MessageTooLarge(
             f"a broadcast of {size} bytes cannot fit in a message of at most "
             f"{max_message_bytes} bytes; send less data or raise max_message_bytes"
+        )
+    return EncodedCommand(text, size)
+
+
+def publish_command(keys: Sequence[str], context: Any, max_message_bytes: int) -> EncodedCommand:
+    """One publish command; `keys` follow the node's rules already (the caller checks them).
+
+    Never split: a subscription matching keys of two commands would be re-executed twice.
+    """
+    try:
+        context_json = _encode_strict(context)
+    except TypeError as exc:
+        raise TypeError(f"context must be JSON-serialisable: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"context must be JSON-serialisable: {exc}") from None
+    text = f'{{"action":"publish","keys":{_encode(list(keys))},"context":{context_json}}}'
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("keys or context hold lone surrogates: not valid UTF-8 text") from None
+    if size > max_message_bytes - ENVELOPE_BYTES:
+        raise MessageTooLarge(
+            f"a publish of {size} bytes cannot fit in a message of at most "
+            f"{max_message_bytes} bytes; publish a smaller context or raise max_message_bytes"
         )
     return EncodedCommand(text, size)
 

@@ -2,7 +2,8 @@
 
 The environments: cdk.json's `dev` (one region) and `prod` (two regions) exactly as users deploy
 them, and `edge`, defined here, which turns every switch the other way (an explicit account,
-TLS with a domain, standard queues, events through a standard SNS topic, NAT gateways, x86).
+TLS with a domain, standard queues, events through a standard SNS topic, NAT gateways, x86,
+and a GraphQL origin: a Lambda alias, by ARN).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ CDK_JSON = ROOT / "cdk.json"
 EDGE_CERTIFICATE = (
     "arn:aws:acm:eu-central-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 )
+EDGE_GRAPHQL_FUNCTION = "arn:aws:lambda:eu-central-1:123456789012:function:wsgw-edge-graphql:live"
 EDGE = {
     "account": "123456789012",
     "regions": ["eu-central-1"],
@@ -42,6 +44,7 @@ EDGE = {
     "connectionsPerTaskTarget": 30000,
     "cpuTargetPercent": 50,
     "logRetentionDays": 30,
+    "graphqlOriginFunction": EDGE_GRAPHQL_FUNCTION,
 }
 
 
@@ -114,6 +117,8 @@ DEFAULTS: dict[str, Any] = {
     "exampleOrigin": False,
     "architecture": "ARM64",
     "certificateArn": None,
+    "graphqlOriginFunction": None,
+    "graphqlOnly": False,
 }
 
 

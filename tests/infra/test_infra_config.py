@@ -48,6 +48,7 @@ def test_defaults_are_production_choices() -> None:
     assert not config.example_origin
     assert config.drain_seconds < config.stop_timeout_seconds <= 120
     assert config.names.events_queue == "wsgw-prod-events.fifo"
+    assert config.graphql_origin_function("eu-west-1") is None and not config.graphql_only
 
 
 def test_a_string_certificate_and_domain_apply_to_the_only_region() -> None:
@@ -72,6 +73,32 @@ def test_certificates_per_region() -> None:
     )
     assert config.certificate_arn("eu-west-1") == arns["eu-west-1"]
     assert config.domain_name("us-east-1") == "us.example.com"
+
+
+def test_a_graphql_function_by_name_serves_every_region() -> None:
+    config = parse_environment(
+        "prod",
+        {
+            "regions": ["us-east-1", "eu-west-1"],
+            "graphqlOriginFunction": "my_graphql-1",
+            "graphqlOnly": True,
+        },
+    )
+    assert config.graphql_origin_function("us-east-1") == "my_graphql-1"
+    assert config.graphql_origin_function("eu-west-1") == "my_graphql-1"
+    assert config.graphql_only
+
+
+def test_graphql_functions_by_arn_per_region_with_an_alias_or_a_version() -> None:
+    arns = {
+        "us-east-1": "arn:aws:lambda:us-east-1:123456789012:function:gql:live",
+        "eu-west-1": "arn:aws:lambda:eu-west-1:210987654321:function:gql:7",
+    }
+    config = parse_environment(
+        "prod", {"regions": ["us-east-1", "eu-west-1"], "graphqlOriginFunction": arns}
+    )
+    assert config.graphql_origin_function("eu-west-1") == arns["eu-west-1"]
+    assert not config.graphql_only  # events still go to the event origin
 
 
 @pytest.mark.parametrize(
@@ -110,6 +137,30 @@ def test_certificates_per_region() -> None:
             r"certificateArn\.us-east-1 needs domainName",
         ),
         ({"tasks": 3}, r"environments\.dev has unknown settings \['tasks'\]"),
+        (
+            {"graphqlOriginFunction": "my graphql"},
+            r"environments\.dev\.graphqlOriginFunction\.us-east-1 must be a Lambda function name",
+        ),
+        ({"graphqlOriginFunction": "f" * 65}, r"graphqlOriginFunction\.us-east-1 must be a Lambda"),
+        (
+            {"graphqlOriginFunction": "arn:aws:lambda:us-east-1:123:function:gql"},
+            r"graphqlOriginFunction\.us-east-1 must be a Lambda function name .* or ARN",
+        ),
+        (
+            {"graphqlOriginFunction": "arn:aws:sqs:us-east-1:123456789012:gql"},
+            r"graphqlOriginFunction\.us-east-1 must be a Lambda",
+        ),
+        ({"graphqlOriginFunction": 7}, r"graphqlOriginFunction must be a string or an object"),
+        (
+            {"graphqlOriginFunction": "arn:aws:lambda:eu-west-1:123456789012:function:gql"},
+            r"graphqlOriginFunction\.us-east-1 must be a function in us-east-1",
+        ),
+        (
+            {"regions": ["us-east-1", "eu-west-1"], "graphqlOriginFunction": {"us-east-1": "gql"}},
+            r"graphqlOriginFunction must name a function for every region; missing \['eu-west-1'\]",
+        ),
+        ({"graphqlOnly": "yes"}, r"graphqlOnly must be true or false"),
+        ({"graphqlOnly": True}, r"environments\.dev\.graphqlOnly needs graphqlOriginFunction"),
     ],
 )
 def test_bad_settings_are_named(settings: dict[str, Any], message: str) -> None:

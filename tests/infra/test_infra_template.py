@@ -272,6 +272,11 @@ def test_container_is_configured_by_environment_variables(stack: SynthesizedStac
         "MAX_CONNECTIONS": str(stack.settings.get("maxConnectionsPerTask", 20000)),
         "LOG_FORMAT": "json",
         "SERVICE_NAME": f"wsgw-{stack.environment}-nodes",
+        **(
+            {"GRAPHQL_ORIGIN_FUNCTION": stack.settings["graphqlOriginFunction"]}
+            if "graphqlOriginFunction" in stack.settings
+            else {}
+        ),
     }
     container = stack.one("AWS::ECS::TaskDefinition")["ContainerDefinitions"][0]
     secret = next(iter(stack.resources("AWS::SecretsManager::Secret")))
@@ -586,8 +591,9 @@ def policy_statements(stack: SynthesizedStack, role: str) -> list[tuple[tuple[st
             actions = statement["Action"]
             actions = (actions,) if isinstance(actions, str) else tuple(sorted(actions))
             resource = statement["Resource"]
-            target = resource.get("Ref") or resource.get("Fn::GetAtt", [resource])[0]
-            statements.append((actions, target if isinstance(target, str) else str(target)))
+            if isinstance(resource, dict):  # a Ref or GetAtt of a resource of the stack
+                resource = resource.get("Ref") or resource.get("Fn::GetAtt", [resource])[0]
+            statements.append((actions, resource if isinstance(resource, str) else str(resource)))
     return sorted(statements)
 
 
@@ -599,6 +605,7 @@ def role_of_task(stack: SynthesizedStack) -> str:
 def test_node_task_role_may_send_events_and_settle_commands_and_nothing_else(
     stack: SynthesizedStack,
 ) -> None:
+    """And invoke the GraphQL origin, when there is one (tests/infra/test_infra_graphql.py)."""
     names = names_of(stack)
     if stack.settings.get("eventsVia") == "sns":
         events = (("sns:GetTopicAttributes", "sns:Publish"), topic(stack, names.events_topic))
@@ -613,7 +620,12 @@ def test_node_task_role_may_send_events_and_settle_commands_and_nothing_else(
         ),
         queue(stack, names.commands_queue),
     )
-    assert policy_statements(stack, role_of_task(stack)) == sorted([events, commands])
+    graphql = [
+        (("lambda:InvokeFunction",), function)
+        for function in [stack.settings.get("graphqlOriginFunction")]
+        if function
+    ]
+    assert policy_statements(stack, role_of_task(stack)) == sorted([events, commands, *graphql])
     role = stack.data["Resources"][role_of_task(stack)]["Properties"]
     assert "ManagedPolicyArns" not in role
 

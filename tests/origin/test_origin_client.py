@@ -9,14 +9,16 @@ import pytest
 
 from runtime.origin.client import CommandPublishError, GatewayClient, InvalidConnectionId
 from runtime.origin.packing import (
+    ENVELOPE_BYTES,
     MessageTooLarge,
     close_commands,
     pack_batches,
     pack_messages,
     payload_json,
+    publish_command,
     send_commands,
 )
-from runtime.wire.commands import Send, parse_body
+from runtime.wire.commands import Publish, Send, parse_body
 from tests.aws import MotoEndpoint
 from tests.origin.harness import (
     MAX_PAYLOAD,
@@ -138,6 +140,94 @@ def test_each_region_gets_only_its_commands(aws_chain: MotoEndpoint, environment
         {"action": "send", "connectionIds": there, "data": "hi", "isBase64Encoded": False},
         {"action": "close", "connectionIds": [there[0]], "code": 1000, "reason": ""},
         {"action": "broadcast", "data": "all", "isBase64Encoded": False},
+    ]
+
+
+def test_publish_reaches_each_region_as_one_command(
+    moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    home = provision_region(moto_endpoint, environment_name, REGION)
+    away = provision_region(moto_endpoint, environment_name, OTHER_REGION)
+    with gateway(moto_endpoint, environment_name) as sdk:
+        sdk.publish(["room:lobby", "user:7", "room:lobby"], {"text": "hé", "n": [1, 2.5, None]})
+        sdk.publish("room:lobby")  # one key; context defaults to null
+        sdk.publish(iter(["room:kitchen"]), "just text", regions=[REGION, OTHER_REGION])
+
+    bodies, home_commands = commands_on(
+        client(moto_endpoint, "sqs", REGION), home.commands_queue_url
+    )
+    _, away_commands = commands_on(
+        client(moto_endpoint, "sqs", OTHER_REGION), away.commands_queue_url
+    )
+    assert home_commands == [
+        {
+            "action": "publish",
+            "keys": ["room:lobby", "user:7"],  # a repeated key counts once
+            "context": {"text": "hé", "n": [1, 2.5, None]},
+        },
+        {"action": "publish", "keys": ["room:lobby"], "context": None},
+        {"action": "publish", "keys": ["room:kitchen"], "context": "just text"},
+    ]
+    assert away_commands == [
+        {"action": "publish", "keys": ["room:kitchen"], "context": "just text"}
+    ]
+    parsed, _ = parse_body(bodies[0], max_payload_bytes=MAX_PAYLOAD)
+    assert parsed[1] == Publish(("room:lobby",), b"null")
+
+
+def test_publish_defaults_to_the_client_region(
+    aws_chain: MotoEndpoint, environment_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resources = provision_region(aws_chain, environment_name, REGION)
+    sdk = GatewayClient(environment=environment_name)
+    sdk.publish(["k"], 1)
+    sdk.flush()
+    _, commands = commands_on(client(aws_chain, "sqs", REGION), resources.commands_queue_url)
+    assert commands == [{"action": "publish", "keys": ["k"], "context": 1}]
+
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    with pytest.raises(ValueError, match="publish needs a region"):
+        GatewayClient(environment=environment_name).publish("k")
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ([], '"keys" must be a non-empty list'),
+        ([f"k{i}" for i in range(1001)], '"keys" may hold at most 1000 keys'),
+        (["ok", "x" * 257], r'"keys"\[1\] must be a string of 1 to 256 characters'),
+        (["ok", ""], r'"keys"\[1\] must be a string of 1 to 256'),
+        ([7], r'"keys"\[0\] must be a string'),
+    ],
+)
+def test_publish_keys_follow_the_node_rules(keys: list[object], expected: str) -> None:
+    sdk = GatewayClient(environment="dev", region=REGION)
+    with pytest.raises(ValueError, match=expected):
+        sdk.publish(keys)  # type: ignore[arg-type]
+    assert sdk.pending_commands == 0
+    sdk.publish(["x" * 256] + [f"k{i}" for i in range(999)])  # the most there may be
+    assert sdk.pending_commands == 1
+
+
+def test_publish_context_must_be_json_and_fit_a_message() -> None:
+    sdk = GatewayClient(environment="dev", region=REGION, max_message_bytes=1024)
+    with pytest.raises(TypeError, match="context must be JSON-serialisable"):
+        sdk.publish("k", {"when": object()})
+    with pytest.raises(ValueError, match="context must be JSON-serialisable"):
+        sdk.publish("k", float("nan"))
+    with pytest.raises(ValueError, match="lone surrogates"):
+        sdk.publish("k", "\ud800")
+    fits = 1024 - ENVELOPE_BYTES - len('{"action":"publish","keys":["k"],"context":""}')
+    with pytest.raises(MessageTooLarge, match=f"a publish of {1024 - ENVELOPE_BYTES + 1} bytes"):
+        sdk.publish("k", "x" * (fits + 1))
+    assert sdk.pending_commands == 0
+    sdk.publish("k", "x" * fits)
+    assert sdk.pending_commands == 1
+    [body] = pack_messages([publish_command(["k"], "x" * fits, 1024)], 1024)
+    assert len(body.encode()) == 1024
+    assert parse_body(body, max_payload_bytes=MAX_PAYLOAD)[0] == [
+        Publish(("k",), json.dumps("x" * fits).encode())
     ]
 
 
