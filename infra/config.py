@@ -204,6 +204,11 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
             f"{where}.graphqlOnly needs graphqlOriginFunction: a GraphQL-only node sends no "
             "events, so GraphQL connections are all it serves"
         )
+    if graphql_only and reader.boolean("exampleOrigin", DEFAULTS["example_origin"]):
+        raise ConfigError(
+            f"{where}.graphqlOnly and exampleOrigin do not go together: the example origin "
+            "consumes events, and a GraphQL-only node sends none"
+        )
     return EnvironmentConfig(
         name=name,
         regions=regions,

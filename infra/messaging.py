@@ -72,22 +72,28 @@ class GatewayMessaging(Construct):
                 )
             )
 
-    @property
-    def node_environment(self) -> dict[str, str]:
-        """The node settings (environment variables) that point it at these resources."""
+    def node_environment(self, *, sends_events: bool = True) -> dict[str, str]:
+        """The node settings (environment variables) that point it at these resources.
+
+        A GraphQL-only node (`sends_events=False`) sends no events, only takes commands.
+        """
         environment = {"COMMANDS_QUEUE_URL": self.commands_queue.queue_url}
-        if self.events_topic is not None:
+        if not sends_events:
+            environment["ORIGIN_TRANSPORT"] = "none"
+        elif self.events_topic is not None:
             environment.update(ORIGIN_TRANSPORT="sns", EVENTS_TOPIC_ARN=self.events_topic.topic_arn)
         else:
             environment.update(ORIGIN_TRANSPORT="sqs", EVENTS_QUEUE_URL=self.events_queue.queue_url)
         return environment
 
-    def grant_node(self, grantee: iam.IGrantable) -> None:
+    def grant_node(self, grantee: iam.IGrantable, *, sends_events: bool = True) -> None:
         """What a node does and nothing more: send events, and poll and settle commands.
 
         GetQueueAttributes/GetTopicAttributes let it read MaximumMessageSize at start.
         """
-        if self.events_topic is not None:
+        if not sends_events:
+            pass
+        elif self.events_topic is not None:
             iam.Grant.add_to_principal(
                 grantee=grantee,
                 actions=["sns:Publish", "sns:GetTopicAttributes"],

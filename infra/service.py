@@ -190,18 +190,13 @@ class GatewayService(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
-        messaging.grant_node(self.task_definition.task_role)
+        # A GraphQL-only node sends no events: no events queue or topic, nor rights to them.
+        messaging.grant_node(self.task_definition.task_role, sends_events=not graphql_only)
         self.log_group = logs.LogGroup(
             self, "NodeLogs", retention=log_retention(log_retention_days)
         )
-        node_messaging = messaging.node_environment
-        if graphql_only:  # GraphQL connections only: no events, so no events queue or topic
-            node_messaging = {
-                "COMMANDS_QUEUE_URL": node_messaging["COMMANDS_QUEUE_URL"],
-                "ORIGIN_TRANSPORT": "none",
-            }
         self.environment = {
-            **node_messaging,
+            **messaging.node_environment(sends_events=not graphql_only),
             "LISTEN": f"0.0.0.0:{WEBSOCKET_PORT}",
             "COMMAND_LISTEN": "",  # commands arrive through the commands queue only
             "PEER_LISTEN": f"0.0.0.0:{PEER_PORT}",

@@ -161,6 +161,10 @@ def test_graphql_functions_by_arn_per_region_with_an_alias_or_a_version() -> Non
         ),
         ({"graphqlOnly": "yes"}, r"graphqlOnly must be true or false"),
         ({"graphqlOnly": True}, r"environments\.dev\.graphqlOnly needs graphqlOriginFunction"),
+        (
+            {"graphqlOnly": True, "graphqlOriginFunction": "gql", "exampleOrigin": True},
+            r"graphqlOnly and exampleOrigin do not go together",
+        ),
     ],
 )
 def test_bad_settings_are_named(settings: dict[str, Any], message: str) -> None:

@@ -137,6 +137,9 @@ def test_graphql_only_nodes_send_no_events_and_invoke_the_named_function_in_thei
         s for s in task_role_statements(graphql_only) if "lambda:InvokeFunction" in s["Action"]
     ]
     assert invoke == [{"Action": "lambda:InvokeFunction", "Effect": "Allow", "Resource": arn}]
+    actions = json.dumps([s["Action"] for s in task_role_statements(graphql_only)])
+    assert "sqs:SendMessage" not in actions and "sns:Publish" not in actions  # no events to send
+    assert "sqs:ReceiveMessage" in actions  # commands still arrive
 
 
 def test_graphql_only_nodes_without_nat_reach_lambda_through_a_private_endpoint(
