@@ -3,7 +3,10 @@
 An embedded AWS (moto's server) holds the same queues, topics and table the CDK stack creates, by
 the same names; two nodes peer over UDP on loopback, send their events to the SQS events queue and
 poll the commands queue; the example chat origin consumes the events queue as Lambda would; and a
-demo chat page is served over HTTP. Needs no AWS account: moto is a development dependency.
+demo chat page is served over HTTP. The nodes are in GraphQL mode too: clients that ask for
+`graphql-transport-ws` or `graphql-ws` reach the GraphQL chat example over HTTP, whose mutations
+publish through the commands topic. Needs no AWS account: moto and graphql-core are development
+dependencies.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ PAGE = Path(__file__).with_name("demo") / "chat.html"
 class Ports:
     aws: int
     page: int
+    graphql: int
     nodes: tuple[int, ...]
     peers: tuple[int, ...]
 
@@ -53,6 +57,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--aws-port", type=int, default=4566, help="embedded AWS (moto) port")
     parser.add_argument("--page-port", type=int, default=8000, help="demo chat page port")
     parser.add_argument(
+        "--graphql-port", type=int, default=8090, help="GraphQL chat origin (HTTP) port"
+    )
+    parser.add_argument(
         "--node-ports", default="8080,8081", help="WebSocket ports of the nodes, comma-separated"
     )
     parser.add_argument(
@@ -63,6 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.ports = Ports(
         args.aws_port,
         args.page_port,
+        args.graphql_port,
         tuple(int(port) for port in args.node_ports.split(",")),
         tuple(int(port) for port in args.peer_ports.split(",")),
     )
@@ -111,6 +119,7 @@ def node_settings(args: argparse.Namespace, resources: Resources, index: int) ->
         peer_secret=args.peer_secret,
         peers=tuple(NodeAddress(host, port) for i, port in enumerate(ports.peers) if i != index),
         keepalive_interval=30,
+        graphql_origin_url=f"http://{host}:{ports.graphql}/",
         drain_seconds=5,
         close_timeout=2,
         log_level=args.log_level,
@@ -135,6 +144,35 @@ def page_server(node_urls: list[str]) -> HttpServer:
     return HttpServer(route, max_body_bytes=1024, name="page")
 
 
+def graphql_origin_server(commands_topic_arn: str) -> HttpServer:
+    """The GraphQL chat example over HTTP; its `post` mutation publishes through the commands topic,
+    as a deployed origin would with its GatewayClient."""
+    from runtime.origin.client import GatewayClient
+    from runtime.origin.examples.graphql_chat import build_origin
+    from runtime.origin.graphql import BadRequest
+
+    gateway = GatewayClient(environment=ENVIRONMENT, topic_arns={REGION: commands_topic_arn})
+    publishing = threading.Lock()
+
+    def publish(keys: list[str], context: object) -> None:
+        with publishing:  # requests run in threads; one publish and flush at a time
+            gateway.publish(keys, context, regions=[REGION])
+            gateway.flush()
+
+    origin = build_origin(publish)
+
+    async def route(request: Request) -> Response:
+        if request.method != "POST" or request.path != "/":
+            return json_response({"error": "POST / only"}, 404)
+        try:
+            answer = await asyncio.to_thread(origin.handle, json.loads(request.body))
+        except (ValueError, BadRequest) as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response(answer)
+
+    return HttpServer(route, max_body_bytes=1 << 20, name="graphql-origin")
+
+
 async def run(args: argparse.Namespace) -> int:
     import boto3
 
@@ -144,7 +182,7 @@ async def run(args: argparse.Namespace) -> int:
     server, endpoint = start_aws(args.host, args.ports.aws)
     services: list[NodeService] = []
     stop_origin = threading.Event()
-    page = None
+    page = graphql = None
     origin_thread: threading.Thread | None = None
     try:
         sqs, sns, dynamodb = (
@@ -153,6 +191,8 @@ async def run(args: argparse.Namespace) -> int:
         )
         resources = provision(sqs, sns, dynamodb, ResourceNames(ENVIRONMENT))
         args.peer_secret = secrets.token_urlsafe(24)
+        graphql = graphql_origin_server(resources.commands_topic_arn)
+        await graphql.start(args.host, args.ports.graphql)
         for index in range(len(args.ports.nodes)):
             service = await build_service(node_settings(args, resources, index))
             await service.start()
@@ -169,6 +209,7 @@ async def run(args: argparse.Namespace) -> int:
         print(f"page: http://{args.host}:{page.port}/", flush=True)
         for url in node_urls:
             print(f"node: {url}", flush=True)
+        print(f"graphql: http://{args.host}:{graphql.port}/", flush=True)
         print(f"aws: {endpoint}", flush=True)
         await _until_signal()
         print("stopping", file=sys.stderr, flush=True)
@@ -176,6 +217,8 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         if page is not None:
             await page.stop(timeout=1)
+        if graphql is not None:
+            await graphql.stop(timeout=1)
         for service in services:
             with contextlib.suppress(Exception):
                 await service.drain()

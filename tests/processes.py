@@ -83,14 +83,15 @@ class LocalPorts:
 
     aws: int
     page: int
+    graphql: int
     nodes: tuple[int, int]
     peers: tuple[int, int]
 
     @classmethod
     def free(cls) -> LocalPorts:
-        aws, page, node_a, node_b = free_ports(4)
+        aws, page, graphql, node_a, node_b = free_ports(5)
         peer_a, peer_b = free_ports(2, socket.SOCK_DGRAM)
-        return cls(aws, page, (node_a, node_b), (peer_a, peer_b))
+        return cls(aws, page, graphql, (node_a, node_b), (peer_a, peer_b))
 
 
 async def start_local_system(
@@ -100,6 +101,7 @@ async def start_local_system(
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "runtime", "local",
         "--aws-port", str(ports.aws), "--page-port", str(ports.page),
+        "--graphql-port", str(ports.graphql),
         "--node-ports", ",".join(map(str, ports.nodes)),
         "--peer-ports", ",".join(map(str, ports.peers)),
         cwd=ROOT,
@@ -107,7 +109,7 @@ async def start_local_system(
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout is not None
-    urls: dict[str, list[str]] = {"page": [], "node": [], "aws": []}
+    urls: dict[str, list[str]] = {"page": [], "node": [], "graphql": [], "aws": []}
     deadline = time.monotonic() + 30
     try:
         while not urls["aws"]:

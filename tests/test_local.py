@@ -50,3 +50,42 @@ async def test_two_clients_on_two_nodes_chat() -> None:
         assert await stop_local_system(process) == 0
     finally:
         await stop_local_system(process)
+
+
+async def graphql_client(url: str, protocol: str) -> ClientConnection:
+    client = await connect(url, subprotocols=[protocol])  # type: ignore[list-item]
+    await client.send(json.dumps({"type": "connection_init", "payload": {"token": protocol}}))
+    assert json.loads(await client.recv())["type"] == "connection_ack"
+    if protocol == "graphql-ws":
+        assert json.loads(await client.recv()) == {"type": "ka"}
+    return client
+
+
+async def test_graphql_publish_crosses_sns_sqs_and_the_cluster() -> None:
+    """A mutation on node 2 publishes through the commands topic; subscribers on both hear it."""
+    ports = LocalPorts.free()
+    process, urls = await start_local_system(ports)
+    try:
+        assert urls["graphql"] == [f"http://127.0.0.1:{ports.graphql}/"]
+        subscribe = {
+            "query": 'subscription { messageAdded(room: "local") { room text } }',
+        }
+        modern = await graphql_client(urls["node"][0], "graphql-transport-ws")
+        legacy = await graphql_client(urls["node"][1], "graphql-ws")
+        await modern.send(json.dumps({"id": "1", "type": "subscribe", "payload": subscribe}))
+        await legacy.send(json.dumps({"id": "1", "type": "start", "payload": subscribe}))
+        poster = await graphql_client(urls["node"][1], "graphql-transport-ws")
+        await asyncio.sleep(0.5)  # both subscriptions registered with their nodes
+        post = {"query": 'mutation { post(room: "local", text: "via SNS") { id } }'}
+        await poster.send(json.dumps({"id": "p", "type": "subscribe", "payload": post}))
+        assert json.loads(await asyncio.wait_for(poster.recv(), 10))["type"] == "next"
+        expected = {"data": {"messageAdded": {"room": "local", "text": "via SNS"}}}
+        heard_modern = json.loads(await asyncio.wait_for(modern.recv(), 15))
+        heard_legacy = json.loads(await asyncio.wait_for(legacy.recv(), 15))
+        assert heard_modern == {"id": "1", "type": "next", "payload": expected}
+        assert heard_legacy == {"id": "1", "type": "data", "payload": expected}
+        for client in (modern, legacy, poster):
+            await client.close()
+        assert await stop_local_system(process) == 0
+    finally:
+        await stop_local_system(process)
