@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint browser bench conformance clean
+.PHONY: install run test lint browser jsclients bench conformance clean
 
 $(STAMP): requirements.txt runtime/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,21 @@ browser:
 	            || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } \
 	  || echo "WARNING: chromium is missing and cannot be installed here: the browser test will be SKIPPED"
 
-test: install lint browser
+# The real JS GraphQL clients (graphql-ws, subscriptions-transport-ws) for their test, installed
+# from tests/js/package-lock.json when node and npm exist and the install is missing or stale;
+# otherwise that test skips, loudly.
+JS := tests/js
+jsclients:
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  echo "WARNING: node or npm is missing: the JS GraphQL client test will be SKIPPED"; \
+	elif [ $(JS)/package-lock.json -nt $(JS)/node_modules/.package-lock.json ] \
+	     || [ $(JS)/package.json -nt $(JS)/node_modules/.package-lock.json ]; then \
+	  npm ci --prefix $(JS) --no-audit --no-fund --silent \
+	    || { rm -rf $(JS)/node_modules; \
+	         echo "WARNING: npm ci failed in $(JS): the JS GraphQL client test will be SKIPPED"; }; \
+	fi
+
+test: install lint browser jsclients
 	$(PY) -m pytest -q
 
 lint: install

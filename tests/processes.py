@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,12 +29,17 @@ async def start_process(
     """
     local_only = () if "--peer-secret" in flags else ("--local-only", "true")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runtime", "serve", *local_only, *flags,
+        sys.executable,
+        "-m",
+        "runtime",
+        "serve",
+        *local_only,
+        *flags,
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    )
     assert process.stdout is not None
     addresses: dict[str, str] = {}
     deadline = time.monotonic() + 15
@@ -99,15 +106,24 @@ async def start_local_system(
 ) -> tuple[asyncio.subprocess.Process, dict[str, list[str]]]:
     """`python -m runtime local` as `make run` starts it; returns its printed URLs by kind."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runtime", "local",
-        "--aws-port", str(ports.aws), "--page-port", str(ports.page),
-        "--graphql-port", str(ports.graphql),
-        "--node-ports", ",".join(map(str, ports.nodes)),
-        "--peer-ports", ",".join(map(str, ports.peers)),
+        sys.executable,
+        "-m",
+        "runtime",
+        "local",
+        "--aws-port",
+        str(ports.aws),
+        "--page-port",
+        str(ports.page),
+        "--graphql-port",
+        str(ports.graphql),
+        "--node-ports",
+        ",".join(map(str, ports.nodes)),
+        "--peer-ports",
+        ",".join(map(str, ports.peers)),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    )
     assert process.stdout is not None
     urls: dict[str, list[str]] = {"page": [], "node": [], "graphql": [], "aws": []}
     deadline = time.monotonic() + 30
@@ -134,3 +150,89 @@ async def stop_local_system(process: asyncio.subprocess.Process) -> int:
         except TimeoutError:
             process.kill()
     return await process.wait()
+
+
+@dataclass
+class NodeProcess:
+    """A running `python -m runtime serve`: its URLs, its logs, and its command endpoint."""
+
+    process: asyncio.subprocess.Process
+    ws_url: str
+    commands_url: str
+    logs: list[dict[str, Any]]
+    reader: asyncio.Task[None]
+    token: str
+
+    @classmethod
+    async def start(cls, *flags: str, token: str) -> NodeProcess:
+        """Start a node with a command endpoint on a free port, guarded by `token`."""
+        process, addresses = await start_process(
+            "--listen",
+            "127.0.0.1:0",
+            "--command-listen",
+            "127.0.0.1:0",
+            "--command-token",
+            token,
+            *flags,
+        )
+        logs, reader = keep_reading(process)
+        return cls(
+            process,
+            f"ws://{addresses['websocketAddress']}",
+            f"http://{addresses['commandAddress']}/commands",
+            logs,
+            reader,
+            token,
+        )
+
+    async def post(self, commands: list[dict[str, Any]]) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.commands_url, json={"commands": commands}, headers=headers) as r,
+        ):
+            assert r.status == 200, await r.text()
+            return dict(await r.json())
+
+    async def stats(self) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        url = self.commands_url.rsplit("/", 1)[0] + "/stats"
+        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as r:
+            return dict(await r.json())
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+        self.reader.cancel()
+
+
+async def start_cluster(count: int, *flags: str, token: str, secret: str) -> list[NodeProcess]:
+    """`count` nodes peered over UDP on loopback, returned once each sees all the others up."""
+    ports = free_ports(count, socket.SOCK_DGRAM)
+    nodes: list[NodeProcess] = []
+    try:
+        for port in ports:
+            others = ",".join(f"127.0.0.1:{p}" for p in ports if p != port)
+            nodes.append(
+                await NodeProcess.start(
+                    "--peer-listen",
+                    f"127.0.0.1:{port}",
+                    "--peer-secret",
+                    secret,
+                    "--peers",
+                    others,
+                    *flags,
+                    token=token,
+                )
+            )
+        # Broadcasts go to the peers a node knows to be up: wait until each sees all others.
+        deadline = time.monotonic() + 10
+        while not all([(await node.stats())["peers"]["peers_up"] == count - 1 for node in nodes]):
+            assert time.monotonic() < deadline, "peers never came up"
+            await asyncio.sleep(0.05)
+    except BaseException:
+        for node in nodes:
+            await node.kill()
+        raise
+    return nodes

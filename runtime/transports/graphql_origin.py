@@ -18,9 +18,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runtime.transports.http1 import HttpClient, HttpClientError
+from runtime.transports.http1 import HttpClientError
+from runtime.transports.http_origin import json_client
 
-USER_AGENT = "wsgateway-node"
 # One try per invocation: a request whose answer was lost may have run (connection_init can have
 # side effects), and a second try would not fit in the timeout the client is waiting on anyway.
 LAMBDA_ATTEMPTS = 1
@@ -72,12 +72,7 @@ class HttpGraphqlOrigin:
     ) -> None:
         _check_concurrency(concurrency)
         self.url = url
-        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._client = HttpClient(
-            url, max_connections=concurrency, timeout=timeout, headers=headers
-        )
+        self._client = json_client(url, token, concurrency, timeout)
 
     async def start(self) -> None:
         """Connections open on first use."""

@@ -10,6 +10,14 @@ from runtime.transports.http1 import HttpClient, HttpClientError
 USER_AGENT = "wsgateway-node"
 
 
+def json_client(url: str, token: str, connections: int, timeout: float) -> HttpClient:
+    """A keep-alive client that POSTs JSON to an origin, with its bearer token when set."""
+    headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return HttpClient(url, max_connections=connections, timeout=timeout, headers=headers)
+
+
 class HttpOrigin:
     def __init__(
         self,
@@ -25,13 +33,8 @@ class HttpOrigin:
         self.concurrency = concurrency
         self.max_batch_events = max_batch_events
         self.max_batch_bytes = max_batch_bytes
-        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         # One connection per request slot: the pump never has more requests in flight.
-        self._client = HttpClient(
-            url, max_connections=concurrency, timeout=timeout, headers=headers
-        )
+        self._client = json_client(url, token, concurrency, timeout)
 
     async def start(self) -> None:
         """Connections open on first use."""

@@ -6,87 +6,35 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
-import aiohttp
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.origin_server import RecordingOrigin
-from tests.processes import keep_reading, start_process
-from tests.transports.test_udp_peers import free_udp_port
+from tests.processes import NodeProcess, start_cluster
 
 SECRET = "three-node-secret-0123456789"
 TOKEN = "cluster-token"
 DOWN_SECONDS = 1.0
 
 
-@dataclass
-class NodeProcess:
-    process: asyncio.subprocess.Process
-    ws_url: str
-    commands_url: str
-    logs: list[dict[str, Any]]
-    reader: asyncio.Task[None]
-
-    async def post(self, commands: list[dict[str, Any]]) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(self.commands_url, json={"commands": commands}, headers=headers) as r,
-        ):
-            assert r.status == 200, await r.text()
-            return dict(await r.json())
-
-    async def stats(self) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        url = self.commands_url.rsplit("/", 1)[0] + "/stats"
-        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as r:
-            return dict(await r.json())
-
-
 @pytest.fixture
 async def three_nodes(origin: RecordingOrigin) -> AsyncIterator[list[NodeProcess]]:
-    ports = [free_udp_port() for _ in range(3)]
     nodes: list[NodeProcess] = []
     try:
-        for port in ports:
-            others = ",".join(f"127.0.0.1:{p}" for p in ports if p != port)
-            process, addresses = await start_process(
-                "--listen", "127.0.0.1:0",
-                "--command-listen", "127.0.0.1:0",
-                "--command-token", TOKEN,
-                "--origin-url", origin.url,
-                "--peer-listen", f"127.0.0.1:{port}",
-                "--peer-secret", SECRET,
-                "--peers", others,
-                "--peer-down-seconds", str(DOWN_SECONDS),
-                "--keepalive-interval", "0",
-                "--peer-metrics-interval", "0.3",
-            )  # fmt: skip
-            logs, reader = keep_reading(process)
-            nodes.append(
-                NodeProcess(
-                    process,
-                    f"ws://{addresses['websocketAddress']}",
-                    f"http://{addresses['commandAddress']}/commands",
-                    logs,
-                    reader,
-                )
-            )
-        # Broadcasts go to the peers a node knows to be up: wait until each sees both others.
-        deadline = time.monotonic() + 10
-        while not all([(await node.stats())["peers"]["peers_up"] == 2 for node in nodes]):
-            assert time.monotonic() < deadline, "peers never came up"
-            await asyncio.sleep(0.05)
+        nodes = await start_cluster(
+            3,
+            "--origin-url", origin.url,
+            "--peer-down-seconds", str(DOWN_SECONDS),
+            "--keepalive-interval", "0",
+            "--peer-metrics-interval", "0.3",
+            token=TOKEN,
+            secret=SECRET,
+        )  # fmt: skip
         yield nodes
     finally:
         for node in nodes:
-            if node.process.returncode is None:
-                node.process.kill()
-            await node.process.wait()
-            node.reader.cancel()
+            await node.kill()
 
 
 async def connect_clients(

@@ -14,15 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from runtime.origin.examples.graphql_chat import build_origin
 from tests.graphql_origin_server import RunningGraphqlOrigin, start_graphql_origin
-from tests.processes import keep_reading, start_process
-from tests.transports.test_udp_peers import free_udp_port
+from tests.processes import NodeProcess, start_cluster
 
 SECRET = "graphql-cluster-secret-0123456789"
 TOKEN = "graphql-cluster-token"
@@ -30,30 +28,6 @@ SUBSCRIBE = "subscription Added($room: String!) { messageAdded(room: $room) { id
 POST = "mutation Post($room: String!, $text: String!) { post(room: $room, text: $text) { id } }"
 MODERN = "graphql-transport-ws"
 HISTORY = "query History($room: String!) { messages(room: $room) { text } }"
-
-
-@dataclass
-class NodeProcess:
-    process: asyncio.subprocess.Process
-    ws_url: str
-    commands_url: str
-    logs: list[dict[str, Any]]
-    reader: asyncio.Task[None]
-
-    async def post(self, commands: list[dict[str, Any]]) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(self.commands_url, json={"commands": commands}, headers=headers) as r,
-        ):
-            assert r.status == 200, await r.text()
-            return dict(await r.json())
-
-    async def stats(self) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        url = self.commands_url.rsplit("/", 1)[0] + "/stats"
-        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as r:
-            return dict(await r.json())
 
 
 @dataclass
@@ -75,35 +49,20 @@ async def cluster() -> AsyncIterator[Cluster]:
         task.add_done_callback(pending.discard)
 
     origin = await start_graphql_origin(build_origin(publish))
-    ports = [free_udp_port() for _ in range(2)]
     try:
-        for port in ports:
-            others = ",".join(f"127.0.0.1:{p}" for p in ports if p != port)
-            process, addresses = await start_process(
-                "--listen", "127.0.0.1:0",
-                "--command-listen", "127.0.0.1:0",
-                "--command-token", TOKEN,
-                "--origin-transport", "none",
-                "--graphql-origin-url", origin.url,
-                "--peer-listen", f"127.0.0.1:{port}",
-                "--peer-secret", SECRET,
-                "--peers", others,
-                "--peer-down-seconds", "1",
-            )  # fmt: skip
-            logs, reader = keep_reading(process)
-            nodes.append(
-                NodeProcess(
-                    process,
-                    f"ws://{addresses['websocketAddress']}",
-                    f"http://{addresses['commandAddress']}/commands",
-                    logs,
-                    reader,
-                )
+        nodes.extend(
+            await start_cluster(
+                2,
+                "--origin-transport",
+                "none",
+                "--graphql-origin-url",
+                origin.url,
+                "--peer-down-seconds",
+                "1",
+                token=TOKEN,
+                secret=SECRET,
             )
-        deadline = time.monotonic() + 10
-        while not all([(await node.stats())["peers"]["peers_up"] == 1 for node in nodes]):
-            assert time.monotonic() < deadline, "peers never came up"
-            await asyncio.sleep(0.05)
+        )
         yield Cluster(origin, nodes)
         for task in list(pending):
             await task  # a publish that failed fails the test
@@ -111,10 +70,7 @@ async def cluster() -> AsyncIterator[Cluster]:
         assert not errors, errors
     finally:
         for node in nodes:
-            if node.process.returncode is None:
-                node.process.kill()
-            await node.process.wait()
-            node.reader.cancel()
+            await node.kill()
         await origin.stop()
 
 

@@ -17,6 +17,8 @@ from graphql import GraphQLError, build_schema
 from runtime.origin.examples.graphql_chat import build_origin
 from runtime.origin.graphql import SKIP, BadRequest, GraphqlOrigin, Reject, SubscriptionStart
 from runtime.transports.http1 import HttpClient
+from runtime.wire import graphql_contract as contract
+from runtime.wire.graphql_ws import Operation
 from tests.graphql_origin_server import start_graphql_origin
 
 NODE = "10.0.1.5:9100"
@@ -31,15 +33,11 @@ ROOM_SUBSCRIPTION = "subscription Added($room: String!) { messageAdded(room: $ro
 Published = list[tuple[list[str], Any]]
 
 
+# The node's own request builders, so the SDK is tested against exactly what nodes send.
+
+
 def init(payload: Any) -> dict[str, Any]:
-    return {
-        "type": "connection_init",
-        "node": NODE,
-        "connectionId": CONNECTION,
-        "subprotocol": "graphql-transport-ws",
-        "payload": payload,
-        "connect": CONNECT_EVENT,
-    }
+    return contract.init_request(NODE, CONNECTION, "graphql-transport-ws", payload, CONNECT_EVENT)
 
 
 def start(
@@ -49,17 +47,8 @@ def start(
     context: Any = None,
     operation_id: str = "1",
 ) -> dict[str, Any]:
-    return {
-        "type": "start",
-        "node": NODE,
-        "connectionId": CONNECTION,
-        "operationId": operation_id,
-        "query": query,
-        "variables": variables,
-        "operationName": operation_name,
-        "extensions": None,
-        "context": context,
-    }
+    operation = Operation(operation_id, query, variables, operation_name, None)
+    return contract.start_request(NODE, CONNECTION, operation, context)
 
 
 def subscription_query(
@@ -70,16 +59,9 @@ def subscription_query(
     input_context: Any = None,
     digest: str = "9f2c",
 ) -> dict[str, Any]:
-    return {
-        "type": "subscription_query",
-        "node": NODE,
-        "inputDigest": digest,
-        "query": query,
-        "variables": variables,
-        "operationName": operation_name,
-        "inputContext": input_context,
-        "publishContext": publish_context,
-    }
+    return contract.subscription_query_request(
+        NODE, digest, query, variables, operation_name, input_context, publish_context
+    )
 
 
 @pytest.fixture
