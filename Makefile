@@ -51,6 +51,7 @@ bench: install
 	$(PY) -m bench.run
 	$(PY) -m bench.cluster
 	$(PY) -m bench.local
+	$(PY) -m bench.graphql
 	$(PY) -m bench.charts
 
 # Every Autobahn case, compression ones included; the summary goes to docs/conformance.md.

@@ -1,0 +1,135 @@
+"""The GraphQL publish benchmark must keep running, and keep checking what it claims to measure:
+one origin execution per distinct input per publish, frames the size it says, a report that
+replaces its own section only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import graphql
+from bench.common import write_section
+from runtime.transports.http1 import Request
+from runtime.wire import graphql_contract as contract
+from runtime.wire import graphql_ws as gql
+
+ROOT = Path(__file__).resolve().parents[2]
+# Results of a real run, kept with the tests: bench/results/ is not committed.
+STORED = Path(__file__).with_name("data") / "graphql.json"
+
+
+def test_quick_run_executes_each_input_once_per_publish() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.graphql", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "deliveries/s" in result.stdout
+    raw = json.loads((ROOT / "bench" / "results" / "graphql-quick.json").read_text())
+    plan = raw["plan"]
+    for name, inputs, publishes in (
+        ("A", 1, plan["publishes"]),
+        ("B", plan["inputs"], plan["distinct_publishes"]),
+    ):
+        checks = {check["name"]: check for check in raw[name]["checks"]}
+        assert all(check["ok"] for check in checks.values()), checks
+        assert checks["origin subscription_query requests"]["measured"] == inputs * publishes
+        assert checks["executions of each input (fewest, most)"]["measured"] == [publishes] * 2
+        for kind in ("publish", "broadcast"):
+            figures = raw[name][kind]
+            assert figures["complete"] == figures["rounds"] == publishes
+            assert figures["deliveries_per_second"] > 0 and figures["p99_ms"] > 0
+    assert raw["generator"]["deliveries_per_second"] > 0
+    assert raw["A"]["frame_bytes"] == [plan["message_bytes"]]
+
+
+def test_result_frames_have_the_planned_size_in_both_protocols() -> None:
+    """What the node sends (its own encoders) is as long as the broadcast baseline's frame."""
+    for seq in (1, 99, 123_456):
+        context = graphql.tick_context(seq, 128)
+        result = gql.encode_json({"data": {"tick": context}})
+        broadcast = graphql.result_text(seq, context["pad"])
+        assert len(broadcast) == 128
+        for protocol in gql.PROTOCOLS:
+            frame = gql.result_message(protocol, "1", result)
+            assert len(frame) == 128
+            assert graphql.marker(seq) in frame.encode()
+        assert graphql.marker(seq) in broadcast.encode()
+    assert graphql.marker(1) not in graphql.result_text(12, "x").encode()
+
+
+def test_origin_answers_the_contract_and_counts_executions() -> None:
+    origin = graphql.TickOrigin()
+
+    def ask(document: dict[str, object]) -> dict[str, object]:
+        request = Request("POST", "/", "", {}, json.dumps(document).encode())
+        return json.loads(asyncio.run(origin.route(request)).body)  # type: ignore[no-any-return]
+
+    assert contract.parse_init_answer(ask({"type": "connection_init"})).accept
+    start = {"type": "start", "variables": {"digest": "b3", "key": "tick:b"}}
+    subscription = contract.parse_start_answer(ask(start)).subscription
+    assert subscription is not None
+    assert (subscription.digest, subscription.keys) == ("b3", ("tick:b",))
+    for _ in range(2):
+        query = {"type": "subscription_query", "inputDigest": "b3", "publishContext": {"n": 1}}
+        answer = contract.parse_query_answer(ask(query))
+        assert answer.result == {"data": {"tick": {"n": 1}}}
+    stats = asyncio.run(origin.route(Request("GET", "/stats", "", {}, b"")))
+    assert json.loads(stats.body) == {
+        "requests": {"connection_init": 1, "start": 1, "subscription_query": 2},
+        "queries": {"b3": 2},
+    }
+
+
+def test_report_from_stored_results_replaces_only_its_section(tmp_path: Path) -> None:
+    results = json.loads(STORED.read_text())
+    section = graphql.markdown(results)
+    assert section.startswith(graphql.SECTION + "\n")
+    assert f"`{results['command']}`" in section
+    assert "FAIL" not in section
+    for row in graphql.rows(results):
+        assert f"| {' | '.join(row)} |" in section
+    doc = tmp_path / "performance.md"
+    shutil.copy(ROOT / "docs" / "performance.md", doc)
+    before = doc.read_text()
+    others = [line for line in before.splitlines() if line.startswith("## ")]
+    for _ in range(2):  # a second run replaces the section rather than appending another
+        write_section(doc, section)
+        text = doc.read_text()
+        assert text.count(graphql.SECTION) == 1
+        assert [line for line in text.splitlines() if line.startswith("## ")] == others + (
+            [] if graphql.SECTION in others else [graphql.SECTION]
+        )
+
+
+def test_an_execution_per_subscriber_fails_the_check() -> None:
+    """Had the node run the input once per subscriber, the run must fail, not report figures."""
+    plan = graphql.Plan(subscribers=4)
+    before = {"node": {}, "origin": {"requests": {}, "queries": {}}}
+    once = {
+        "node": {"graphqlSubscriptionQueries": 3, "graphqlSubscriptionResultsSent": 12},
+        "origin": {"requests": {"subscription_query": 3}, "queries": {"a": 3}},
+    }
+    checks = graphql.check_executions(before, once, ["a"], 3, plan)
+    assert all(check["ok"] for check in checks)
+    per_subscriber = {
+        "node": {"graphqlSubscriptionQueries": 12, "graphqlSubscriptionResultsSent": 12},
+        "origin": {"requests": {"subscription_query": 12}, "queries": {"a": 12}},
+    }
+    failed = {
+        c["name"]
+        for c in graphql.check_executions(before, per_subscriber, ["a"], 3, plan)
+        if not c["ok"]
+    }
+    assert failed == {
+        "origin subscription_query requests",
+        "executions of each input (fewest, most)",
+        "node graphqlSubscriptionQueries",
+    }
