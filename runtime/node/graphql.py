@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,9 +33,16 @@ Entry = ConnectionEntry[ServerConnection]
 SendText = Callable[[Entry, str], bool]
 
 ORIGIN_UNAVAILABLE = "origin unavailable"
-# Subscription executions waiting for the origin, across inputs; beyond, publishes are dropped
-# and counted rather than queued without bound behind a slow origin.
+# 1013 (try again later), not the protocol's 4500: graphql-ws clients never retry 4500, and an
+# origin that failed once may answer the next attempt.
+ORIGIN_UNAVAILABLE_CLOSE = 1013
+# Subscription executions waiting for the origin, across inputs, and the bytes of their publish
+# contexts; beyond either, publishes are dropped and counted rather than queued without bound
+# behind a slow origin.
 MAX_PENDING_EXECUTIONS = 10_000
+MAX_PENDING_BYTES = 64 << 20
+KEEPALIVE_KEYS_PER_REQUEST = 1_000  # at most 256 characters each: well under Lambda's 6 MB
+DROP_LOG_SECONDS = 10.0
 MAX_CLOSE_REASON_BYTES = 123
 
 
@@ -78,8 +86,10 @@ class GraphqlGateway:
         self.max_operations = max_operations
         self.index = SubscriptionIndex()
         self.sessions: dict[str, Session] = {}
-        self._queues: dict[str, deque[Any]] = {}
+        self._queues: dict[str, deque[tuple[Any, int]]] = {}
         self._pending = 0
+        self._pending_bytes = 0
+        self._last_drop_log = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
 
@@ -93,8 +103,10 @@ class GraphqlGateway:
             )
 
     async def stop(self) -> None:
-        for task in [*self._loops, *self._tasks]:
+        tasks = [*self._loops, *self._tasks]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.origin.close()
 
     def stats(self) -> dict[str, int]:
@@ -129,9 +141,8 @@ class GraphqlGateway:
                     if isinstance(exc, gql.MalformedJson):
                         self._send(session, gql.connection_error(str(exc)))
                     else:
-                        self._send(
-                            session, gql.error_message(LEGACY, None, gql.errors_of(str(exc)))
-                        )
+                        errors = gql.errors_of(str(exc))
+                        self._send(session, gql.error_message(LEGACY, exc.operation_id, errors))
                     continue
                 if not await self._dispatch(session, connection, message, connect):
                     return
@@ -151,7 +162,7 @@ class GraphqlGateway:
         if kind == "connection_init":
             return await self._init(session, connection, message.payload, connect)
         if kind == "ping":
-            self._send(session, gql.PONG)
+            self._send(session, gql.pong(message.payload))
         elif kind == "pong":
             pass
         elif kind == "connection_terminate":
@@ -186,7 +197,7 @@ class GraphqlGateway:
         except (GraphqlOriginUnavailable, contract.BadOriginAnswer) as exc:
             self._origin_failed("connection_init", exc, entry.connection_id)
             if modern:
-                await _close(entry, connection, gql.INTERNAL_ERROR, ORIGIN_UNAVAILABLE)
+                await _close(entry, connection, ORIGIN_UNAVAILABLE_CLOSE, ORIGIN_UNAVAILABLE)
             else:
                 self._send(session, gql.connection_error(ORIGIN_UNAVAILABLE))
                 await _close(entry, connection, 1011, ORIGIN_UNAVAILABLE)
@@ -206,7 +217,8 @@ class GraphqlGateway:
         session.acknowledged = True
         session.context = answer.context
         self._send(session, gql.connection_ack(answer.payload))
-        if not modern:
+        if not modern and self.ka_interval > 0:
+            # subscriptions-transport-ws expects another ka within 30 s of its first one.
             self._send(session, gql.KEEP_ALIVE)
         return True
 
@@ -251,13 +263,27 @@ class GraphqlGateway:
         return True
 
     async def _run_operation(self, session: Session, operation: Operation) -> None:
+        try:
+            await self._operation(session, operation)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "GraphQL operation failed",
+                extra={"connectionId": session.connection_id, "operationId": operation.id},
+            )
+            if session.operations.get(operation.id) is asyncio.current_task():
+                del session.operations[operation.id]
+                self._fail_operation(session, operation.id, "internal error")
+
+    async def _operation(self, session: Session, operation: Operation) -> None:
         operation_id = operation.id
         self.counters["graphqlOperations"] += 1
         request = contract.start_request(
             self.node, session.connection_id, operation, session.context
         )
         try:
-            answer = contract.parse_start_answer(await self.origin.call(request))
+            answer = contract.parse_start_answer(await self._call_shielded(request))
         except (GraphqlOriginUnavailable, contract.BadOriginAnswer) as exc:
             self._origin_failed("start", exc, session.connection_id)
             session.operations.pop(operation_id, None)
@@ -289,6 +315,14 @@ class GraphqlGateway:
         else:
             self._send(session, gql.complete_message(operation_id))
 
+    async def _call_shielded(self, request: dict[str, Any]) -> dict[str, Any]:
+        """An origin call that outlives the operation's cancellation: cut off mid-answer, a
+        kept-alive origin connection would be thrown away, one per subscribe and complete."""
+        call = asyncio.ensure_future(self.origin.call(request))
+        self._keep(call)
+        call.add_done_callback(_retrieve)
+        return await asyncio.shield(call)
+
     def _end(self, session: Session, operation_id: str) -> None:
         task = session.operations.pop(operation_id, None)
         if task is not None:
@@ -308,33 +342,51 @@ class GraphqlGateway:
         if not inputs:
             return 0
         publish_context = json.loads(context)
+        size = len(context)
         queued = 0
         for held in inputs:
-            if self._pending >= MAX_PENDING_EXECUTIONS:
+            if (
+                self._pending >= MAX_PENDING_EXECUTIONS
+                or self._pending_bytes + size > MAX_PENDING_BYTES
+            ):
                 self.counters["graphqlExecutionsDropped"] += 1
                 continue
             self._pending += 1
+            self._pending_bytes += size
             queued += 1
             queue = self._queues.get(held.digest)
             if queue is None:
                 queue = self._queues[held.digest] = deque()
                 self._keep(asyncio.ensure_future(self._run_input(held.digest, queue)))
-            queue.append(publish_context)
-        if queued < len(inputs):
-            log.warning("subscription executions dropped: too many waiting for the origin")
+            queue.append((publish_context, size))
+        if queued < len(inputs) and time.monotonic() - self._last_drop_log > DROP_LOG_SECONDS:
+            self._last_drop_log = time.monotonic()
+            log.warning(
+                "subscription executions dropped: too many waiting for the origin",
+                extra={"dropped": self.counters["graphqlExecutionsDropped"]},
+            )
         return queued
 
-    async def _run_input(self, digest: str, queue: deque[Any]) -> None:
+    async def _run_input(self, digest: str, queue: deque[tuple[Any, int]]) -> None:
         """Execute one input's publishes one after another, so updates arrive in order."""
         try:
             while queue:
-                publish_context = queue.popleft()
+                publish_context, size = queue.popleft()
                 self._pending -= 1
+                self._pending_bytes -= size
                 held = self.index.get(digest)
-                if held is not None:
+                if held is None:
+                    continue
+                try:
                     await self._execute(held, publish_context)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one bad execution must not cost the publishes behind it
+                    self.counters["graphqlSubscriptionQueryFailures"] += 1
+                    log.exception("subscription execution failed", extra={"inputDigest": digest})
         finally:
             self._pending -= len(queue)
+            self._pending_bytes -= sum(size for _, size in queue)
             del self._queues[digest]
 
     async def _execute(self, held: SubscriptionInput, publish_context: Any) -> None:
@@ -354,14 +406,15 @@ class GraphqlGateway:
             self.counters["graphqlSubscriptionQueryFailures"] += 1
             self._origin_failed("subscription_query", exc, None)
             return
-        subscribers = list(held.subscribers)
         result_json = gql.encode_json(answer.result) if answer.result is not None else None
-        for connection_id, operation_id in subscribers:
+        sent = 0
+        for connection_id, operation_id in list(held.subscribers):
             session = self.sessions.get(connection_id)
             if session is None:
                 continue
             if result_json is not None:
                 self._send(session, gql.result_message(session.protocol, operation_id, result_json))
+                sent += 1
             if answer.errors is not None:
                 self._send(
                     session, gql.error_message(session.protocol, operation_id, answer.errors)
@@ -371,8 +424,7 @@ class GraphqlGateway:
             if answer.errors is not None or answer.complete:
                 session.operations.pop(operation_id, None)
                 self.index.remove((connection_id, operation_id))
-        if result_json is not None:
-            self.counters["graphqlSubscriptionResultsSent"] += len(subscribers)
+        self.counters["graphqlSubscriptionResultsSent"] += sent
 
     # Periodic work
 
@@ -387,12 +439,12 @@ class GraphqlGateway:
         while True:
             await asyncio.sleep(self.keepalive_interval)
             keys = self.index.keys()
-            if not keys:
-                continue
-            try:
-                await self.origin.call(contract.keepalive_request(self.node, keys))
-            except GraphqlOriginUnavailable as exc:
-                self._origin_failed("subscription_keepalive", exc, None)
+            for start in range(0, len(keys), KEEPALIVE_KEYS_PER_REQUEST):
+                chunk = keys[start : start + KEEPALIVE_KEYS_PER_REQUEST]
+                try:
+                    await self.origin.call(contract.keepalive_request(self.node, chunk))
+                except Exception as exc:  # the loop must outlive any one failure
+                    self._origin_failed("subscription_keepalive", exc, None)
 
     # Helpers
 
@@ -409,6 +461,12 @@ class GraphqlGateway:
     def _keep(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+
+
+def _retrieve(call: asyncio.Future[Any]) -> None:
+    """Mark an abandoned call's failure as seen; the operation that wanted it reported it."""
+    if not call.cancelled():
+        call.exception()
 
 
 async def _close(entry: Entry, connection: ServerConnection, code: int, reason: str) -> None:

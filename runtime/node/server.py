@@ -399,7 +399,8 @@ class Node:
         if isinstance(command, Broadcast):
             frame = message_frame(command.payload, command.binary)
             for entry in self.registry:
-                self._write(entry, frame, command)
+                if entry.events:  # GraphQL clients would take a bare message for a bad frame
+                    self._write(entry, frame, command)
             return
         if route.local_ids:
             frame = message_frame(command.payload, command.binary)

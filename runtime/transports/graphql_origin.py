@@ -28,7 +28,9 @@ LAMBDA_CONNECT_TIMEOUT = 3.0
 
 T = TypeVar("T")
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# ASCII-escaped: text from an origin's earlier answer may hold a lone surrogate, which is valid as a
+# JSON escape but cannot be encoded as UTF-8.
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 class GraphqlOriginUnavailable(Exception):

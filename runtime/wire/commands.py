@@ -174,6 +174,12 @@ def _keys(item: dict[str, Any]) -> tuple[str, ...]:
                 f'"keys"[{position}] must be a string of 1 to {MAX_KEY_LENGTH} characters '
                 f"(got {_kind(key) if not isinstance(key, str) else repr(key[:40])})"
             )
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CommandError(
+                f'"keys"[{position}] holds lone surrogates: not valid UTF-8 text'
+            ) from None
     return tuple(dict.fromkeys(keys))
 
 

@@ -114,7 +114,7 @@ def _decode(data: bytes) -> list[Command]:
             _, as_json, keys_length = _PUBLISH.unpack_from(data, offset)
             offset += _PUBLISH.size
             text = data[offset : offset + keys_length].decode("utf-8")
-            keys = tuple(json.loads(text)) if as_json else tuple(text.split("\n"))
+            keys = _json_keys(text) if as_json else tuple(text.split("\n"))
             offset += keys_length
             (length,) = _U32.unpack_from(data, offset)
             offset += 4
@@ -125,3 +125,10 @@ def _decode(data: bytes) -> list[Command]:
     if offset != len(data):
         raise ForwardedFormatError(f"{len(data) - offset} bytes after the last forwarded command")
     return commands
+
+
+def _json_keys(text: str) -> tuple[str, ...]:
+    keys = json.loads(text)
+    if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+        raise ForwardedFormatError("forwarded publish keys are not a list of strings")
+    return tuple(keys)

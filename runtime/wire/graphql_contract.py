@@ -103,7 +103,11 @@ def keepalive_request(node: str, keys: list[str]) -> dict[str, Any]:
 def parse_init_answer(answer: dict[str, Any]) -> InitAnswer:
     accept = answer.get("accept")
     if accept is True:
-        return InitAnswer(True, answer.get("context"), answer.get("payload"))
+        payload = answer.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            # graphql-ws clients close on a connection_ack whose payload is not an object.
+            raise BadOriginAnswer('"payload" of an accepted connection_init must be an object')
+        return InitAnswer(True, answer.get("context"), payload)
     if accept is False:
         message = answer.get("message", "")
         if not isinstance(message, str):

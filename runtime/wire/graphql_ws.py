@@ -37,7 +37,15 @@ STOP_TYPES = frozenset({"complete", "stop"})
 
 
 class InvalidMessage(ValueError):
-    """A client message the protocol does not allow; the text is what the client is told."""
+    """A client message the protocol does not allow; the text is what the client is told.
+
+    `operation_id` names the operation when the message had a usable one, so a legacy client's
+    `error` answer reaches the operation that is waiting for it.
+    """
+
+    def __init__(self, message: str, operation_id: str | None = None) -> None:
+        super().__init__(message)
+        self.operation_id = operation_id
 
 
 class MalformedJson(InvalidMessage):
@@ -73,6 +81,9 @@ def parse_client_message(protocol: str, data: str | bytes) -> ClientMessage:
         raise MalformedJson(f"message is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidMessage("message must be a JSON object")
+    if "\\u" in data and _has_lone_surrogate(document):
+        # JSON may escape half of a UTF-16 pair ("\ud83d"); such text cannot be UTF-8 anywhere on.
+        raise InvalidMessage("message holds lone surrogates (\\ud800-\\udfff): not valid text")
     kind = document.get("type")
     if not isinstance(kind, str):
         raise InvalidMessage('"type" must be a string')
@@ -80,13 +91,25 @@ def parse_client_message(protocol: str, data: str | bytes) -> ClientMessage:
         raise InvalidMessage(f"unknown message type {kind[:64]!r} for {protocol}")
     payload = document.get("payload")
     if kind in START_TYPES:
-        operation = _operation(_operation_id(document), payload)
+        operation_id = _operation_id(document)
+        try:
+            operation = _operation(operation_id, payload)
+        except InvalidMessage as exc:
+            raise InvalidMessage(str(exc), operation_id) from None
         return ClientMessage(kind, operation.id, payload, operation)
     if kind in STOP_TYPES:
         return ClientMessage(kind, _operation_id(document))
     if protocol == MODERN and payload is not None and not isinstance(payload, dict):
         raise InvalidMessage(f'"payload" of {kind} must be an object')
     return ClientMessage(kind, payload=payload)
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _operation_id(document: dict[str, Any]) -> str:
@@ -116,12 +139,20 @@ def _operation(operation_id: str, payload: Any) -> Operation:
     return Operation(operation_id, query, variables, name or None, extensions)
 
 
-# Server messages, as the text of one WebSocket message each.
+# Server messages, as the text of one WebSocket message each. ASCII-escaped: an origin's answer may
+# hold a lone surrogate (JavaScript cut a string mid-pair), which as an escape is still valid JSON
+# the client's JSON.parse reads back, where raw it could not be encoded as UTF-8 at all.
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 KEEP_ALIVE = '{"type":"ka"}'
-PONG = '{"type":"pong"}'
+
+
+def pong(payload: Any = None) -> str:
+    """The answer to a ping, echoing its payload as the graphql-ws server does."""
+    if payload is None:
+        return '{"type":"pong"}'
+    return '{"type":"pong","payload":' + _encode(payload) + "}"
 
 
 def encode_json(value: Any) -> str:

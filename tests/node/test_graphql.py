@@ -188,7 +188,7 @@ async def test_modern_query_gets_next_then_complete(graphql_node: Any) -> None:
     assert await receive(client) == {"type": "pong"}
     await send(client, {"type": "pong"})  # unanswered
     await send(client, {"type": "ping", "payload": {"at": 1}})
-    assert await receive(client) == {"type": "pong"}
+    assert await receive(client) == {"type": "pong", "payload": {"at": 1}}  # echoed
     await client.close()
     assert node.origin.events == []  # the event origin never hears of GraphQL connections
 
@@ -480,7 +480,7 @@ async def test_origin_down_at_init(start_node: StartNode) -> None:
     )
     modern = await open_client(node, MODERN)
     await send(modern, {"type": "connection_init"})
-    assert await closed_with(modern) == (4500, "origin unavailable")
+    assert await closed_with(modern) == (1013, "origin unavailable")  # a retry may succeed
     legacy = await open_client(node, LEGACY)
     await send(legacy, {"type": "connection_init"})
     assert await receive(legacy) == {
@@ -746,3 +746,146 @@ async def test_lambda_origin_answers_init_and_a_query(
         "type": "error",
         "payload": [{"message": "origin unavailable"}],
     }
+
+
+# Found in review: text that cannot be UTF-8, frames a GraphQL client cannot read, failures that
+# must stay contained
+
+
+async def test_lone_surrogates_from_clients_are_refused_as_invalid(graphql_node: Any) -> None:
+    node, origin = graphql_node
+    legacy = await init_legacy(node)
+    await legacy.send('{"type":"start","id":"1","payload":{"query":"{ a(t: \\"\\ud83d\\") }"}}')
+    answer = await receive(legacy)
+    assert answer["type"] == "error" and "lone surrogates" in answer["payload"]["message"]
+    await legacy.send('{"type":"stop","id":"\\udc00"}')
+    assert "lone surrogates" in (await receive(legacy))["payload"]["message"]
+    await send(
+        legacy, {"id": "2", "type": "start", "payload": {"query": QUERY, "variables": {"foo": 1}}}
+    )
+    assert (await receive(legacy))["payload"] == {"data": {"foo": 1}}  # still serving
+    modern = await open_client(node, MODERN)
+    await modern.send('{"type":"connection_init","payload":{"token":"\\ud800"}}')
+    code, reason = await closed_with(modern)
+    assert code == 4400 and "lone surrogates" in reason
+    assert not origin.of_type("start")[:-1]  # only the valid query reached the origin
+    assert node.node.stats().get("graphqlOriginFailures", 0) == 0
+
+
+async def test_an_origin_result_with_a_lone_surrogate_reaches_everyone(
+    start_node: StartNode,
+) -> None:
+    def answers(request: dict[str, Any]) -> Any:
+        if request["type"] == "subscription_query":
+            return {"result": {"data": {"foo": request["publishContext"] + " \ud83d"}}}
+        return default_answers(request)
+
+    node = await start_node(graphql_origin=ScriptedOrigin(answers))
+    modern = await init_modern(node)
+    legacy = await init_legacy(node)
+    payload = {"query": SUBSCRIPTION}
+    await send(modern, {"id": "1", "type": "subscribe", "payload": payload})
+    await send(legacy, {"id": "1", "type": "start", "payload": payload})
+    await wait_until(lambda: node.node.stats()["graphqlSubscriptions"] == 2)
+    await publish(node, ["room:all"], "cut")
+    await publish(node, ["room:all"], "next")
+    for client in (modern, legacy):
+        first, second = await receive(client), await receive(client)
+        assert first["payload"] == {"data": {"foo": "cut \ud83d"}}  # as JSON.parse reads it
+        assert second["payload"] == {"data": {"foo": "next \ud83d"}}
+
+
+async def test_broadcasts_skip_graphql_connections(start_node: StartNode) -> None:
+    node = await start_node(
+        graphql_origin=ScriptedOrigin(default_answers),
+        subprotocols=("graphql-transport-ws", "chat"),
+    )
+    graphql = await init_modern(node)
+    plain = await connect(node.ws_url, subprotocols=["chat"])  # type: ignore[list-item]
+    status, _ = await node.post_commands(
+        {"commands": [{"action": "broadcast", "data": "to plain clients"}]}
+    )
+    assert status == 200
+    assert await asyncio.wait_for(plain.recv(), 5) == "to plain clients"
+    await send(graphql, {"type": "ping"})
+    assert await receive(graphql) == {"type": "pong"}  # and no bare broadcast before it
+
+
+async def test_an_ack_payload_that_is_not_an_object_is_an_origin_fault(
+    start_node: StartNode,
+) -> None:
+    node = await start_node(
+        graphql_origin=ScriptedOrigin(lambda request: {"accept": True, "payload": "welcome"})
+    )
+    client = await open_client(node, MODERN)
+    await send(client, {"type": "connection_init"})
+    assert await closed_with(client) == (1013, "origin unavailable")
+
+
+async def test_no_ka_at_all_when_the_interval_is_zero(start_node: StartNode) -> None:
+    node = await start_node(graphql_origin=ScriptedOrigin(default_answers), graphql_ka_interval=0)
+    client = await open_client(node, LEGACY)
+    await send(client, {"type": "connection_init"})
+    assert await receive(client) == {"type": "connection_ack"}
+    await send(
+        client, {"id": "q", "type": "start", "payload": {"query": QUERY, "variables": {"foo": 2}}}
+    )
+    assert (await receive(client))["type"] == "data"  # no ka in between
+
+
+async def test_ending_an_operation_lets_its_origin_call_finish(start_node: StartNode) -> None:
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_starts(request: dict[str, Any]) -> Any:
+        if request["type"] == "start":
+            await release.wait()
+            finished.append(request["operationId"])
+        return default_answers(request)
+
+    origin = ScriptedOrigin(slow_starts)
+    node = await start_node(graphql_origin=origin)
+    client = await init_modern(node)
+    await send(client, {"id": "s", "type": "subscribe", "payload": {"query": SUBSCRIPTION}})
+    await wait_until(lambda: bool(origin.of_type("start")))  # the call is under way
+    await send(client, {"id": "s", "type": "complete"})
+    await send(client, {"type": "ping"})
+    assert await receive(client) == {"type": "pong"}
+    release.set()
+    await wait_until(lambda: finished == ["s"])  # not cut off: the origin connection stays usable
+    await asyncio.sleep(0.05)
+    assert node.node.stats()["graphqlSubscriptions"] == 0
+
+
+async def test_the_origin_keepalive_survives_any_failure(start_node: StartNode) -> None:
+    calls: list[int] = []
+
+    def answers(request: dict[str, Any]) -> Any:
+        if request["type"] == "subscription_keepalive":
+            calls.append(len(request["keys"]))
+            if len(calls) == 1:
+                return RuntimeError("a bug in a transport")
+        return default_answers(request)
+
+    node = await start_node(graphql_origin=ScriptedOrigin(answers), keepalive_interval=0.1)
+    client = await init_modern(node)
+    await send(client, {"id": "s", "type": "subscribe", "payload": {"query": SUBSCRIPTION}})
+    await wait_until(lambda: len(calls) >= 3)
+    assert node.node.stats()["graphqlOriginFailures"] >= 1
+
+
+async def test_keepalive_keys_go_in_bounded_requests(start_node: StartNode) -> None:
+    origin = ScriptedOrigin(default_answers)
+    node = await start_node(
+        graphql_origin=origin, keepalive_interval=0.2, graphql_max_operations=2500
+    )
+    client = await init_modern(node)
+    for number in range(2500):
+        payload = {"query": SUBSCRIPTION, "variables": {"room": str(number)}}
+        await send(client, {"id": str(number), "type": "subscribe", "payload": payload})
+    await wait_until(lambda: node.node.stats()["graphqlSubscriptions"] == 2500, timeout=20)
+    await wait_until(lambda: len(origin.of_type("subscription_keepalive")) >= 3)
+    requests = origin.of_type("subscription_keepalive")
+    sizes = [len(request["keys"]) for request in requests[-3:]]
+    assert max(len(request["keys"]) for request in requests) <= 1000
+    assert sorted(sizes) == [500, 1000, 1000]

@@ -191,7 +191,7 @@ async def test_dead_graphql_origin_fails_operations_not_the_node(cluster: Cluste
     await late.send(json.dumps({"type": "connection_init", "payload": {"token": "t"}}))
     with pytest.raises(ConnectionClosed) as closed:
         await asyncio.wait_for(late.recv(), 5)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4500
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
     cluster.origin.fail_with = None
     await client.send(json.dumps({"id": "2", "type": "subscribe", "payload": history}))
     assert (await receive(client))["payload"] == {"data": {"messages": []}}

@@ -361,6 +361,7 @@ def test_publish_keeps_its_context_as_json_text() -> None:
         ({"action": "publish", "keys": ["k" * 257]}, '"keys"[0] must be a string of 1 to 256'),
         ({"action": "publish", "keys": ["k"] * 1001}, "at most 1000 keys"),
         ({"action": "publish", "keys": ["k"], "context": "\ud800"}, "lone surrogates"),
+        ({"action": "publish", "keys": ["k\ud800"]}, '"keys"[0] holds lone surrogates'),
         ({"action": "publish", "keys": ["k"], "context": "x" * LIMIT}, "most it may be"),
     ],
 )

@@ -50,3 +50,11 @@ def test_binary_payloads_travel_without_base64() -> None:
 def test_foreign_bytes_are_refused(data: bytes, error: str) -> None:
     with pytest.raises(ForwardedFormatError, match=error):
         decode_forwarded(data)
+
+
+@pytest.mark.parametrize("keys", [b"5", b"null", b'{"a": 1}', b"[1, 2]", b"[not json"])
+def test_publish_keys_that_are_not_a_list_of_strings_are_refused(keys: bytes) -> None:
+    data = struct.pack(">BI", 1, 1) + struct.pack(">BBI", 4, 1, len(keys)) + keys
+    data += struct.pack(">I", 4) + b"null"
+    with pytest.raises(ForwardedFormatError):
+        decode_forwarded(data)

@@ -20,7 +20,14 @@ def test_init_answers() -> None:
 
 
 @pytest.mark.parametrize(
-    "answer", [{}, {"accept": "yes"}, {"accept": 1}, {"accept": False, "message": 3}]
+    "answer",
+    [
+        {},
+        {"accept": "yes"},
+        {"accept": 1},
+        {"accept": False, "message": 3},
+        {"accept": True, "payload": "welcome"},  # graphql-ws clients need an object here
+    ],
 )
 def test_bad_init_answers(answer: dict[str, Any]) -> None:
     with pytest.raises(contract.BadOriginAnswer):

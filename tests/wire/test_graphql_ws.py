@@ -145,4 +145,32 @@ def test_server_messages_per_protocol() -> None:
         "payload": {"message": "no"},
     }
     assert json.loads(gql.KEEP_ALIVE) == {"type": "ka"}
-    assert json.loads(gql.PONG) == {"type": "pong"}
+    assert json.loads(gql.pong()) == {"type": "pong"}
+    assert json.loads(gql.pong({"t": 1})) == {"type": "pong", "payload": {"t": 1}}
+
+
+def test_server_messages_are_ascii_so_a_lone_surrogate_stays_valid_json() -> None:
+    result = gql.encode_json({"data": {"text": "cut \ud83d", "ok": "é ✓"}})
+    message = gql.result_message(MODERN, "1", result)
+    message.encode("ascii")  # nothing that UTF-8 could fail on
+    assert json.loads(message)["payload"]["data"] == {"text": "cut \ud83d", "ok": "é ✓"}
+
+
+def test_lone_surrogates_from_a_client_are_refused() -> None:
+    with pytest.raises(gql.InvalidMessage, match="lone surrogates") as caught:
+        gql.parse_client_message(
+            MODERN, '{"type":"subscribe","id":"1","payload":{"query":"{ a(t: \\"\\ud83d\\") }"}}'
+        )
+    assert not isinstance(caught.value, gql.MalformedJson)
+    with pytest.raises(gql.InvalidMessage, match="lone surrogates"):
+        gql.parse_client_message(LEGACY, '{"type":"stop","id":"\\udc00"}')
+    pair = gql.parse_client_message(LEGACY, '{"type":"stop","id":"\\ud83d\\ude00"}')
+    assert pair.id == "😀"  # an escaped pair is fine
+
+
+def test_an_invalid_start_names_its_operation() -> None:
+    with pytest.raises(gql.InvalidMessage) as caught:
+        gql.parse_client_message(
+            LEGACY, '{"type":"start","id":"7","payload":{"query":"{a}","variables":[]}}'
+        )
+    assert caught.value.operation_id == "7"
