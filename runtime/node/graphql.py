@@ -310,10 +310,13 @@ class GraphqlGateway:
             )
             return
         session.operations.pop(operation_id, None)
-        if answer.errors is not None:
-            self._send(session, gql.error_message(session.protocol, operation_id, answer.errors))
-        else:
-            self._send(session, gql.complete_message(operation_id))
+        if answer.errors is not None and session.protocol == MODERN:
+            self._send(session, gql.error_message(MODERN, operation_id, answer.errors))
+            return
+        if answer.errors is not None:  # as the legacy server answers a document that fails
+            result = gql.encode_json({"errors": answer.errors})
+            self._send(session, gql.result_message(LEGACY, operation_id, result))
+        self._send(session, gql.complete_message(operation_id))
 
     async def _call_shielded(self, request: dict[str, Any]) -> dict[str, Any]:
         """An origin call that outlives the operation's cancellation: cut off mid-answer, a

@@ -889,3 +889,15 @@ async def test_keepalive_keys_go_in_bounded_requests(start_node: StartNode) -> N
     sizes = [len(request["keys"]) for request in requests[-3:]]
     assert max(len(request["keys"]) for request in requests) <= 1000
     assert sorted(sizes) == [500, 1000, 1000]
+
+
+async def test_legacy_validation_errors_come_as_data_then_complete(graphql_node: Any) -> None:
+    node, _ = graphql_node
+    client = await init_legacy(node)
+    await send(client, {"id": "v", "type": "start", "payload": {"query": "{ invalid }"}})
+    assert await receive(client) == {
+        "id": "v",
+        "type": "data",
+        "payload": {"errors": [{"message": "Cannot query field 'invalid' on type 'Query'."}]},
+    }
+    assert await receive(client) == {"id": "v", "type": "complete"}
