@@ -18,8 +18,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runtime.transports.http1 import HttpClientError
-from runtime.transports.http_origin import json_client
+from runtime.transports.http_origin import json_client, post_json
+from runtime.transports.sqs_origin import describe_aws_error
 
 # One try per invocation: a request whose answer was lost may have run (connection_init can have
 # side effects), and a second try would not fit in the timeout the client is waiting on anyway.
@@ -83,14 +83,9 @@ class HttpGraphqlOrigin:
         await self._client.close()
 
     async def call(self, request: dict[str, Any]) -> dict[str, Any]:
-        body = _encoded(request)
-        try:
-            response = await self._client.request("POST", body)
-        except HttpClientError as exc:
-            raise GraphqlOriginUnavailable(str(exc)) from exc
-        if not 200 <= response.status < 300:
-            detail = response.body[:200].decode("utf-8", "replace")
-            raise GraphqlOriginUnavailable(f"{self.url} answered {response.status}: {detail}")
+        response = await post_json(
+            self._client, _encoded(request), self.url, GraphqlOriginUnavailable
+        )
         return _answer(response.body, self.url)
 
 
@@ -175,14 +170,9 @@ class LambdaGraphqlOrigin:
             raise GraphqlOriginUnavailable(
                 f"no answer from function {self.function_name} within {self.timeout}s"
             ) from None
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise GraphqlOriginUnavailable(
-                f"invoking {self.function_name} failed: "
-                f"{error.get('Code', '?')}: {error.get('Message', '')}"
-            ) from exc
-        except BotoCoreError as exc:
-            raise GraphqlOriginUnavailable(f"invoking {self.function_name} failed: {exc}") from exc
+        except (ClientError, BotoCoreError) as exc:
+            action = f"invoking {self.function_name}"
+            raise GraphqlOriginUnavailable(describe_aws_error(action, exc)) from exc
 
 
 def _error_message(raw: bytes) -> str:

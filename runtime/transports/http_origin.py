@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from runtime.transports.base import OriginUnavailable
-from runtime.transports.http1 import HttpClient, HttpClientError
+from runtime.transports.http1 import ClientResponse, HttpClient, HttpClientError
 
 USER_AGENT = "wsgateway-node"
 
@@ -16,6 +16,20 @@ def json_client(url: str, token: str, connections: int, timeout: float) -> HttpC
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return HttpClient(url, max_connections=connections, timeout=timeout, headers=headers)
+
+
+async def post_json(
+    client: HttpClient, body: bytes, name: str, failure: type[Exception]
+) -> ClientResponse:
+    """POST `body`; no answer, or an answer other than 2xx, raises `failure` saying which."""
+    try:
+        response = await client.request("POST", body)
+    except HttpClientError as exc:
+        raise failure(str(exc)) from exc
+    if not 200 <= response.status < 300:
+        detail = response.body[:200].decode("utf-8", "replace")
+        raise failure(f"{name} answered {response.status}: {detail}")
+    return response
 
 
 class HttpOrigin:
@@ -44,10 +58,4 @@ class HttpOrigin:
 
     async def deliver(self, events: Sequence[bytes]) -> None:
         body = b'{"events":[' + b",".join(events) + b"]}"
-        try:
-            response = await self._client.request("POST", body)
-        except HttpClientError as exc:
-            raise OriginUnavailable(str(exc)) from exc
-        if not 200 <= response.status < 300:
-            detail = response.body[:200].decode("utf-8", "replace")
-            raise OriginUnavailable(f"origin answered {response.status}: {detail}")
+        await post_json(self._client, body, "origin", OriginUnavailable)

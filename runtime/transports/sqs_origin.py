@@ -55,6 +55,14 @@ SDK_ATTEMPTS = 3  # botocore's own tries of one call (throttling, 5xx, connectio
 REMEMBERED = 65_536  # message IDs of accepted events, to skip when a batch comes again
 
 
+def describe_aws_error(action: str, exc: ClientError | BotoCoreError) -> str:
+    """One line saying what failed: AWS's error code and message, or the SDK's own error."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{action} failed: {error.get('Code', '?')}: {error.get('Message', '')}"
+    return f"{action} failed: {exc}"
+
+
 class OriginRefused(OriginUnavailable):
     """Some events can never be sent (too large, refused by the service); retrying cannot help.
 
@@ -312,14 +320,9 @@ class _BatchOrigin:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, call)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise OriginUnavailable(
-                f"{self.operation} to {self.target} failed: "
-                f"{error.get('Code', '?')}: {error.get('Message', '')}"
-            ) from exc
-        except BotoCoreError as exc:
-            raise OriginUnavailable(f"{self.operation} to {self.target} failed: {exc}") from exc
+        except (ClientError, BotoCoreError) as exc:
+            action = f"{self.operation} to {self.target}"
+            raise OriginUnavailable(describe_aws_error(action, exc)) from exc
 
     async def _load_limits(self) -> Limits:
         limits = await self._in_thread(self._read_limits)
