@@ -33,7 +33,8 @@ JS := tests/js
 jsclients:
 	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
 	  echo "WARNING: node or npm is missing: the JS GraphQL client test will be SKIPPED"; \
-	elif [ $(JS)/package-lock.json -nt $(JS)/node_modules/.package-lock.json ] \
+	elif [ ! -e $(JS)/node_modules/.package-lock.json ] \
+	     || [ $(JS)/package-lock.json -nt $(JS)/node_modules/.package-lock.json ] \
 	     || [ $(JS)/package.json -nt $(JS)/node_modules/.package-lock.json ]; then \
 	  npm ci --prefix $(JS) --no-audit --no-fund --silent \
 	    || { rm -rf $(JS)/node_modules; \
