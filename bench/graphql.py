@@ -2,15 +2,23 @@
 
 GraphQL mode (docs/protocol.md, "GraphQL mode") promises that a `publish` command runs each
 distinct subscription input once, through the GraphQL origin, and sends that one result to every
-local subscriber of the input. This measures, in one run and on the same connections:
+local subscriber of the input. This measures, in one run and on one node:
 
 A. fan-out: N subscribers (half `graphql-transport-ws`, half `graphql-ws`) of ONE input; P
    publishes, one at a time, each timed from the `POST /commands` until the last subscriber has
    the result. Interleaved with them, as the baseline, P `broadcast` commands carrying a message of
-   the same size to the same N connections (the plain command path: no origin, one frame for all).
-   The origin must see exactly P `subscription_query` requests, or the run fails.
-B. distinct inputs: N subscribers spread over K inputs sharing one key; every publish must cost
-   exactly K origin executions (each input once), or the run fails.
+   the same size to N other, plain connections to the same node (no subprotocol: a broadcast skips
+   GraphQL connections, whose clients would take a bare message for a bad frame; the plain command
+   path: no origin, one frame for all). The origin must see exactly P `subscription_query`
+   requests, or the run fails.
+B. distinct inputs: N subscribers spread over K inputs sharing one key, and N plain connections
+   for the broadcasts; every publish must cost exactly K origin executions (each input once), or
+   the run fails.
+
+Every client counts what it gets: a GraphQL client must get only its own protocol's messages (a
+broadcast reaching one, or any other unexpected frame, fails the run), a plain client only the
+broadcasts. The node runs with the echo event origin so that it accepts plain connections (with
+`--origin-transport none` it refuses them); the plain clients send nothing, so it stays idle.
 
 The node runs on one core; the load generator (this process, picows clients) on another; the
 minimal GraphQL origin (`python -m bench.graphql --serve-origin HOST:PORT`, the node's own HTTP/1.1
@@ -58,6 +66,16 @@ ROUND_TIMEOUT = 10.0  # seconds one fan-out may take before it counts as incompl
 MAX_INCOMPLETE = 3  # incomplete rounds before the run gives up
 SETUP_TIMEOUT = 60.0  # connecting and subscribing N clients
 GENERATOR_WANTED = 2.0  # the generator's ceiling / a figure, for "not the bottleneck" (bench.run)
+
+
+# Who receives each kind of fan-out: GraphQL subscribers of the node (publish), plain clients of
+# the node (broadcast), plain clients of the picows server (picows: the generator's ceiling).
+KINDS = ("publish", "broadcast", "picows")
+RECIPIENTS = {
+    "publish": "node's GraphQL clients",
+    "broadcast": "node's plain clients",
+    "picows": "picows server's clients",
+}
 
 
 class BenchFailure(Exception):
@@ -168,7 +186,11 @@ def subscribe_message(protocol: str, digest: str, key: str) -> bytes:
 
 @dataclass
 class Watch:
-    """What every subscriber waits for: frames carrying the current round's marker."""
+    """What the clients of one kind wait for: frames carrying the current round's marker.
+
+    One per kind of fan-out (its clients receive nothing else), armed only for that kind's rounds:
+    a frame of another round, such as a broadcast reaching a GraphQL client, is unexpected.
+    """
 
     marker: bytes = b""
     target: int = 0
@@ -177,7 +199,8 @@ class Watch:
     acked: int = 0
     sizes: set[int] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)  # error / complete / connection_error frames
-    stray: int = 0
+    unexpected: int = 0
+    samples: list[str] = field(default_factory=list)  # the first few unexpected frames
     disconnected: int = 0
 
     def arm(self, mark: bytes, target: int) -> asyncio.Future[float]:
@@ -185,13 +208,31 @@ class Watch:
         self.finished = asyncio.get_running_loop().create_future()
         return self.finished
 
+    def received(self, payload: bytes) -> None:
+        """A frame of the current round (the caller checked the marker)."""
+        self.count += 1
+        self.sizes.add(len(payload))
+        if self.count == self.target and self.finished and not self.finished.done():
+            self.finished.set_result(time.perf_counter())
+
+    def stray(self, payload: bytes) -> None:
+        self.unexpected += 1
+        if len(self.samples) < 3:
+            self.samples.append(payload[:200].decode("utf-8", "replace"))
+
 
 class Subscriber(WSListener):  # type: ignore[misc]
-    """A GraphQL client: init, one subscription once acknowledged, then counts the results."""
+    """A GraphQL client: init, one subscription once acknowledged, then counts the results.
+
+    A result counts only if it is its protocol's message for its operation and carries the
+    current publish's marker; anything else but an ack or a keep-alive is unexpected.
+    """
 
     def __init__(self, watch: Watch, protocol: str, digest: str, key: str) -> None:
         self.watch = watch
         self.subscribe = subscribe_message(protocol, digest, key)
+        kind = "next" if protocol == MODERN else "data"
+        self.result_prefix = f'{{"id":"1","type":"{kind}","payload":'.encode()
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         transport.send(TEXT, b'{"type":"connection_init","payload":{}}')
@@ -201,11 +242,8 @@ class Subscriber(WSListener):  # type: ignore[misc]
         if kind is TEXT:
             payload = frame.get_payload_as_bytes()
             watch = self.watch
-            if watch.marker and watch.marker in payload:
-                watch.count += 1
-                watch.sizes.add(len(payload))
-                if watch.count == watch.target and watch.finished and not watch.finished.done():
-                    watch.finished.set_result(time.perf_counter())
+            if watch.marker and watch.marker in payload and payload.startswith(self.result_prefix):
+                watch.received(payload)
             elif payload.startswith(b'{"type":"connection_ack"'):
                 watch.acked += 1
                 transport.send(TEXT, self.subscribe)
@@ -213,9 +251,11 @@ class Subscriber(WSListener):  # type: ignore[misc]
                 pass
             elif b'"type":"error"' in payload or b'"type":"co' in payload:  # complete, conn. error
                 watch.errors.append(payload[:200].decode("utf-8", "replace"))
-            else:
-                watch.stray += 1
-        elif kind is WSMsgType.CLOSE:
+            else:  # a broadcast, another round's result, the other protocol's message
+                watch.stray(payload)
+        elif kind is WSMsgType.BINARY:
+            self.watch.stray(b"<binary frame>")
+        elif kind is WSMsgType.CLOSE:  # the node closing: counted as a disconnection
             if not transport.is_close_frame_sent:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
@@ -225,25 +265,30 @@ class Subscriber(WSListener):  # type: ignore[misc]
 
 
 class Receiver(WSListener):  # type: ignore[misc]
-    """A plain client of the picows server: counts the frames of the current round."""
+    """A plain client (no subprotocol), of the node or of the picows server: counts the frames of
+    the current round; any other frame is unexpected."""
 
     def __init__(self, watch: Watch) -> None:
         self.watch = watch
 
     def on_ws_frame(self, transport: WSTransport, frame) -> None:  # type: ignore[no-untyped-def]
         kind = frame.msg_type
+        watch = self.watch
         if kind is TEXT:
-            watch = self.watch
-            if watch.marker and watch.marker in frame.get_payload_as_bytes():
-                watch.count += 1
-                if watch.count == watch.target and watch.finished and not watch.finished.done():
-                    watch.finished.set_result(time.perf_counter())
+            payload = frame.get_payload_as_bytes()
+            if watch.marker and watch.marker in payload:
+                watch.received(payload)
             else:
-                watch.stray += 1
+                watch.stray(payload)
+        elif kind is WSMsgType.BINARY:
+            watch.stray(b"<binary frame>")
         elif kind is WSMsgType.CLOSE:
             if not transport.is_close_frame_sent:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.watch.disconnected += 1
 
 
 async def open_subscribers(
@@ -316,7 +361,7 @@ class GraphqlBench:
         self.cpus = cpus
         self.token = secrets.token_urlsafe(16)
         self.seq = 0
-        self.watch = Watch()
+        self.watches = {kind: Watch() for kind in KINDS}  # each kind's clients; new per scenario
         self.node: Child | None = None
         self.origin: Child | None = None
         self.picows: Child | None = None  # the generator's ceiling: picows' broadcast
@@ -349,7 +394,7 @@ class GraphqlBench:
                 "--listen", f"127.0.0.1:{ws_port}",
                 "--command-listen", f"127.0.0.1:{command_port}",
                 "--command-token", self.token,
-                "--origin-transport", "none",
+                "--origin-transport", "echo",  # to accept the plain clients; they send nothing
                 "--graphql-origin-url", f"http://127.0.0.1:{origin_port}/",
                 "--graphql-ka-interval", "0",
                 "--keepalive-interval", "0",
@@ -387,8 +432,8 @@ class GraphqlBench:
     async def subscribe(self, digests: list[str], key: str) -> list[WSTransport]:
         """N subscribers over `digests`; returns once the node holds every subscription."""
         n = self.plan.subscribers
-        self.watch = Watch()
-        opened = await open_subscribers(self.ws_url, specs_for(n, digests, key), self.watch)
+        watch = self.watches["publish"]
+        opened = await open_subscribers(self.ws_url, specs_for(n, digests, key), watch)
         deadline = time.monotonic() + SETUP_TIMEOUT
         stats: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -403,7 +448,33 @@ class GraphqlBench:
         close(opened)
         raise BenchFailure(
             f"the node did not register {n} subscriptions over {len(digests)} inputs: "
-            f"{_graphql_counters(stats)}; client errors {self.watch.errors[:3]}"
+            f"{_graphql_counters(stats)}; client errors {watch.errors[:3]}"
+        )
+
+    async def open_plain(self) -> list[WSTransport]:
+        """N plain clients of the node (no subprotocol), the broadcasts' recipients; returns once
+        the node holds them and the echo origin has had their CONNECT events."""
+        n, watch = self.plan.subscribers, self.watches["broadcast"]
+        opened, failures = await load.open_many(self.ws_url, n, lambda: Receiver(watch))
+        transports = [transport for transport, _ in opened]
+        if failures:
+            close(transports)
+            raise BenchFailure(f"{failures} of {n} plain connections to the node failed to open")
+        deadline = time.monotonic() + SETUP_TIMEOUT
+        stats: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            stats = await self.node_stats()
+            if (
+                stats.get("connections") == 2 * n
+                and stats.get("graphqlConnections") == n
+                and stats.get("bufferedEvents") == 0
+            ):
+                return transports
+            await asyncio.sleep(0.1)
+        close(transports)
+        raise BenchFailure(
+            f"the node did not settle with {n} plain and {n} GraphQL connections: "
+            f"{_graphql_counters(stats)}, bufferedEvents {stats.get('bufferedEvents')}"
         )
 
     async def unsubscribe(self, opened: list[WSTransport]) -> None:
@@ -411,14 +482,19 @@ class GraphqlBench:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             stats = await self.node_stats()
-            if stats["connections"] == 0 and stats.get("graphqlSubscriptions") == 0:
+            if (
+                stats["connections"] == 0
+                and stats.get("graphqlSubscriptions") == 0
+                and stats.get("bufferedEvents") == 0  # the plain clients' DISCONNECT events
+            ):
                 return
             await asyncio.sleep(0.1)
         raise BenchFailure(f"connections did not go away: {_graphql_counters(stats)}")
 
     async def fan_out(self, kind: str, key: str) -> Fanout:
-        """One fan-out to N clients, timed to the last one: a `publish` or a `broadcast` command
-        to the node, or (`picows`) a broadcast by the picows server to its own N clients."""
+        """One fan-out to N clients, timed to the last one: a `publish` command to the node (its
+        N GraphQL subscribers), a `broadcast` command to the node (its N plain clients: it skips
+        GraphQL ones), or (`picows`) a broadcast by the picows server to its own N clients."""
         assert self.origin is not None
         self.seq += 1
         seq, size = self.seq, self.plan.message_bytes
@@ -430,7 +506,7 @@ class GraphqlBench:
         body = json.dumps({"commands": [command]}, separators=(",", ":")).encode()
         server = self.picows if kind == "picows" else self.node
         assert server is not None
-        finished = self.watch.arm(marker(seq), self.plan.subscribers)
+        finished = self.watches[kind].arm(marker(seq), self.plan.subscribers)
         node0, origin0, mine0 = _cpu(server), _cpu(self.origin), _own_cpu()
         started = time.perf_counter()
         if kind == "picows":
@@ -465,10 +541,12 @@ class GraphqlBench:
                 if result.seconds is None:
                     incomplete += 1
                     if incomplete >= MAX_INCOMPLETE:
+                        watch = self.watches[kind]
                         raise BenchFailure(
                             f"{incomplete} fan-outs did not reach all {self.plan.subscribers} "
                             f"clients within {ROUND_TIMEOUT:g} s (last: {kind}, "
-                            f"{self.watch.count} received; errors {self.watch.errors[:3]})"
+                            f"{watch.count} received; errors {watch.errors[:3]}; unexpected "
+                            f"frames {self._unexpected()})"
                         )
                 if number >= self.plan.warmup:
                     out[kind].append(result)
@@ -483,18 +561,22 @@ class GraphqlBench:
     async def scenario(
         self, name: str, digests: list[str], key: str, count: int, ceiling: bool
     ) -> dict[str, Any]:
-        """Subscribe N clients over `digests`, run the rounds, check the origin's executions.
+        """Subscribe N clients over `digests`, open N plain ones, run the rounds, check the
+        origin's executions and that every client got only its own kind's frames.
 
         `ceiling`: N more clients on the picows server, whose broadcast joins the rounds.
         """
         n = self.plan.subscribers
-        _say(f"{name}: {n} subscribers over {_inputs(len(digests))}")
+        _say(f"{name}: {n} subscribers over {_inputs(len(digests))}, {n} plain clients")
+        self.watches = {kind: Watch() for kind in KINDS}
         opened = await self.subscribe(digests, key)
         plain: list[WSTransport] = []
+        picows: list[WSTransport] = []
         try:
             kinds: tuple[str, ...] = ("publish", "broadcast")
+            plain = await self.open_plain()
             if ceiling:
-                plain = await self.open_picows()
+                picows = await self.open_picows()
                 kinds += ("picows",)
             started = time.perf_counter()
             machine = MachineWindow([c for c in (self.node, self.origin, self.picows) if c])
@@ -502,15 +584,21 @@ class GraphqlBench:
             noise = machine.result()
             seconds = time.perf_counter() - started
             after = await self._counters()
-            disconnected = self.watch.disconnected  # before ours: the clients leave next
+            await asyncio.sleep(0.1)  # time for a late frame that should not come at all
+            # Before ours: the clients leave next.
+            disconnected = {kind: w.disconnected for kind, w in self.watches.items()}
+            unexpected = self._unexpected()
         except BaseException:
-            close(opened + plain)
+            close(opened + plain + picows)
             raise
-        close(plain)
+        close(picows)
         if self.trigger is not None:
             self.trigger.disconnect()
             self.trigger = None
-        await self.unsubscribe(opened)
+        await self.unsubscribe(opened + plain)
+        graphql, broadcast = self.watches["publish"], self.watches["broadcast"]
+        checks = check_executions(self._before, after, digests, count, self.plan)
+        checks.append(unexpected_check(unexpected))
         result = summarize(rounds, n)
         result.update(
             {
@@ -518,10 +606,11 @@ class GraphqlBench:
                 "publishes": count,
                 "seconds": round(seconds, 2),
                 "machine_noise": noise,
-                "frame_bytes": sorted(self.watch.sizes),
-                "checks": check_executions(self._before, after, digests, count, self.plan),
-                "client_errors": self.watch.errors[:5],
-                "client_stray_frames": self.watch.stray,
+                "frame_bytes": sorted(graphql.sizes),
+                "broadcast_frame_bytes": sorted(broadcast.sizes),
+                "checks": checks,
+                "client_errors": graphql.errors[:5],
+                "client_unexpected_frames": unexpected,
                 "client_disconnects": disconnected,
             }
         )
@@ -529,17 +618,23 @@ class GraphqlBench:
         for kind in kinds:
             if result[kind]["complete"] < result[kind]["rounds"]:
                 failed.append(f"{kind}: only {result[kind]['complete']} rounds complete")
-        if self.watch.errors:
-            failed.append(f"client errors: {self.watch.errors[:3]}")
-        if disconnected:
-            failed.append(f"{disconnected} clients disconnected during the rounds")
+        if graphql.errors:
+            failed.append(f"client errors: {graphql.errors[:3]}")
+        for kind, frames in unexpected.items():
+            if frames:
+                failed.append(f"{frames} at the {RECIPIENTS[kind]}: {self.watches[kind].samples}")
+        if sum(disconnected.values()):
+            failed.append(f"clients disconnected during the rounds: {disconnected}")
         if failed:
             raise BenchFailure(f"{name}: " + "; ".join(failed) + f"\n{json.dumps(result)[:2000]}")
         return result
 
+    def _unexpected(self) -> dict[str, int]:
+        return {kind: watch.unexpected for kind, watch in self.watches.items()}
+
     async def open_picows(self) -> list[WSTransport]:
-        """N plain clients of the picows server, counting into the same watch, and its trigger."""
-        n, watch = self.plan.subscribers, self.watch
+        """N plain clients of the picows server, and its trigger."""
+        n, watch = self.plan.subscribers, self.watches["picows"]
         opened, failures = await load.open_many(self.picows_url, n, lambda: Receiver(watch))
         transports = [transport for transport, _ in opened]
         if failures:
@@ -667,6 +762,18 @@ def check_executions(
         {"name": name, "measured": measured, "expected": wanted, "ok": measured == wanted}
         for name, measured, wanted in checks
     ]
+
+
+def unexpected_check(unexpected: dict[str, int]) -> dict[str, Any]:
+    """Frames no client should have got: at the GraphQL clients (a broadcast, another round's or
+    protocol's result), at the plain ones (node's and picows server's), over warm-up and rounds."""
+    measured = (unexpected["publish"], unexpected["broadcast"] + unexpected["picows"])
+    return {
+        "name": "unexpected frames at the clients, warm-up included (GraphQL, plain)",
+        "measured": measured,
+        "expected": (0, 0),
+        "ok": measured == (0, 0),
+    }
 
 
 def _graphql_counters(stats: dict[str, Any]) -> dict[str, Any]:
@@ -873,29 +980,41 @@ def markdown(r: dict[str, Any]) -> str:
         "Informational: no issue sets a target for GraphQL mode, so the figures "
         "have none; the execution counts below are checked, and a wrong count fails the run "
         "(it writes no report).",
-        "One node (`python -m runtime serve --origin-transport none --graphql-origin-url ... "
+        "One node (`python -m runtime serve --origin-transport echo --graphql-origin-url ... "
         "--graphql-ka-interval 0 --keepalive-interval 0 --local-only true`, the rest default) and "
         "a minimal GraphQL origin over HTTP (`python -m bench.graphql --serve-origin`, on the "
         "node's own HTTP/1.1 server): it accepts every `connection_init`, answers each `start` "
         "with a subscription to the input its variables name, and each `subscription_query` "
-        'with `{"result": {"data": {"tick": <publishContext>}}}`, counting them. '
-        f"{n} subscribers, half `graphql-transport-ws` and half `graphql-ws`, each one "
-        f"subscription; every client frame is {plan['message_bytes']} bytes "
-        f"(measured: {', '.join(map(str, a['frame_bytes']))}).",
-        f"A, fan-out: all {n} subscribe to one input (key `{KEY_A}`). Each round posts one "
-        "`publish` command, and one `broadcast` of a frame of the same size to the same "
-        f"{n} connections (the baseline: the plain command path, no origin), in an order that "
-        "rotates every round; each is timed from just before its `POST /commands` until the "
-        f"last client has the frame, then {plan['gap'] * 1000:g} ms pass. {plan['warmup']} "
-        f"warm-up rounds, then {plan['publishes']} measured. Deliveries/s is {n} / the median "
-        f"round's time. B, distinct inputs: {n} fresh subscribers over {b['inputs']} inputs "
-        f"sharing key `{KEY_B}`, {plan['distinct_publishes']} measured rounds the same way: "
-        f"each publish must run each input once ({b['inputs']} origin requests) and reach all "
-        f"{n}.",
+        'with `{"result": {"data": {"tick": <publishContext>}}}`, counting them. The echo event '
+        "origin is there only so that the node accepts plain connections (with `none` it refuses "
+        "them); it answers MESSAGE events alone, and the plain clients send none. "
+        f"{n} GraphQL subscribers, half `graphql-transport-ws` and half `graphql-ws`, each one "
+        f"subscription, and {n} plain clients (no subprotocol); every client frame is "
+        f"{plan['message_bytes']} bytes (measured: GraphQL results "
+        f"{', '.join(map(str, a['frame_bytes']))}, broadcasts "
+        f"{', '.join(map(str, a['broadcast_frame_bytes']))}).",
+        f"A, fan-out: all {n} subscribers subscribe to one input (key `{KEY_A}`). Each round "
+        f"posts one `publish` command, which reaches the {n} GraphQL clients, and, as the "
+        f"baseline, one `broadcast` of a frame of the same size, which reaches the {n} plain "
+        "clients: the plain command path, no origin, one frame for all. A broadcast skips "
+        "GraphQL connections (their clients would take a bare message for a bad frame), so the "
+        f"two fan-outs go to different connections: the node holds {2 * n}, and either fan-out "
+        f"is {n} deliveries from it to the same generator. The order rotates every round; each "
+        "fan-out is timed from just before its `POST /commands` until the last client has the "
+        f"frame, then {plan['gap'] * 1000:g} ms pass. {plan['warmup']} warm-up rounds, then "
+        f"{plan['publishes']} measured. Deliveries/s is {n} / the median round's time. B, "
+        f"distinct inputs: {n} fresh subscribers over {b['inputs']} inputs sharing key "
+        f"`{KEY_B}` and {n} fresh plain clients, {plan['distinct_publishes']} measured rounds "
+        f"the same way: each publish must run each input once ({b['inputs']} origin requests) "
+        f"and reach all {n} subscribers.",
+        "Every client checks what it gets: a GraphQL client counts only its own protocol's "
+        "result for its operation (`next` or `data`) carrying the current publish's number, a "
+        "plain client only the current broadcast; any other frame, such as a broadcast reaching "
+        "a GraphQL client, is unexpected and fails the run (the checks below).",
         "What the ratio shows: a publish costs one origin round trip (node -> origin -> node, "
         "another process on another core) before the first frame leaves, and per subscriber an "
         "encoded message of its own protocol and operation ID, where a broadcast writes one "
-        "ready frame to every connection.",
+        "ready frame to every plain connection.",
     ]
     text = "\n\n".join(_fill(p) for p in paragraphs)
     results = _table(
@@ -913,8 +1032,9 @@ def markdown(r: dict[str, Any]) -> str:
     generator_text = _fill(
         "Each round of A has a third fan-out: a picows server (C frame parser, `python -m "
         "bench.servers picows`, on the node's core, idle otherwise) broadcasting a frame of the "
-        f"same size to {n} plain connections of the same generator, triggered from a control "
-        f"connection (p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms): about the most the "
+        f"same size to {n} more plain connections of the same generator (which holds {3 * n} "
+        f"in A), triggered from a control connection (p50 {g['p50_ms']:.2f} ms, p99 "
+        f"{g['p99_ms']:.2f} ms): about the most the "
         "generator can receive. A fan-out costs the receiving side about as much as the sending "
         "side (a socket wake-up and a read per client per message), so one generator core "
         "cannot outrun one server core by much here, unlike in the echo benchmark; "
@@ -954,9 +1074,12 @@ def markdown(r: dict[str, Any]) -> str:
         f"{b['machine_noise']['steal_percent']:.0f}%. Every round's time: "
         "bench/results/graphql.json.",
     )
+    lead = _fill(
+        "Executions, from the origin's own counts and the node's `GET /stats`; unexpected "
+        "frames, from the clients' own counts:"
+    )
     return (
-        f"{SECTION}\n\n{text}\n\n{results}\n\n{notes}\n\nExecutions, from the origin's own "
-        f"counts and the node's `GET /stats`:\n\n{checks}\n\n"
+        f"{SECTION}\n\n{text}\n\n{results}\n\n{notes}\n\n{lead}\n\n{checks}\n\n"
         f"### Is the load generator the bottleneck? {verdict}\n\n{generator_text}\n\n"
         f"{generator}\n"
     )
@@ -1001,7 +1124,7 @@ async def main_async(args: argparse.Namespace) -> int:
         print("error: need at least 2 subscribers, 1 input, 1 publish", file=sys.stderr)
         return 2
     limit = raise_nofile_limit()
-    if limit < 2 * plan.subscribers + 200:
+    if limit < 3 * plan.subscribers + 200:  # GraphQL, plain, picows
         print(f"error: open-files limit {limit} is too low", file=sys.stderr)
         return 2
     pin, cpus = pick_cpus(args.no_pin)

@@ -1,6 +1,6 @@
 """The GraphQL publish benchmark must keep running, and keep checking what it claims to measure:
-one origin execution per distinct input per publish, frames the size it says, a report that
-replaces its own section only."""
+one origin execution per distinct input per publish, frames the size it says, no frame a client
+should not get (a broadcast at a GraphQL client), a report that replaces its own section only."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from picows import WSMsgType
 
 from bench import graphql
 from bench.common import write_section
@@ -46,8 +48,13 @@ def test_quick_run_executes_each_input_once_per_publish() -> None:
             figures = raw[name][kind]
             assert figures["complete"] == figures["rounds"] == publishes
             assert figures["deliveries_per_second"] > 0 and figures["p99_ms"] > 0
+        # The broadcasts went to the plain clients only, the same size as the results.
+        assert raw[name]["frame_bytes"] == [plan["message_bytes"]]
+        assert raw[name]["broadcast_frame_bytes"] == [plan["message_bytes"]]
+        assert checks["unexpected frames at the clients, warm-up included (GraphQL, plain)"][
+            "measured"
+        ] == [0, 0]
     assert raw["generator"]["deliveries_per_second"] > 0
-    assert raw["A"]["frame_bytes"] == [plan["message_bytes"]]
 
 
 def test_result_frames_have_the_planned_size_in_both_protocols() -> None:
@@ -63,6 +70,51 @@ def test_result_frames_have_the_planned_size_in_both_protocols() -> None:
             assert graphql.marker(seq) in frame.encode()
         assert graphql.marker(seq) in broadcast.encode()
     assert graphql.marker(1) not in graphql.result_text(12, "x").encode()
+
+
+class Frame:
+    """What a picows listener reads of a frame."""
+
+    def __init__(self, payload: str, msg_type: WSMsgType = WSMsgType.TEXT) -> None:
+        self.msg_type = msg_type
+        self.payload = payload.encode()
+
+    def get_payload_as_bytes(self) -> bytes:
+        return self.payload
+
+
+def test_a_broadcast_reaching_a_graphql_client_is_unexpected() -> None:
+    """GraphQL clients count only their protocol's result of the current publish: a broadcast
+    (the node must skip them) or the other protocol's message is unexpected and fails the run."""
+
+    async def feed() -> None:
+        for protocol in gql.PROTOCOLS:
+            publish, plain = graphql.Watch(), graphql.Watch()
+            client = graphql.Subscriber(publish, protocol, "a", graphql.KEY_A)
+            receiver = graphql.Receiver(plain)
+            context = graphql.tick_context(7, 128)
+            result = gql.result_message(protocol, "1", gql.encode_json({"data": {"tick": context}}))
+            finished = publish.arm(graphql.marker(7), 1)
+            client.on_ws_frame(None, Frame(result))
+            assert finished.done() and publish.count == 1 and publish.unexpected == 0
+            broadcast = graphql.result_text(8, graphql.tick_context(8, 128)["pad"])
+            plain.arm(graphql.marker(8), 1)
+            client.on_ws_frame(None, Frame(broadcast))  # the publish watch is not armed for it
+            receiver.on_ws_frame(None, Frame(broadcast))
+            receiver.on_ws_frame(None, Frame(result))  # a result at a plain client
+            assert (publish.count, publish.unexpected) == (1, 1)
+            assert (plain.count, plain.unexpected) == (1, 1)
+            assert publish.samples == [broadcast[:200]]
+            other = gql.LEGACY if protocol == gql.MODERN else gql.MODERN
+            wrong = gql.result_message(other, "1", gql.encode_json({"data": {"tick": context}}))
+            publish.arm(graphql.marker(7), 1)
+            client.on_ws_frame(None, Frame(wrong))
+            assert (publish.count, publish.unexpected) == (0, 2)
+            check = graphql.unexpected_check({"publish": 2, "broadcast": 1, "picows": 0})
+            assert not check["ok"] and check["measured"] == (2, 1)
+        assert graphql.unexpected_check({"publish": 0, "broadcast": 0, "picows": 0})["ok"]
+
+    asyncio.run(feed())
 
 
 def test_origin_answers_the_contract_and_counts_executions() -> None:
