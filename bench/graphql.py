@@ -656,7 +656,7 @@ class GraphqlBench:
                 "B (distinct inputs)", digests, KEY_B, plan.distinct_publishes, False
             )
             assert self.node is not None
-            warnings = _log_lines(self.node)
+            warnings = self.node.log_lines()
         finally:
             await self.close()
             for child in (self.node, self.origin, self.picows):
@@ -797,13 +797,6 @@ def _cpu(child: Child) -> float:
         return time.clock_gettime((~child.pid << 3) | 2)  # Linux MAKE_PROCESS_CPUCLOCK, SCHED
     except OSError:
         return child.cpu_seconds()
-
-
-def _log_lines(child: Child) -> int:
-    try:
-        return sum(1 for line in child.log_path.read_text(errors="replace").splitlines() if line)
-    except OSError:
-        return 0
 
 
 def _say(text: str) -> None:

@@ -52,6 +52,13 @@ class Child:
         times = self.process.cpu_times()
         return times.user + times.system
 
+    def log_lines(self) -> int:
+        """Non-empty log lines: for a node started at --log-level WARNING, its warnings."""
+        try:
+            return sum(1 for line in self.log_path.read_text(errors="replace").splitlines() if line)
+        except OSError:
+            return 0
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

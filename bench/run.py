@@ -549,7 +549,7 @@ class Bench:
                     _say(f"{kind}: {self.plan.idle_connections} idle connections and broadcast")
                     results[kind]["idle"] = await self.idle_and_broadcast(target)
                     if target.origin is not None:
-                        results[kind]["node_log_warnings"] = _count_lines(target.server)
+                        results[kind]["node_log_warnings"] = target.server.log_lines()
                 finally:
                     self.stop(target)
                 _say(f"{kind}: idle phases took {time.perf_counter() - step:.1f} s")
@@ -563,13 +563,6 @@ class Bench:
         if kind == "node-echo":
             return await self.start_node_echo(label)
         return await self.start_baseline(kind, label)
-
-
-def _count_lines(child: Child) -> int:
-    try:
-        return sum(1 for line in child.log_path.read_text(errors="replace").splitlines() if line)
-    except OSError:
-        return 0
 
 
 def _say(text: str) -> None:
