@@ -33,8 +33,9 @@ from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from runtime.transports.http1 import HttpClient
 from tests.udp_proxy import FaultyUdpProxy
 
-SECRET = secrets.token_urlsafe(24)
-TOKEN = secrets.token_urlsafe(16)
+# Hex: passed as flag values, where a URL-safe token starting with "-" reads as a flag.
+SECRET = secrets.token_hex(24)
+TOKEN = secrets.token_hex(16)
 NODE_CPU, GENERATOR_CPU = 0, 1
 SECTION = "## Cluster: commands forwarded over UDP"
 

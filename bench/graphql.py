@@ -359,7 +359,7 @@ class GraphqlBench:
         self.plan = plan
         self.fleet = fleet
         self.cpus = cpus
-        self.token = secrets.token_urlsafe(16)
+        self.token = secrets.token_hex(16)
         self.seq = 0
         self.watches = {kind: Watch() for kind in KINDS}  # each kind's clients; new per scenario
         self.node: Child | None = None

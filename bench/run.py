@@ -228,7 +228,7 @@ class Bench:
 
     async def start_node(self, label: str) -> Target:
         ws_port, command_port, origin_port = free_port(), free_port(), free_port()
-        token = secrets.token_urlsafe(16)
+        token = secrets.token_hex(16)  # hex: a flag value never starting with "-"
         command_url = f"http://127.0.0.1:{command_port}/commands"
         origin = self.fleet.python(
             f"origin-{label}",
@@ -273,7 +273,7 @@ class Bench:
     async def start_node_echo(self, label: str) -> Target:
         """The node with its built-in echo origin: its own path without HTTP (a diagnostic)."""
         ws_port, command_port = free_port(), free_port()
-        token = secrets.token_urlsafe(16)
+        token = secrets.token_hex(16)
         node = self.fleet.python(
             f"node-echo-{label}",
             [
