@@ -8,21 +8,26 @@ events; an asyncio adapter owns the socket and the clock.
 
 Wire format (big-endian; every datagram):
 
-    magic b"WG" | version 1 (1) | kind (1) | wall clock, ms since the epoch (8)
-    | sender address (19) | recipient address (19) | sender session (8) | body
+    magic b"WG" | version 2 (1) | kind (1) | wall clock, ms since the epoch (8)
+    | sender address (19) | recipient address (19) | sender session (8)
+    | recipient session (8) | body
     | HMAC-SHA256 of everything before it, keyed by the shared secret (32)
 
-An address is family (1: 4 or 6) | IP (16; IPv4 left-aligned, zero-padded) | port (2). Bodies:
+An address is family (1: 4 or 6) | IP (16; IPv4 left-aligned, zero-padded) | port (2). A session
+names one run of a node (1 or more); the recipient session is the recipient's run as the sender
+knows it, 0 while it knows none. Bodies:
 
     DATA 1  base (8) | seq (8) | frag_index (4) | frag_count (4) | payload chunk
-    ACK  2  acked session (8) | start (8) | cumulative (8) | SACK bitmap (8) | latest (8)
+    ACK  2  start (8) | cumulative (8) | SACK bitmap (8) | latest (8)
     PING 3  nonce (8)
-    PONG 4  pinger session (8) | nonce (8)
+    PONG 4  nonce (8)
 
 Replays are stopped by the MAC (forgery), the recipient field (replaying to another node), the
-timestamp (older than the replay window), the session (an earlier run of the sender) and, within
-a session, the sequence numbers (DATA) or nonces (PING, PONG). The secret is shared, so any node
-holding it is trusted: the sender field guards against replays, not against a rogue node.
+timestamp (older than the replay window), the sender session (an earlier run of the sender), the
+recipient session (an earlier run of the recipient: a node restarted at the same address, as ECS
+tasks do, starts with no state and would take a replay as new) and, between two runs, the
+sequence numbers (DATA) or nonces (PING, PONG). The secret is shared, so any node holding it is
+trusted: the sender field guards against replays, not against a rogue node.
 
 Each DATA packet has a per (our session, peer) sequence number that is never reused; messages
 are cut into fragments of consecutive numbers so that no datagram needs IP fragmentation. The
@@ -38,22 +43,31 @@ Choices beyond the outline this module was written from:
 - ACK carries `start`, the sequence number at which the receiver's current run of packets began
   (fresh state, or the last `base` skip). A receiver that restarted mid-message drops the orphan
   fragments ("orphan"); `start` lets the sender fail that one message instead of reporting it
-  acknowledged. A restarted receiver also loses what it had SACKed: the sender resends those.
+  acknowledged. A restarted receiver also loses what it had SACKed: the sender resends it all.
 - ACK carries `latest`, the newest packet the receiver got for the first time, and the sender
   takes its one RTT sample per ACK from that packet (if never retransmitted: Karn). Packets
   parked behind a hole, beyond the SACK bitmap, are acknowledged long after they arrived and
   would inflate the RTO; and a burst's newest packet is often beyond the bitmap. `latest` also
   counts as a SACK for that packet.
-- PING carries a nonce and PONG echoes it with the pinger's session; only datagrams that are not
-  replays or duplicates (new DATA, an ACK acknowledging something, a newer PING or PONG) prove a
+- PING carries a nonce and PONG echoes it; only datagrams that are not replays or duplicates
+  (new DATA, an ACK acknowledging something, a newer PING or PONG, all bound to our run) prove a
   peer alive, so replaying a dead node's traffic cannot keep it "up". Pongs give RTT samples.
+- Only datagrams bound to our run are taken: recipient session ours, or 0 for a PING (first
+  contact: we answer it, which teaches the pinger our session, but it proves nothing, since it
+  could be a replay into a later run of ours). DATA or PING bound to another run of ours, or to
+  none, is dropped ("stale_session") and answered by a PING of ours, at most one per min_rto per
+  peer, so its sender learns our session within a round trip. A node that learns a peer's
+  session (its first, or a new run) resends everything in flight to it at once, as all of it was
+  bound to another run; until it knows the session it has one packet in flight, the probe. So
+  first contact costs one round trip and one dropped datagram, and a restart no timeout.
 - `Failed` means "not known to be delivered": a message in flight when its peer went down may
   still have been delivered. Callers retry (at-least-once), as the command queue does anyway.
 - Forgetting an idle peer must not reuse sequence numbers: a new link starts at the highest next
   sequence number of any forgotten link, and its first `base` moves the receiver forward.
 - The sender refuses payloads above its own max_message_bytes (ValueError), as for ourselves.
   The receiver still drops messages above its limit ("too_large"); they count as acknowledged.
-- All nodes must share max_datagram (the receiver drops longer datagrams), window and secret.
+- All nodes must share max_datagram (the receiver drops longer datagrams), window, secret and
+  wire version: to a node of another version, every datagram is "garbage".
 - The first RTO before any RTT sample is max_rto (RFC 6298's conservative 1 s); members are
   pinged at once, so their RTO is usually measured before data flows.
 
@@ -77,17 +91,16 @@ from dataclasses import dataclass
 from runtime.wire.connection_id import NodeAddress
 
 MAGIC = b"WG"
-VERSION = 1
+VERSION = 2
 DATA, ACK, PING, PONG = 1, 2, 3, 4
 
 ADDRESS_SIZE = 19
-HEADER_SIZE = 2 + 1 + 1 + 8 + ADDRESS_SIZE + ADDRESS_SIZE + 8  # 58
+HEADER_SIZE = 2 + 1 + 1 + 8 + ADDRESS_SIZE + ADDRESS_SIZE + 8 + 8  # 66
 MAC_SIZE = 32
 MIN_DATAGRAM = HEADER_SIZE + MAC_SIZE
 DATA_OVERHEAD = HEADER_SIZE + 24 + MAC_SIZE
-ACK_SIZE = HEADER_SIZE + 40 + MAC_SIZE
-PING_SIZE = HEADER_SIZE + 8 + MAC_SIZE
-PONG_SIZE = HEADER_SIZE + 16 + MAC_SIZE
+ACK_SIZE = HEADER_SIZE + 32 + MAC_SIZE
+PING_SIZE = PONG_SIZE = HEADER_SIZE + 8 + MAC_SIZE
 MAX_DATAGRAM_RANGE = (512, 8900)
 SACK_BITS = 64
 MAX_SESSION = (1 << 64) - 1
@@ -110,15 +123,15 @@ DROP_REASONS = (
 
 _PREFIX = {kind: MAGIC + bytes((VERSION, kind)) for kind in (DATA, ACK, PING, PONG)}
 _MAGIC_VERSION = MAGIC + bytes((VERSION,))
-_HEADER = struct.Struct(">Q19s19sQ")  # from offset 4: wall ms, sender, recipient, session
-_DATA_OUT = struct.Struct(">4sQ46sQQII")  # prefix, wall ms, route, base, seq, index, count
+# From offset 4: wall ms, sender, recipient, sender session, recipient session.
+_HEADER = struct.Struct(">Q19s19sQQ")
+# Prefix, wall ms, route, recipient session, then the body.
+_DATA_OUT = struct.Struct(">4sQ46sQQQII")  # base, seq, index, count
 _DATA_IN = struct.Struct(">QQII")
-_ACK_OUT = struct.Struct(">4sQ46sQQQQQ")
-_ACK_IN = struct.Struct(">QQQQQ")
-_PING_OUT = struct.Struct(">4sQ46sQ")
-_PONG_OUT = struct.Struct(">4sQ46sQQ")
+_ACK_OUT = struct.Struct(">4sQ46sQQQQQ")  # start, cumulative, SACK bitmap, latest
+_ACK_IN = struct.Struct(">QQQQ")
+_NONCE_OUT = struct.Struct(">4sQ46sQQ")  # PING and PONG: nonce
 _U64 = struct.Struct(">Q")
-_U64X2 = struct.Struct(">QQ")
 
 _UNKNOWN, _UP, _DOWN = 0, 1, 2
 _ZERO12 = bytes(12)
@@ -238,6 +251,7 @@ class _Link:
         "encoded",
         "expected",
         "flight",
+        "hello_at",
         "last_data",
         "last_heard",
         "last_rx",
@@ -292,7 +306,7 @@ class _Link:
         self.checked_start = 0  # the receiver's last `start` compared with our flight
         self.last_tx = now
         # Its stream to us (expected == 0: no state for its current session).
-        self.remote_session = -1
+        self.remote_session = 0  # its run as we know it, 0 while unknown: binds what we send
         self.expected = 0
         self.start = 0
         self.latest = 0  # the newest packet received for the first time: for RTT samples
@@ -317,6 +331,7 @@ class _Link:
         self.pong_high = 0
         self.peer_ping_high = 0
         self.pong_due = 0
+        self.hello_at = -math.inf  # when we last answered traffic bound to another run of ours
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -352,7 +367,7 @@ class PeerProtocol:
     ) -> None:
         if len(secret) < 16:
             raise ValueError(f"secret must be at least 16 bytes (got {len(secret)})")
-        _check_range("session", session, 0, MAX_SESSION)
+        _check_range("session", session, 1, MAX_SESSION)
         _check_range("max_datagram", max_datagram, *MAX_DATAGRAM_RANGE)
         _check_range("window", window, 1, 1 << 20)
         _check_range("max_message_bytes", max_message_bytes, 0, 1 << 31)
@@ -409,6 +424,7 @@ class PeerProtocol:
         self._events: list[Event] = []
         self._ack_due: list[_Link] = []
         self._pong_due: list[_Link] = []
+        self._hello_due: list[_Link] = []
         self._fast: list[_Packet] = []
         self._sendable: list[_Link] = []
         self._timers: list[tuple[float, int, _Packet]] = []
@@ -490,7 +506,7 @@ class PeerProtocol:
         ):
             stats["dropped_bad_mac"] += 1
             return
-        stamp, sender, recipient, session = _HEADER.unpack_from(data, 4)
+        stamp, sender, recipient, session, bound_to = _HEADER.unpack_from(data, 4)
         if recipient != self._local_encoded or sender == self._local_encoded:
             stats["dropped_misdirected"] += 1
             return
@@ -502,7 +518,7 @@ class PeerProtocol:
             stats["dropped_stale_session"] += 1
             return
         kind = data[3]
-        if not (
+        if not session or not (
             (kind == DATA and size >= DATA_OVERHEAD)
             or (kind == ACK and size == ACK_SIZE)
             or (kind == PING and size == PING_SIZE)
@@ -521,13 +537,16 @@ class PeerProtocol:
                 return
         if session > link.remote_session:
             self._new_remote_session(link, session)
+        if bound_to != self.session and (bound_to or kind != PING):
+            self._unbound(link, kind, now)
+            return
         link.last_rx = now
         if kind == DATA:
             self._on_data(link, data, now)
         elif kind == ACK:
             self._on_ack(link, data, now)
         elif kind == PING:
-            self._on_ping(link, data, now)
+            self._on_ping(link, data, now, first_contact=not bound_to)
         else:
             self._on_pong(link, data, now)
 
@@ -560,11 +579,16 @@ class PeerProtocol:
             due, self._pong_due = self._pong_due, []
             for link in due:
                 if not link.removed and link.pong_due:
-                    body = _PONG_OUT.pack(
+                    body = _NONCE_OUT.pack(
                         _PREFIX[PONG], ms, link.route, link.remote_session, link.pong_due
                     )
                     out.append((link.address, body + digest(key, body, "sha256")))
                 link.pong_due = 0
+        if self._hello_due:
+            due, self._hello_due = self._hello_due, []
+            for link in due:
+                if not link.removed:
+                    self._ping(link, now, ms, out)
         if self._fast:
             fast, self._fast = self._fast, []
             for packet in fast:
@@ -602,7 +626,7 @@ class PeerProtocol:
 
     def next_deadline(self) -> float | None:
         """When `datagrams_to_send` must next be called; None when nothing is pending."""
-        if self._ack_due or self._pong_due or self._fast or self._sendable:
+        if self._ack_due or self._pong_due or self._hello_due or self._fast or self._sendable:
             return self._clock
         timers = self._timers
         while timers:
@@ -742,10 +766,7 @@ class PeerProtocol:
         return bits
 
     def _on_ack(self, link: _Link, data: bytes, now: float) -> None:
-        session, start, cumulative, bits, latest = _ACK_IN.unpack_from(data, HEADER_SIZE)
-        if session != self.session:
-            self.stats["dropped_stale_session"] += 1
-            return
+        start, cumulative, bits, latest = _ACK_IN.unpack_from(data, HEADER_SIZE)
         if not 0 < start <= cumulative <= link.next_seq or latest >= link.next_seq:
             self.stats["dropped_malformed"] += 1
             return
@@ -853,7 +874,9 @@ class PeerProtocol:
             message.failed = True
             self._fail_now(message.id, link.address)
 
-    def _on_ping(self, link: _Link, data: bytes, now: float) -> None:
+    def _on_ping(self, link: _Link, data: bytes, now: float, *, first_contact: bool) -> None:
+        """Answer it; a first-contact ping (bound to no run of ours) could be a replay into this
+        run, so only a ping bound to our run proves the peer alive."""
         (nonce,) = _U64.unpack_from(data, HEADER_SIZE)
         if nonce <= link.peer_ping_high:
             self.stats["dropped_duplicate"] += 1
@@ -862,13 +885,11 @@ class PeerProtocol:
         if not link.pong_due:
             self._pong_due.append(link)
         link.pong_due = nonce
-        self._mark_up(link, now)
+        if not first_contact:
+            self._mark_up(link, now)
 
     def _on_pong(self, link: _Link, data: bytes, now: float) -> None:
-        session, nonce = _U64X2.unpack_from(data, HEADER_SIZE)
-        if session != self.session:
-            self.stats["dropped_stale_session"] += 1
-            return
+        (nonce,) = _U64.unpack_from(data, HEADER_SIZE)
         if nonce > link.ping_nonce:
             self.stats["dropped_malformed"] += 1
             return
@@ -881,8 +902,9 @@ class PeerProtocol:
         self._mark_up(link, now)
 
     def _new_remote_session(self, link: _Link, session: int) -> None:
-        """The peer (re)started: its old stream and nonces went with its previous run, and so
-        did the packets that run had SACKed but not yet delivered: send those again."""
+        """We met the peer, or it restarted: its old stream and nonces went with its previous
+        run. Everything in flight to it was bound to another run (or to none), which drops it,
+        SACKed or not: send it all again now, and what waited for the session."""
         link.remote_session = session
         link.expected = link.start = 0
         link.buffer.clear()
@@ -891,10 +913,19 @@ class PeerProtocol:
         link.pong_due = 0
         link.checked_start = 0
         for packet in link.flight:
-            if packet.done:
-                packet.done = False
-                packet.retransmitted = True
-                self._fast.append(packet)
+            packet.done = False
+            packet.retransmitted = True
+            self._fast.append(packet)
+        self._wake(link)
+
+    def _unbound(self, link: _Link, kind: int, now: float) -> None:
+        """Traffic bound to another run of ours, or to none: a replay into this run, or a
+        sender that does not know this run yet. A ping of ours tells the sender our session;
+        at most one per min_rto, so replays cannot make us flood the peer."""
+        self.stats["dropped_stale_session"] += 1
+        if kind in (DATA, PING) and now - link.hello_at >= self.min_rto:
+            link.hello_at = now
+            self._hello_due.append(link)
 
     @staticmethod
     def _reset_partial(link: _Link) -> None:
@@ -904,11 +935,15 @@ class PeerProtocol:
 
     # -- sending -----------------------------------------------------------------------------
 
+    def _window(self, link: _Link) -> int:
+        """Packets in flight to the peer: one, the probe, until we know its session."""
+        return self.window if link.remote_session else 1
+
     def _wake(self, link: _Link) -> None:
         if link.sendable or not link.queue:
             return
         flight = link.flight
-        if flight and link.next_seq - flight[0].seq >= self.window:
+        if flight and link.next_seq - flight[0].seq >= self._window(link):
             return
         link.sendable = True
         self._sendable.append(link)
@@ -923,8 +958,9 @@ class PeerProtocol:
         else:
             base = seq
             self._housekeeping_at = min(self._housekeeping_at, now + self.down_after)
-        limit = base + self.window
+        limit = base + self._window(link)
         size, key, route, address = self._chunk, self._secret, link.route, link.address
+        bound_to = link.remote_session
         deadline = now + link.rto
         prefix = _PREFIX[DATA]
         timers, tiebreak = self._timers, self._tiebreak
@@ -940,7 +976,8 @@ class PeerProtocol:
             packet = _Packet(link, message, seq, index, chunk, now)
             packet.deadline = deadline
             flight.append(packet)
-            body = _DATA_OUT.pack(prefix, ms, route, base, seq, index, message.count) + chunk
+            header = _DATA_OUT.pack(prefix, ms, route, bound_to, base, seq, index, message.count)
+            body = header + chunk
             out.append((address, body + hmac.digest(key, body, "sha256")))
             heapq.heappush(timers, (deadline, next(tiebreak), packet))
             seq += 1
@@ -961,6 +998,7 @@ class PeerProtocol:
                 _PREFIX[DATA],
                 ms,
                 link.route,
+                link.remote_session,
                 link.flight[0].seq,
                 packet.seq,
                 packet.index,
@@ -1004,11 +1042,8 @@ class PeerProtocol:
                     else:
                         next_at = min(next_at, due)
                 if now >= link.next_ping:
-                    link.ping_nonce += 1
-                    link.ping_sent_at = now
                     link.next_ping = now + self.ping_interval
-                    body = _PING_OUT.pack(_PREFIX[PING], ms, link.route, link.ping_nonce)
-                    out.append((link.address, body + hmac.digest(self._secret, body, "sha256")))
+                    self._ping(link, now, ms, out)
                 next_at = min(next_at, link.next_ping)
             if link.expected:
                 due = link.last_data + expiry
@@ -1025,6 +1060,12 @@ class PeerProtocol:
                 else:
                     next_at = min(next_at, due)
         self._housekeeping_at = next_at
+
+    def _ping(self, link: _Link, now: float, ms: int, out: list[tuple[NodeAddress, bytes]]) -> None:
+        link.ping_nonce += 1
+        link.ping_sent_at = now
+        body = _NONCE_OUT.pack(_PREFIX[PING], ms, link.route, link.remote_session, link.ping_nonce)
+        out.append((link.address, body + hmac.digest(self._secret, body, "sha256")))
 
     def _mark_up(self, link: _Link, now: float, at: int | None = None) -> None:
         """Fresh traffic from the peer; `at` puts PeerUp before the events that traffic caused."""

@@ -63,19 +63,37 @@ def forge(
     sender: NodeAddress = A,
     recipient: NodeAddress = B,
     session: int = 1,
+    bound_to: int = 1,
     secret: bytes = SECRET,
 ) -> bytes:
     """A datagram built from the documented wire format, independently of the module."""
     signed = (
-        b"WG\x01"
+        b"WG\x02"
         + bytes((kind,))
         + struct.pack(">Q", int(wall * 1000))
         + pp.encode_address(sender)
         + pp.encode_address(recipient)
-        + struct.pack(">Q", session)
+        + struct.pack(">QQ", session, bound_to)
         + body
     )
     return signed + hmac.digest(secret, signed, "sha256")
+
+
+def bound_to(data: bytes) -> int:
+    """The recipient session a datagram carries: the receiver's run as its sender knew it."""
+    return int.from_bytes(data[58:66], "big")
+
+
+def introduce(a: PeerProtocol, b: PeerProtocol, now: float = 0.0) -> None:
+    """One ping and its pong: both learn the other's session, as members do at start-up, so
+    data flows at once rather than after a first-contact probe."""
+    a.set_members([b.local], now)
+    [(_, ping)] = a.datagrams_to_send(now, WALL0 + now)
+    b.receive_datagram(ping, now, WALL0 + now)
+    [(_, pong)] = b.datagrams_to_send(now, WALL0 + now)
+    a.receive_datagram(pong, now, WALL0 + now)
+    a.set_members([], now)
+    assert a.events_received() == [PeerUp(b.local)] and b.events_received() == []
 
 
 class Net:
@@ -183,27 +201,41 @@ def test_round_trip_of_one_small_message() -> None:
     net.run(acknowledged(a, 1))
     assert net.events[B] == [PeerUp(A), Delivered(A, b"hello")]
     assert net.events[A] == [PeerUp(B), Acknowledged(message_id)]
-    assert net.now == pytest.approx(0.001)  # one round trip
-    assert (a.stats["datagrams_sent"], b.stats["datagrams_sent"]) == (1, 1)  # data, ack
-    assert (a.stats["messages_sent"], a.stats["messages_acknowledged"]) == (1, 1)
-    assert b.stats["messages_delivered"] == 1
+    # First contact: the probe is bound to no run of B's, so B drops it and pings; A resends.
+    assert net.now == pytest.approx(0.002)  # two round trips
+    assert (a.stats["datagrams_sent"], b.stats["datagrams_sent"]) == (3, 2)
+    assert b.stats["dropped_stale_session"] == 1
+    # Once both know the other's run, a message is one round trip: data, ack.
+    started, sent = net.now, (a.stats["datagrams_sent"], b.stats["datagrams_sent"])
+    second = a.send_message(B, b"again", net.now)
+    net.run(acknowledged(a, 2))
+    assert net.events[A][-1] == Acknowledged(second) and net.delivered(B)[-1] == b"again"
+    assert net.now - started == pytest.approx(0.001)
+    assert (a.stats["datagrams_sent"], b.stats["datagrams_sent"]) == (sent[0] + 1, sent[1] + 1)
+    assert (a.stats["messages_sent"], a.stats["messages_acknowledged"]) == (2, 2)
+    assert b.stats["messages_delivered"] == 2
     assert (a.stats["peers_up"], b.stats["peers_up"]) == (1, 1)
     assert a.is_up(B) and b.is_up(A)
 
 
 def test_data_datagram_follows_the_documented_layout() -> None:
-    a = node(A, session=77)
+    a, b = node(A, session=77), node(B, session=5)
     a.send_message(B, b"payload", 1.0)
-    [(destination, data)] = a.datagrams_to_send(1.0, WALL0)
+    [(destination, probe)] = a.datagrams_to_send(1.0, WALL0)
+    assert bound_to(probe) == 0  # B's run is not known yet
+    b.receive_datagram(probe, 1.0, WALL0)
+    [(_, hello)] = b.datagrams_to_send(1.0, WALL0)
+    a.receive_datagram(hello, 1.0, WALL0)
+    [_, (destination, data)] = a.datagrams_to_send(1.0, WALL0)  # the pong, then the data
     assert destination == B
-    assert data[:4] == b"WG\x01\x01"
-    stamp, sender, recipient, session = struct.unpack_from(">Q19s19sQ", data, 4)
+    assert data[:4] == b"WG\x02\x01"
+    stamp, sender, recipient, session, recipient_session = struct.unpack_from(">Q19s19sQQ", data, 4)
     assert stamp == int(WALL0 * 1000)
     assert sender == bytes([4, 10, 0, 0, 1]) + bytes(12) + (9100).to_bytes(2, "big")
     assert recipient == pp.encode_address(B)
-    assert session == 77
-    assert struct.unpack_from(">QQII", data, 58) == (1, 1, 0, 1)  # base, seq, index, count
-    assert data[82:-32] == b"payload"
+    assert (session, recipient_session) == (77, 5)
+    assert struct.unpack_from(">QQII", data, 66) == (1, 1, 0, 1)  # base, seq, index, count
+    assert data[90:-32] == b"payload"
     assert data[-32:] == hmac.digest(SECRET, data[:-32], "sha256")
     assert len(data) == pp.DATA_OVERHEAD + len(b"payload")
 
@@ -235,7 +267,7 @@ def test_one_mebibyte_payload_is_reassembled_intact(max_datagram: int, loss: flo
     fragments = -(-len(payload) // (max_datagram - pp.DATA_OVERHEAD))
     assert len({seq_of(data) for data in packets}) == fragments
     if loss == 0.0:
-        assert len(packets) == fragments
+        assert len(packets) == fragments + 1  # the first-contact probe is sent twice
 
 
 def test_empty_payload_is_a_message_too() -> None:
@@ -288,6 +320,7 @@ def test_three_nodes_all_to_all_with_loss_keep_per_peer_order() -> None:
 
 def test_one_ack_covers_everything_received_in_one_go() -> None:
     a, b = node(A), node(B)
+    introduce(a, b)
     ids = [a.send_message(B, bytes([index]), 0.0) for index in range(10)]
     datagrams = a.datagrams_to_send(0.0, WALL0)
     assert len(datagrams) == 10
@@ -296,17 +329,18 @@ def test_one_ack_covers_everything_received_in_one_go() -> None:
     assert b.stats["dropped_duplicate"] == 1
     acks = b.datagrams_to_send(0.001, WALL0)
     assert len(acks) == 1
-    # session, start, cumulative, SACK bitmap, latest (the last one to arrive)
+    # recipient session, then start, cumulative, SACK bitmap, latest (the last to arrive)
     assert struct.unpack_from(">QQQQQ", acks[0][1], 58) == (1, 1, 11, 0, 1)
     assert [e.payload for e in b.events_received() if isinstance(e, Delivered)] == [
         bytes([index]) for index in range(10)
     ]
     a.receive_datagram(acks[0][1], 0.002, WALL0)
-    assert a.events_received() == [PeerUp(B)] + [Acknowledged(i) for i in ids]
+    assert a.events_received() == [Acknowledged(i) for i in ids]
 
 
 def test_sack_reports_out_of_order_packets_and_triggers_fast_retransmit() -> None:
     a, b = node(A), node(B)
+    introduce(a, b)
     net = Net(a, b)
     first_copy = True
 
@@ -345,6 +379,7 @@ def test_retransmission_timeout_backs_off_and_samples_rtt() -> None:
 
 def established() -> tuple[Net, PeerProtocol, PeerProtocol, PeerProtocol, bytes]:
     a, b, c = node(A), node(B), node(C)
+    introduce(a, b)
     net = Net(a, b, c)
     a.send_message(B, b"first", net.now)
     net.run(acknowledged(a, 1))
@@ -415,13 +450,13 @@ def test_truncated_oversized_garbage_and_tampered_datagrams_are_dropped() -> Non
         b.receive_datagram(bad, net.now, net.wall)
     b.receive_datagram(bytes(1473), net.now, net.wall)
     b.receive_datagram(b"XX" + data[2:], net.now, net.wall)
-    b.receive_datagram(data[:2] + b"\x02" + data[3:], net.now, net.wall)  # version 2
+    b.receive_datagram(data[:2] + b"\x01" + data[3:], net.now, net.wall)  # a v1 node's
     tampered = bytearray(data)
     tampered[90] ^= 1
     b.receive_datagram(bytes(tampered), net.now, net.wall)
     b.receive_datagram(data[:-1], net.now, net.wall)
     assert dropped(b) == {"truncated": 3, "oversized": 1, "garbage": 2, "bad_mac": 2}
-    assert b.stats["datagrams_received"] == 1 + 8  # the real one, then the bad ones
+    assert b.stats["datagrams_received"] == 2 + 8  # a ping and the data, then the bad ones
     still_works(net, a, b)
 
 
@@ -431,7 +466,7 @@ def test_random_bytes_never_raise() -> None:
     count = 0
     for size in range(0, 1600, 3):
         b.receive_datagram(rng.randbytes(size), net.now, net.wall)
-        b.receive_datagram(b"WG\x01" + rng.randbytes(size), net.now, net.wall)
+        b.receive_datagram(b"WG\x02" + rng.randbytes(size), net.now, net.wall)
         mutated = bytearray(data)
         mutated[rng.randrange(len(mutated))] ^= 1 << rng.randrange(8)
         b.receive_datagram(bytes(mutated), net.now, net.wall)
@@ -451,6 +486,7 @@ def test_validly_signed_but_malformed_datagrams_are_dropped() -> None:
         forge(pp.DATA, struct.pack(">QQII", 5, 5, 2, 2), wall=wall),  # index beyond count
         forge(pp.DATA, struct.pack(">QQII", 6, 5, 0, 1), wall=wall),  # base after seq
         forge(pp.DATA, struct.pack(">QQII", 0, 0, 0, 1), wall=wall),  # seq 0
+        forge(pp.PING, bytes(8), wall=wall, sender=D, session=0),  # sessions start at 1
     ]
     # A sender address of an unknown family, properly signed.
     signed = forge(pp.PING, bytes(8), wall=wall, sender=D)[: -pp.MAC_SIZE]
@@ -458,7 +494,7 @@ def test_validly_signed_but_malformed_datagrams_are_dropped() -> None:
     bad.append(signed + hmac.digest(SECRET, signed, "sha256"))
     for data in bad:
         b.receive_datagram(data, net.now, net.wall)
-    assert dropped(b) == {"malformed": 7}
+    assert dropped(b) == {"malformed": 8}
     assert b.tracked_peers() == 1
     still_works(net, a, b)
 
@@ -470,21 +506,27 @@ def test_older_session_of_a_restarted_sender_is_dropped() -> None:
     a2.send_message(B, b"from the new run", net.now)
     net.run(acknowledged(a2, 1))
     assert net.delivered(B) == [b"first", b"from the new run"]
+    assert dropped(b) == {"stale_session": 1}  # a2's first-contact probe
     b.receive_datagram(old, net.now, net.wall)  # a replay of the old run
     a1.send_message(B, b"zombie", net.now)  # the old run, still alive somehow
     for _, data in a1.datagrams_to_send(net.now, net.wall):
         b.receive_datagram(data, net.now, net.wall)
-    assert dropped(b) == {"stale_session": 2}
+    assert dropped(b) == {"stale_session": 1 + 2}
     assert b.events_received() == []
     still_works(net, a2, b)
 
 
-def test_ack_for_an_older_session_of_ours_is_dropped() -> None:
+@pytest.mark.parametrize("kind", [pp.ACK, pp.PONG])
+def test_answer_bound_to_another_run_of_ours_is_dropped(kind: int) -> None:
     net, a, _, _, _ = established()
-    body = struct.pack(">QQQQQ", 0, 1, 2, 0, 1)  # for session 0: we are session 1
-    stale_ack = forge(pp.ACK, body, wall=net.wall, sender=B, recipient=A)
-    a.receive_datagram(stale_ack, net.now, net.wall)
-    assert dropped(a) == {"stale_session": 1}
+    a.set_members([B], net.now)
+    a.datagrams_to_send(net.now, net.wall)  # ping 1, whose pong is still due
+    body = struct.pack(">QQQQ", 1, 2, 0, 1) if kind == pp.ACK else struct.pack(">Q", 1)
+    for run in (0, 7):  # none, or one that is not ours (we are run 1)
+        answer = forge(kind, body, wall=net.wall, sender=B, recipient=A, bound_to=run)
+        a.receive_datagram(answer, net.now, net.wall)
+    assert dropped(a) == {"stale_session": 2}
+    assert a.datagrams_to_send(net.now, net.wall) == []  # answers are not answered
 
 
 def test_replays_do_not_keep_a_dead_member_up() -> None:
@@ -510,6 +552,78 @@ def test_replays_do_not_keep_a_dead_member_up() -> None:
     assert a.stats["dropped_duplicate"] > 0
 
 
+def hellos(net: Net, source: NodeAddress, destination: NodeAddress) -> int:
+    """Pings sent (between non-members, each answers traffic bound to another run)."""
+    return sum(
+        1 for s, d, data in net.sent if (s, d) == (source, destination) and data[3] == pp.PING
+    )
+
+
+def test_data_replayed_into_a_restarted_receiver_is_not_delivered() -> None:
+    """Issue 12: ECS reuses a task's IP and the peer port is fixed, so a node restarted at the
+    same address starts with no state for its peers and would take DATA captured on its way to
+    the previous run, within the replay window, as new: a broadcast delivered twice."""
+    a, b1, c = node(A), node(B, session=1), node(C)
+    net = Net(a, b1, c)
+    commands = [b'{"action":"broadcast","data":"once"}', bytes(4000), b'{"action":"publish"}']
+    for payload in commands:
+        a.send_message(B, payload, net.now)
+    net.run(acknowledged(a, len(commands)))
+    captured = net.data_sent(A, B)  # the first-contact probe among them
+    assert net.delivered(B) == commands and len(captured) >= 5
+    captured_at = net.now
+    net.run(duration=5.0)
+    b2 = node(B, session=2)  # the restart: a new run at the same address
+    net.replace(b2)
+    since = len(net.events[B])
+    c.send_message(B, b"from C", net.now)  # a well-behaved peer, during the attack
+    attack_began = net.now
+    for _ in range(50):  # an on-path attacker replays everything every 2 ms
+        for data in captured:
+            b2.receive_datagram(data, net.now, net.wall)
+        net.run(duration=0.002)
+    assert net.now - captured_at < b2.replay_window  # fresh enough to pass the time check
+    assert net.delivered(B, since) == [b"from C"]
+    assert b2.stats["dropped_stale_session"] == 50 * len(captured) + 1  # and C's probe
+    assert b2.stats["messages_delivered"] == 1
+    # Each replay is answered by nothing but a ping to A (its sender learns b2's run), and
+    # those are bounded by one per min_rto whatever the replay rate.
+    assert 1 <= hellos(net, B, A) <= 1 + (net.now - attack_began) / b2.min_rto
+    # A's next command reaches the new run, once.
+    a.send_message(B, b"after", net.now)
+    net.run(acknowledged(a, len(commands) + 1))
+    assert net.delivered(B, since) == [b"from C", b"after"]
+    assert net.of(A, Failed) == [] and net.of(C, Failed) == []
+
+
+def test_pings_replayed_into_a_restarted_receiver_do_not_raise_a_dead_peer() -> None:
+    """Replayed pings must not make the new run see a dead node as up: those bound to the
+    previous run are dropped, and the first-contact one (bound to none) is answered, once."""
+    a, b1 = node(A), node(B, session=1)
+    net = Net(a, b1)
+    a.set_members([B], net.now)
+    net.run(duration=2.5)
+    captured = [data for src, dst, data in net.sent if (src, dst) == (A, B)]
+    assert [data[3] for data in captured] == [pp.PING] * 3
+    net.dead.add(A)
+    b2 = node(B, session=2)
+    b2.set_members([A], net.now)
+    net.replace(b2)
+    since, restarted = len(net.events[B]), net.now
+    for _ in range(40):  # replayed every 100 ms until b2 gives A up
+        for data in captured:
+            b2.receive_datagram(data, net.now, net.wall)
+        net.run(duration=0.1)
+    assert net.events[B][since:] == [PeerDown(A)]  # never up
+    assert b2.live_peers() == []
+    assert b2.stats["dropped_stale_session"] == 40 * 2
+    assert b2.stats["dropped_duplicate"] == 39  # the first-contact ping, answered once
+    pongs = [data for src, _, data in net.sent if src == B and data[3] == pp.PONG]
+    assert len(pongs) == 3 + 1  # b1's three, b2's one
+    assert net.now - restarted >= 3.0
+    assert [bound_to(data) for data in captured] == [0, 1, 1]  # first contact, then b1's run
+
+
 # -- restarts, failures and recovery --------------------------------------------------------
 
 
@@ -531,6 +645,59 @@ def test_receiver_restart_then_sender_resumes_without_duplicates() -> None:
     assert net.of(A, Failed) == []
 
 
+def test_sender_reaches_a_restarted_receiver_at_once() -> None:
+    """Everything in flight to the previous run, and what follows, is bound to that run: the new
+    run drops it and pings, and the sender resends it all at once, without waiting for an RTO."""
+    a, b1 = node(A, min_rto=0.2), node(B, session=1)
+    net = Net(a, b1)
+    a.send_message(B, b"before", net.now)
+    net.run(acknowledged(a, 1))
+    net.dead.add(B)  # b1 dies with a message on its way
+    a.send_message(B, b"in flight when B died", net.now)
+    net.run(duration=0.01)
+    since = len(net.events[B])
+    net.replace(node(B, session=2))
+    net.dead.clear()
+    restarted = net.now
+    later = [f"after {i}".encode() for i in range(20)]
+    for payload in later:
+        a.send_message(B, payload, net.now)
+    net.run(acknowledged(a, 2 + len(later)))
+    assert net.delivered(B, since) == [b"in flight when B died", *later]
+    assert net.now - restarted == pytest.approx(0.002)  # two round trips; the RTO is 0.2 s
+    assert net.of(A, Failed) == []
+
+
+@pytest.mark.parametrize("hello_lost", [False, True])
+def test_first_contact_delivers_what_was_queued_once_the_session_is_known(hello_lost: bool) -> None:
+    a, b = node(A, session=3), node(B, session=9)  # no RTT sample yet: the RTO is 1 s
+    net = Net(a, b)
+    lost: list[bytes] = []
+
+    def lose_the_first_hello(src: NodeAddress, dst: NodeAddress, data: bytes) -> bool:
+        if hello_lost and src == B and data[3] == pp.PING and not lost:
+            lost.append(data)
+            return True
+        return False
+
+    net.drop = lose_the_first_hello
+    payloads = [b"small", bytes(5000), b"last"]  # the second takes 4 packets
+    ids = [a.send_message(B, payload, net.now) for payload in payloads]
+    net.run(acknowledged(a, len(payloads)))
+    assert net.delivered(B) == payloads
+    assert net.of(A, Acknowledged) == [Acknowledged(i) for i in ids]
+    sent = net.data_sent(A, B)
+    probes = 2 if hello_lost else 1  # the probe again after an RTO, which b answers again
+    assert [bound_to(data) for data in sent] == [0] * probes + [9] * 6
+    assert [seq_of(data) for data in sent] == [1] * probes + [1, 2, 3, 4, 5, 6]
+    assert b.stats["dropped_stale_session"] == probes
+    assert hellos(net, B, A) == probes
+    if hello_lost:
+        assert net.now == pytest.approx(1.0 + 0.002)  # the probe's RTO, then two round trips
+    else:
+        assert net.now == pytest.approx(0.002)  # two round trips, no RTO
+
+
 def test_receiver_restart_mid_message_fails_that_message_and_resends_sacked_ones() -> None:
     a, b1 = node(A, max_datagram=512), node(B, session=1, max_datagram=512)
     net = Net(a, b1)
@@ -549,9 +716,11 @@ def test_receiver_restart_mid_message_fails_that_message_and_resends_sacked_ones
     assert b2.stats["dropped_orphan"] == 1
 
 
-def test_late_ack_from_the_previous_run_cannot_hide_a_lost_message() -> None:
+@pytest.mark.parametrize("late_ack_first", [True, False])
+def test_late_ack_from_the_previous_run_cannot_hide_a_lost_message(late_ack_first: bool) -> None:
     a = node(A, max_datagram=512)
     b1 = node(B, session=1, max_datagram=512)
+    introduce(a, b1)
     cut = a.send_message(B, bytes(1000), 0.0)  # packets 1..3
     after = a.send_message(B, b"next", 0.0)  # packet 4
     p1, p2, p3, _ = (data for _, data in a.datagrams_to_send(0.0, WALL0))
@@ -559,17 +728,22 @@ def test_late_ack_from_the_previous_run_cannot_hide_a_lost_message() -> None:
     b1.receive_datagram(p2, 0.0005, WALL0)
     [(_, late_ack)] = b1.datagrams_to_send(0.0005, WALL0)  # cumulative 3; then b1 dies
     b2 = node(B, session=2, max_datagram=512)
-    b2.receive_datagram(p3, 0.0005, WALL0)  # b2 starts at base 1 and holds packet 3
-    [(_, new_ack)] = b2.datagrams_to_send(0.0005, WALL0)  # SACKs packet 3
-    a.receive_datagram(late_ack, 0.001, WALL0)  # the previous run's ack arrives first
-    a.receive_datagram(new_ack, 0.001, WALL0)
+    b2.receive_datagram(p3, 0.0005, WALL0)  # bound to b1: b2 drops it and pings a
+    [(_, hello)] = b2.datagrams_to_send(0.0005, WALL0)
+    for answer in [late_ack, hello] if late_ack_first else [hello, late_ack]:
+        a.receive_datagram(answer, 0.001, WALL0)
     assert Acknowledged(cut) not in a.events_received()
     net = Net(a, b2)
     net.now = 0.001
-    net.run(acknowledged(a, 1))
-    assert net.of(A, Failed) == [Failed(cut, B)]
-    assert net.of(A, Acknowledged) == [Acknowledged(after)]
-    assert net.delivered(B) == [b"next"]
+    net.run(acknowledged(a, 1 if late_ack_first else 2))
+    if late_ack_first:  # packets 1 and 2 went with b1: the message cannot complete at b2
+        assert net.of(A, Failed) == [Failed(cut, B)]
+        assert net.of(A, Acknowledged) == [Acknowledged(after)]
+        assert net.delivered(B) == [b"next"]
+    else:  # from an earlier run than b2's, the late ack is dropped: b2 gets all of it
+        assert a.stats["dropped_stale_session"] == 1
+        assert net.of(A, Acknowledged) == [Acknowledged(cut), Acknowledged(after)]
+        assert net.delivered(B) == [bytes(1000), b"next"]
 
 
 def kill_with_traffic(members: bool) -> tuple[Net, PeerProtocol, list[int], float]:
@@ -636,6 +810,7 @@ def test_down_member_comes_back_by_itself_through_pings() -> None:
 
 def test_base_skip_discards_a_partial_message() -> None:
     a, b = node(A, max_datagram=512), node(B, max_datagram=512)
+    introduce(a, b)
     net = Net(a, b)
     net.drop = lambda src, dst, data: data[3] == pp.DATA and index_of(data) > 0
     cut = a.send_message(B, bytes(1000), net.now)  # 3 fragments, only the first gets through
@@ -770,7 +945,8 @@ def test_idle_state_expires_and_sequence_numbers_are_never_reused() -> None:
     a.send_message(B, b"two", net.now)
     net.run(acknowledged(a, 2))
     assert net.delivered(B) == [b"one", b"two"]
-    assert [seq_of(data) for data in net.data_sent(A, B)] == [1, 2]
+    # Each is a first contact (both forgot the other): its probe went out twice.
+    assert [seq_of(data) for data in net.data_sent(A, B)] == [1, 1, 2, 2]
 
 
 def test_tracked_peers_are_bounded() -> None:
@@ -799,7 +975,8 @@ def test_stats_count_a_lossy_exchange() -> None:
     assert a.stats["messages_sent"] == a.stats["messages_acknowledged"] == 200
     assert b.stats["messages_delivered"] == 200
     assert a.stats["datagrams_sent"] == len([1 for src, _, _ in net.sent if src == A])
-    assert a.stats["datagrams_sent"] == 200 + a.stats["retransmitted"]
+    pongs = [1 for src, _, data in net.sent if src == A and data[3] == pp.PONG]
+    assert a.stats["datagrams_sent"] == 200 + a.stats["retransmitted"] + len(pongs)
     received = sum(1 for _ in net.sent)  # upper bound: losses removed some
     assert b.stats["datagrams_received"] + a.stats["datagrams_received"] < received
     assert set(a.stats) >= {
