@@ -7,8 +7,9 @@ doing, but any other failed case is a regression in how the node frames, echoes 
 
 The cases run in a `python -m bench.conformance --quick` subprocess rather than in this process:
 kosoku 0.1.0's native runtime sometimes aborts during interpreter shutdown, which would take pytest
-down with it. The compression cases 12.* and 13.* are skipped (neither server negotiates
-permessage-deflate; `python -m bench.conformance` runs them for docs/conformance.md).
+down with it. The compression cases 12.* and 13.* are skipped for time (both servers negotiate
+permessage-deflate; `python -m bench.conformance` runs them for docs/conformance.md, and
+tests/node/test_compression_bound.py holds the node's compressed path to its bounds).
 """
 
 from __future__ import annotations
