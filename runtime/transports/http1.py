@@ -7,6 +7,11 @@ trip five times that of a bare echo server. httptools (llhttp, the parser Node.j
 parsing here; this module only keeps connections: Content-Length and chunked bodies, keep-alive,
 pipelined requests answered in order, bounded headers and bodies, timeouts, TLS. Nothing the node
 does not need (no redirects, cookies, compression or proxies).
+
+The server side faces whoever reaches its port, token or not, so every resource a request can
+hold is bounded before it is spent: head bytes and lines as they arrive, the time a head and a
+body may take, the body size (from Content-Length before reading, or as a chunked body crosses
+it), the number of connections, and an early check (path, method, token) before any body is read.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,8 +34,15 @@ import httptools
 log = logging.getLogger("runtime.http")
 
 MAX_HEADER_BYTES = 64 * 1024
+# Header lines in one head. Real clients send about ten; the cap stops a head of thousands of
+# tiny lines from costing a callback and a dict update each.
+MAX_HEADER_LINES = 100
 # Requests a client may queue on one connection before the server stops reading from it.
 MAX_PIPELINED = 16
+# After refusing a request whose body (or further requests) may still be arriving, the server
+# reads and drops for at most this long before closing: closing a socket with unread data sends a
+# reset, which can destroy the refusal before the client reads it.
+LINGER_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -38,7 +51,7 @@ class Request:
     path: str
     query: str
     headers: dict[str, str]  # names in lower case; repeated headers joined with ", "
-    body: bytes
+    body: bytes  # b"" when a head check sees the request: its body is not read yet
 
 
 @dataclass(slots=True)
@@ -62,7 +75,17 @@ def json_response(
     )
 
 
+def error_response(status: int, error: str) -> Response:
+    """A JSON error that ends the connection: the stream cannot be trusted past it."""
+    response = json_response({"error": error}, status)
+    response.keep_alive = False
+    return response
+
+
 Handler = Callable[[Request], Awaitable[Response]]
+# Sees each request once its head is in, before its body is read; a response it returns is sent
+# instead of reading the body and calling the handler, and the connection is closed.
+HeadCheck = Callable[[Request], Response | None]
 
 
 def _reason(status: int) -> str:
@@ -82,25 +105,130 @@ def _encode_response(response: Response, *, head_only: bool, close: bool) -> byt
     return head if head_only else head + response.body
 
 
-class _HeaderCollector:
-    """Shared by both directions: headers into a dict, bounded in size."""
+class _HeadTooLarge(Exception):
+    """A message head crossed a bound; the message says which."""
 
+    def __init__(self, error: str, status: int) -> None:
+        super().__init__(error)
+        self.status = status
+
+
+class _HeadReader:
+    """Shared by both directions: feeds httptools and collects headers, bounded as bytes arrive.
+
+    While a head arrives, httptools gets whole lines only: it joins the pieces of a header split
+    across reads with `+=`, so a header trickled in many small reads would cost quadratic time
+    and be held whole before any check ran. The unfinished line waits here instead, counted
+    against `max_header_bytes` with what the parser already reported. Repeated headers are kept
+    in lists and joined once, when the head is complete.
+    """
+
+    parser: Any
+    max_header_bytes: int
+    in_body: bool  # between the end of a head and the end of its message
+    pending: bytearray  # the unfinished line of a head
     headers: dict[str, str]
+    repeated: dict[str, list[str]]
     header_bytes: int
+    header_lines: int
+    head_kind: str  # "request" or "response", for errors
+
+    def _start_head(self) -> None:
+        self.headers = {}
+        self.repeated = {}
+        self.header_bytes = 0
+        self.header_lines = 0
+
+    def _feed(self, data: bytes) -> None:
+        if self.in_body:
+            self.parser.feed_data(data)
+            return
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            self.pending += data
+            self._check_pending()
+            return
+        if self.pending:
+            self.pending += memoryview(data)[:end]
+            lines, self.pending = self.pending, bytearray()
+            self.parser.feed_data(lines)
+        else:
+            self.parser.feed_data(memoryview(data)[:end] if end < len(data) else data)
+        if end == len(data):
+            return
+        rest = memoryview(data)[end:]
+        if self.in_body:
+            self.parser.feed_data(rest)  # a body, maybe followed by part of the next head's line
+        else:
+            self.pending += rest
+            self._check_pending()
+
+    def _check_pending(self) -> None:
+        if self.header_bytes + len(self.pending) > self.max_header_bytes:
+            raise self._too_large()
+
+    def _too_large(self) -> _HeadTooLarge:
+        return _HeadTooLarge(
+            f"{self.head_kind} head larger than {self.max_header_bytes} bytes", 431
+        )
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value)
+        self.header_lines += 1
+        self.header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self.header_lines > MAX_HEADER_LINES:
+            raise _HeadTooLarge(
+                f"{self.head_kind} head has more than {MAX_HEADER_LINES} header lines", 431
+            )
+        if self.header_bytes > self.max_header_bytes:
+            raise self._too_large()
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        previous = self.headers.get(key)
-        self.headers[key] = text if previous is None else f"{previous}, {text}"
+        if key not in self.headers:
+            self.headers[key] = text
+        elif key in self.repeated:
+            self.repeated[key].append(text)
+        else:
+            self.repeated[key] = [self.headers[key], text]
+
+    def _finish_head(self) -> None:
+        for key, values in self.repeated.items():
+            self.headers[key] = ", ".join(values)
+        self.in_body = True
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop reading a request that is answered with `response`."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _callback_error(exc: Exception) -> Exception:
+    """httptools wraps an exception raised in a callback; the original is its context."""
+    if isinstance(exc, httptools.HttpParserError) and isinstance(exc.__context__, Exception):
+        return exc.__context__
+    return exc
 
 
 # --- server -------------------------------------------------------------------------------------
 
 
 class HttpServer:
-    """Serves one handler on one address. Each connection's requests are answered in order."""
+    """Serves one handler on one address. Each connection's requests are answered in order.
+
+    Limits, each answered and then the connection closed: a head over `max_header_bytes` or
+    MAX_HEADER_LINES gets 431 (414 when the request line alone crosses it) as soon as the bytes
+    arrive; a head not in full within `header_timeout` (from the connection's start, or from the
+    first byte of a later request), or a body not in full within `body_timeout` after its head,
+    gets 408; a body over `max_body_bytes` gets 413 before it is read (Content-Length) or when it
+    crosses the limit (chunked). `check_head` sees each head before its body is read. Beyond
+    `max_connections`, a new connection gets 503 at once, unread, and is closed: refusing says
+    why, where leaving it in the listen backlog would look like a hang. After any other refusal
+    the server sends FIN and drops what still arrives for up to LINGER_SECONDS, so the answer
+    reaches clients that send their whole body before reading. Kept-alive connections with no
+    request in progress are closed after `idle_timeout`.
+    """
 
     def __init__(
         self,
@@ -108,13 +236,24 @@ class HttpServer:
         *,
         max_body_bytes: int,
         idle_timeout: float = 75.0,
+        header_timeout: float = 10.0,
+        body_timeout: float = 30.0,
+        max_connections: int = 1024,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        check_head: HeadCheck | None = None,
         name: str = "http",
     ) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
         self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
+        self.max_header_bytes = max_header_bytes
+        self.check_head = check_head
         self.name = name
         self.port = 0
+        self.turned_away = 0  # connections refused with 503 because `max_connections` were open
         self._server: asyncio.Server | None = None
         self._connections: set[_ServerConnection] = set()
         self._all_closed = asyncio.Event()
@@ -125,7 +264,12 @@ class HttpServer:
     ) -> int:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _ServerConnection(self), host, port, reuse_address=True, ssl=ssl_context
+            lambda: _ServerConnection(self),
+            host,
+            port,
+            reuse_address=True,
+            ssl=ssl_context,
+            ssl_handshake_timeout=self.header_timeout if ssl_context else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
@@ -150,46 +294,61 @@ class HttpServer:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
 
-class _ServerConnection(asyncio.Protocol, _HeaderCollector):
+
+class _ServerConnection(asyncio.Protocol, _HeadReader):
+    head_kind = "request"
+
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.max_header_bytes = server.max_header_bytes
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[tuple[Request, bool] | Response] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.closing = False
+        self.lingering = False
         self.reading = True
         self.writable = asyncio.Event()
         self.writable.set()
         self.last_active = self.loop.time()
-        self.idle_timer: asyncio.TimerHandle | None = None
+        # One timer per connection, armed at the earliest moment something may be due, so that a
+        # request costs float stores rather than a timer of its own.
+        self.deadline = math.inf  # when the request now arriving must be in (or lingering ends)
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = math.inf
+        self.in_body = False
+        self.pending = bytearray()
+        self.request: Request | None = None
         self._reset()
 
     def _reset(self) -> None:
-        self.url = b""
-        self.headers = {}
-        self.header_bytes = 0
+        self._start_head()
+        self.url: list[bytes] = []
         self.body: list[bytes] = []
         self.body_bytes = 0
-        self.too_large = False
-        self.problem = ""
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+        if len(self.server._connections) >= self.server.max_connections:
+            self._turn_away()
+            return
         self.server._connections.add(self)
-        self._arm_idle_timer()
+        self._set_deadline(self.last_active + self.server.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
         if not self.server._connections:
             self.server._all_closed.set()
         self.closing = True
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
         if self.worker is not None:
             self.worker.cancel()
         self.writable.set()
@@ -203,81 +362,133 @@ class _ServerConnection(asyncio.Protocol, _HeaderCollector):
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
         if self.closing:
-            return
+            return  # refused, or lingering: dropped unread
+        if not self.in_body and self.deadline == math.inf:
+            self._set_deadline(self.last_active + self.server.header_timeout)
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade:
             pass  # already answered by on_message_complete, which saw the Upgrade header
-        except httptools.HttpParserError as exc:
-            # httptools wraps errors raised in callbacks; those left their reason in `problem`.
-            self._fail(400, self.problem or f"malformed HTTP request: {exc}")
+        except (httptools.HttpParserError, _HeadTooLarge, _Refused) as exc:
+            if not self.closing:
+                self._refuse(self._refusal_for(_callback_error(exc)))
+
+    def _refusal_for(self, cause: Exception) -> Response:
+        if isinstance(cause, _Refused):
+            return cause.response
+        if isinstance(cause, _HeadTooLarge) and not self.url:  # the request line is the long part
+            return self._line_too_long()
+        if isinstance(cause, _HeadTooLarge):
+            return error_response(cause.status, str(cause))
+        return error_response(400, f"malformed HTTP request: {cause}")
+
+    def _line_too_long(self) -> Response:
+        return error_response(414, f"request line longer than {self.max_header_bytes} bytes")
 
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        self._reset()
+        if self.deadline == math.inf:
+            self._set_deadline(self.last_active + self.server.header_timeout)
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > MAX_HEADER_BYTES:
-            self.problem = "request target too long"
-            raise httptools.HttpParserError(self.problem)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        _HeaderCollector.on_header(self, name, value)
-        if self.header_bytes > MAX_HEADER_BYTES:
-            self.problem = "request headers too large"
-            raise httptools.HttpParserError(self.problem)
+        self.url.append(url)
+        self.header_bytes += len(url)
+        if self.header_bytes > self.max_header_bytes:
+            raise _Refused(self._line_too_long())
 
     def on_headers_complete(self) -> None:
-        declared = self.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.server.max_body_bytes:
-            self.too_large = True
-
-    def on_body(self, chunk: bytes) -> None:
-        if self.too_large:
-            return
-        self.body_bytes += len(chunk)
-        if self.body_bytes > self.server.max_body_bytes:
-            self.too_large = True
-            self.body.clear()
-        else:
-            self.body.append(chunk)
-
-    def on_message_complete(self) -> None:
-        if self.parser.should_upgrade():
-            self._fail(400, "protocol upgrade is not served on this port")
-            return
-        if self.too_large:
-            limit = self.server.max_body_bytes
-            self._fail(413, f"request body larger than {limit} bytes")
-            return
-        parsed = httptools.parse_url(self.url)
-        request = Request(
+        self._finish_head()
+        self._set_deadline(self.last_active + self.server.body_timeout)
+        parsed = httptools.parse_url(b"".join(self.url))
+        self.request = Request(
             method=self.parser.get_method().decode("ascii"),
             path=(parsed.path or b"/").decode("latin-1"),
             query=(parsed.query or b"").decode("latin-1"),
             headers=self.headers,
-            body=b"".join(self.body),
+            body=b"",
         )
+        refusal = self._check(self.request)
+        if refusal is not None:
+            raise _Refused(refusal)
+
+    def _check(self, request: Request) -> Response | None:
+        """The early answer to a request, if its head alone decides it."""
+        if self.server.check_head is not None:
+            try:
+                refusal = self.server.check_head(request)
+            except Exception:
+                log.exception(
+                    "request check failed", extra={"server": self.server.name, "path": request.path}
+                )
+                return error_response(500, "internal error")
+            if refusal is not None:
+                refusal.keep_alive = False
+                return refusal
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.server.max_body_bytes:
+            return self._body_too_large()
+        return None
+
+    def _body_too_large(self) -> Response:
+        return error_response(413, f"request body larger than {self.server.max_body_bytes} bytes")
+
+    def on_body(self, chunk: bytes) -> None:
+        self.body_bytes += len(chunk)
+        if self.body_bytes > self.server.max_body_bytes:
+            raise _Refused(self._body_too_large())
+        self.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        self.in_body = False
+        self.deadline = math.inf  # the timer, if armed for it, finds nothing due and re-arms
+        if self.parser.should_upgrade():
+            self._refuse(error_response(400, "protocol upgrade is not served on this port"))
+            return
+        request = self.request
+        assert request is not None
+        request.body = b"".join(self.body)
+        self.request = None
+        self._reset()  # the next head is counted from zero, even its bytes still held in `pending`
         self._enqueue((request, self.parser.should_keep_alive()))
 
     # answering, in order
 
-    def _fail(self, status: int, error: str) -> None:
-        """Answer after whatever is queued, then close: the stream cannot be trusted past here."""
-        response = json_response({"error": error}, status)
+    def _refuse(self, response: Response) -> None:
+        """Answer after whatever is queued, then close; read nothing more of this request."""
+        if self.closing:
+            return
         response.keep_alive = False
         self._enqueue(response)
         self.closing = True
+        self.deadline = math.inf
+        self._pause_reading()
+
+    def _turn_away(self) -> None:
+        assert self.transport is not None
+        self.closing = True
+        self.server.turned_away += 1
+        limit = self.server.max_connections
+        response = error_response(503, f"more than {limit} connections open; retry later")
+        self.transport.write(_encode_response(response, head_only=False, close=True))
+        self.transport.close()  # no lingering: a refused connection must not hold anything
 
     def _enqueue(self, item: tuple[Request, bool] | Response) -> None:
         self.queue.append(item)
-        if len(self.queue) >= MAX_PIPELINED and self.reading and self.transport is not None:
-            self.transport.pause_reading()
-            self.reading = False
+        if len(self.queue) >= MAX_PIPELINED:
+            self._pause_reading()
         if self.worker is None:
             self.worker = self.loop.create_task(self._answer_queued())
+
+    def _pause_reading(self) -> None:
+        if self.reading and self.transport is not None:
+            self.transport.pause_reading()
+            self.reading = False
+
+    def _resume_reading(self) -> None:
+        if not self.reading and self.transport is not None:
+            self.transport.resume_reading()
+            self.reading = True
 
     async def _answer_queued(self) -> None:
         try:
@@ -285,6 +496,7 @@ class _ServerConnection(asyncio.Protocol, _HeaderCollector):
                 item = self.queue.popleft()
                 if isinstance(item, Response):
                     self._write(item, head_only=False, keep_alive=False)
+                    self._linger()
                     return
                 request, keep_alive = item
                 response = await self._handle(request)
@@ -293,14 +505,14 @@ class _ServerConnection(asyncio.Protocol, _HeaderCollector):
                 keep_alive = keep_alive and response.keep_alive and not self.server.stopping
                 self._write(response, head_only=request.method == "HEAD", keep_alive=keep_alive)
                 if not keep_alive:
+                    self._close()
                     return
-                if not self.reading and len(self.queue) < MAX_PIPELINED // 2:
-                    assert self.transport is not None
-                    self.transport.resume_reading()
-                    self.reading = True
+                if not self.closing and len(self.queue) < MAX_PIPELINED // 2:
+                    self._resume_reading()
         finally:
             self.worker = None
             self.last_active = self.loop.time()
+            self._wake_by(self.last_active + self.server.idle_timeout)
 
     async def _handle(self, request: Request) -> Response:
         try:
@@ -317,11 +529,27 @@ class _ServerConnection(asyncio.Protocol, _HeaderCollector):
         if self.transport is None or self.transport.is_closing():
             return
         self.transport.write(_encode_response(response, head_only=head_only, close=not keep_alive))
-        if not keep_alive:
-            self.closing = True
-            self.transport.close()
 
     # lifecycle
+
+    def _close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Close after a refusal without losing it: send FIN, then drop what still arrives until
+        the client closes or LINGER_SECONDS pass (a reset would discard the unread refusal)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not transport.can_write_eof():  # TLS
+            transport.close()
+            return
+        transport.write_eof()
+        self.lingering = True
+        self._resume_reading()
+        self._set_deadline(self.loop.time() + LINGER_SECONDS)
 
     def close_when_idle(self) -> None:
         self.closing = True
@@ -332,19 +560,47 @@ class _ServerConnection(asyncio.Protocol, _HeaderCollector):
         if self.transport is not None:
             self.transport.abort()
 
-    def _arm_idle_timer(self) -> None:
-        self.idle_timer = self.loop.call_at(
-            self.last_active + self.server.idle_timeout, self._idle_check
-        )
+    def _set_deadline(self, at: float) -> None:
+        self.deadline = at
+        self._wake_by(at)
 
-    def _idle_check(self) -> None:
+    def _wake_by(self, at: float) -> None:
+        if at < self.timer_at:
+            self._arm(at)
+
+    def _arm(self, at: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = at
+        self.timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer, self.timer_at = None, math.inf
         if self.transport is None or self.transport.is_closing():
             return
-        idle_since = self.last_active + self.server.idle_timeout
-        if self.worker is None and self.loop.time() >= idle_since:
+        now = self.loop.time()
+        if now >= self.deadline:
+            if self.lingering:
+                self.transport.abort()
+                return
+            if self.reading:  # the client is the one that is late
+                self._refuse(self._late())
+                return
+            self.deadline = now + self.server.header_timeout  # held back by us: not its fault
+        idle_at = self.last_active + self.server.idle_timeout
+        idle = self.worker is None and self.deadline == math.inf and not self.closing
+        if idle and now >= idle_at:
             self.transport.close()
-        else:
-            self._arm_idle_timer()
+            return
+        if idle_at <= now:
+            idle_at = now + self.server.idle_timeout  # busy answering: look again later
+        self._arm(min(self.deadline, idle_at))
+
+    def _late(self) -> Response:
+        part, timeout = "head", self.server.header_timeout
+        if self.in_body:
+            part, timeout = "body", self.server.body_timeout
+        return error_response(408, f"request {part} not received in full within {timeout:g} s")
 
 
 # --- client -------------------------------------------------------------------------------------
@@ -530,7 +786,10 @@ class HttpClient:
         self._waiters.clear()
 
 
-class _ClientConnection(asyncio.Protocol, _HeaderCollector):
+class _ClientConnection(asyncio.Protocol, _HeadReader):
+    head_kind = "response"
+    max_header_bytes = MAX_HEADER_BYTES
+
     def __init__(self, client: HttpClient) -> None:
         self.client = client
         self.parser = httptools.HttpResponseParser(self)
@@ -541,14 +800,14 @@ class _ClientConnection(asyncio.Protocol, _HeaderCollector):
         self._reset()
 
     def _reset(self) -> None:
-        self.headers = {}
-        self.header_bytes = 0
+        self._start_head()
+        self.in_body = False
+        self.pending = bytearray()
         self.body: list[bytes] = []
         self.body_bytes = 0
         self.status = 0
         self.received = False
         self.headers_done = False
-        self.problem = ""
 
     def usable(self, now: float) -> bool:
         return not self.closed and now - self.idle_since < self.client.idle_timeout
@@ -593,10 +852,10 @@ class _ClientConnection(asyncio.Protocol, _HeaderCollector):
             return
         self.received = True
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+            self._feed(data)
+        except (httptools.HttpParserError, _HeadTooLarge) as exc:
             if not self.waiter.done():
-                reason = self.problem or str(exc)
+                reason = _callback_error(exc)
                 self.waiter.set_exception(
                     HttpClientError(f"malformed answer from {self.client.url}: {reason}")
                 )
@@ -604,21 +863,16 @@ class _ClientConnection(asyncio.Protocol, _HeaderCollector):
 
     # httptools callbacks
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        _HeaderCollector.on_header(self, name, value)
-        if self.header_bytes > MAX_HEADER_BYTES:
-            self.problem = "response headers too large"
-            raise httptools.HttpParserError(self.problem)
-
     def on_headers_complete(self) -> None:
+        self._finish_head()
         self.status = self.parser.get_status_code()
         self.headers_done = True
 
     def on_body(self, chunk: bytes) -> None:
         self.body_bytes += len(chunk)
         if self.body_bytes > self.client.max_response_bytes:
-            self.problem = f"answer larger than {self.client.max_response_bytes} bytes"
-            raise httptools.HttpParserError(self.problem)
+            limit = self.client.max_response_bytes
+            raise httptools.HttpParserError(f"answer larger than {limit} bytes")
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:

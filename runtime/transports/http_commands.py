@@ -1,4 +1,8 @@
-"""Commands over HTTP: `POST /commands` with a bearer token, answered once they are carried out."""
+"""Commands over HTTP: `POST /commands` with a bearer token, answered once they are carried out.
+
+The path, the method and the token are checked as soon as a request's head is in, before its
+body is read: a sender without the token can make the node hold no more than one head.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,13 @@ import hmac
 import logging
 from typing import Any
 
-from runtime.transports.http1 import HttpServer, Request, Response, json_response
+from runtime.transports.http1 import (
+    MAX_HEADER_BYTES,
+    HttpServer,
+    Request,
+    Response,
+    json_response,
+)
 from runtime.wire.commands import CommandBodyError, Rejection, max_body_bytes, parse_body
 
 log = logging.getLogger("runtime.commands")
@@ -15,6 +25,8 @@ ROUTES = {"/commands": "POST", "/stats": "GET"}
 
 
 class CommandEndpoint:
+    """`POST /commands` and `GET /stats` on their own port; the limits are HttpServer's."""
+
     def __init__(
         self,
         node: Any,
@@ -23,6 +35,10 @@ class CommandEndpoint:
         *,
         token: str | None,
         max_payload_bytes: int,
+        max_connections: int = 1024,
+        header_timeout: float = 10.0,
+        body_timeout: float = 30.0,
+        max_header_bytes: int = MAX_HEADER_BYTES,
     ) -> None:
         self.node = node
         self.host = host
@@ -30,7 +46,14 @@ class CommandEndpoint:
         self._token = token.encode() if token else None
         self._max_payload_bytes = max_payload_bytes
         self._server = HttpServer(
-            self._route, max_body_bytes=max_body_bytes(max_payload_bytes), name="commands"
+            self._route,
+            max_body_bytes=max_body_bytes(max_payload_bytes),
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            max_connections=max_connections,
+            max_header_bytes=max_header_bytes,
+            check_head=self._check_head,
+            name="commands",
         )
 
     async def start(self) -> None:
@@ -40,7 +63,12 @@ class CommandEndpoint:
     async def stop(self) -> None:
         await self._server.stop()
 
-    async def _route(self, request: Request) -> Response:
+    @property
+    def open_connections(self) -> int:
+        return self._server.open_connections
+
+    def _check_head(self, request: Request) -> Response | None:
+        """Refuse a request by its head alone, before its body is read (None: read it)."""
         method = ROUTES.get(request.path)
         if method is None:
             return json_response({"error": f"no such path: {request.path}"}, 404)
@@ -54,6 +82,10 @@ class CommandEndpoint:
                 401,
                 headers={"WWW-Authenticate": 'Bearer realm="commands"'},
             )
+        return None
+
+    async def _route(self, request: Request) -> Response:
+        """Runs only for requests `_check_head` let through."""
         if request.path == "/stats":
             return json_response(self.node.stats())
         return await self._commands(request.body)
