@@ -57,10 +57,16 @@ class Session:
     context: Any = None
     # Operation ID -> the task asking the origin, or None once it is a registered subscription.
     operations: dict[str, asyncio.Task[None] | None] = field(default_factory=dict)
+    # Tasks of operations the client ended whose request is still at the origin.
+    ending: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def connection_id(self) -> str:
         return self.entry.connection_id
+
+    def held(self) -> int:
+        """What counts against --graphql-max-operations: what the origin still works on too."""
+        return len(self.operations) + len(self.ending)
 
 
 class GraphqlGateway:
@@ -90,6 +96,7 @@ class GraphqlGateway:
         self._pending = 0
         self._pending_bytes = 0
         self._last_drop_log = 0.0
+        self._ending = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
 
@@ -106,8 +113,9 @@ class GraphqlGateway:
         tasks = [*self._loops, *self._tasks]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Closed first: an operation cancelled once its request left waits for the request.
         await self.origin.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -115,6 +123,8 @@ class GraphqlGateway:
             "graphqlSubscriptions": len(self.index),
             "graphqlDistinctInputs": self.index.inputs(),
             "graphqlPendingExecutions": self._pending,
+            "graphqlOperationsEnding": self._ending,
+            **self.origin.stats(),
         }
 
     # One connection
@@ -151,7 +161,7 @@ class GraphqlGateway:
             del self.sessions[entry.connection_id]
             for task in session.operations.values():
                 if task is not None:
-                    task.cancel()
+                    self._let_end(session, task)
             self.index.remove_connection(entry.connection_id)
 
     async def _dispatch(
@@ -249,12 +259,13 @@ class GraphqlGateway:
                 await _close(session.entry, connection, gql.DUPLICATE_OPERATION, reason)
                 return False
             self._end(session, operation_id)  # the legacy server replaces the operation
-        if len(session.operations) >= self.max_operations:
+        if session.held() >= self.max_operations:
             self.counters["graphqlOperationsRefused"] += 1
             self._fail_operation(
                 session,
                 operation_id,
-                f"too many operations on this connection (the most is {self.max_operations})",
+                f"too many operations on this connection (the most is {self.max_operations}, "
+                "counting ended ones the origin is still running)",
             )
             return True
         task = asyncio.ensure_future(self._run_operation(session, operation))
@@ -283,7 +294,7 @@ class GraphqlGateway:
             self.node, session.connection_id, operation, session.context
         )
         try:
-            answer = contract.parse_start_answer(await self._call_shielded(request))
+            answer = contract.parse_start_answer(await self.origin.call(request))
         except (GraphqlOriginUnavailable, contract.BadOriginAnswer) as exc:
             self._origin_failed("start", exc, session.connection_id)
             session.operations.pop(operation_id, None)
@@ -318,19 +329,27 @@ class GraphqlGateway:
             self._send(session, gql.result_message(LEGACY, operation_id, result))
         self._send(session, gql.complete_message(operation_id))
 
-    async def _call_shielded(self, request: dict[str, Any]) -> dict[str, Any]:
-        """An origin call that outlives the operation's cancellation: cut off mid-answer, a
-        kept-alive origin connection would be thrown away, one per subscribe and complete."""
-        call = asyncio.ensure_future(self.origin.call(request))
-        self._keep(call)
-        call.add_done_callback(_retrieve)
-        return await asyncio.shield(call)
-
     def _end(self, session: Session, operation_id: str) -> None:
         task = session.operations.pop(operation_id, None)
         if task is not None:
-            task.cancel()
+            self._let_end(session, task)
         self.index.remove((session.connection_id, operation_id))
+
+    def _let_end(self, session: Session, task: asyncio.Task[None]) -> None:
+        """Cancel an operation. A request still waiting for the origin is withdrawn at once;
+        one the origin has lets the task end only with it (its connection stays usable), and
+        until then the operation still counts against the connection's limit."""
+        task.cancel()
+        if task.done():
+            return
+        session.ending.add(task)
+        self._ending += 1
+
+        def ended(_: asyncio.Task[None]) -> None:
+            session.ending.discard(task)
+            self._ending -= 1
+
+        task.add_done_callback(ended)
 
     def _fail_operation(self, session: Session, operation_id: str, message: str) -> None:
         self._send(
@@ -464,12 +483,6 @@ class GraphqlGateway:
     def _keep(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
-
-
-def _retrieve(call: asyncio.Future[Any]) -> None:
-    """Mark an abandoned call's failure as seen; the operation that wanted it reported it."""
-    if not call.cancelled():
-        call.exception()
 
 
 async def _close(entry: Entry, connection: ServerConnection, code: int, reason: str) -> None:

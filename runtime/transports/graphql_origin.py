@@ -3,14 +3,21 @@
 docs/protocol.md, "Requests to the GraphQL origin", is the contract. A non-2xx status, an answer
 that is not a JSON object, a Lambda FunctionError or no answer in time is an origin failure,
 raised as GraphqlOriginUnavailable; the caller decides what the client sees.
+
+Both transports hold at most `concurrency` requests at the origin at once, counted as the origin
+counts them: a request keeps its place from the moment it leaves until the origin is done with
+it, even when its caller stopped waiting. Places go round the connections waiting and the node's
+own work in turn (`OriginSlots`), so one client cannot crowd the others out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
@@ -20,11 +27,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.transports.http_origin import json_client, post_json
 from runtime.transports.sqs_origin import describe_aws_error
+from runtime.wire.graphql_contract import requester_of
 
 # One try per invocation: a request whose answer was lost may have run (connection_init can have
 # side effects), and a second try would not fit in the timeout the client is waiting on anyway.
 LAMBDA_ATTEMPTS = 1
 LAMBDA_CONNECT_TIMEOUT = 3.0
+# How long an HTTP request whose caller gave up keeps its connection, waiting for the origin's
+# late answer, before the connection is closed and its place goes to another request.
+LATE_ANSWER_SECONDS = 60.0
 
 T = TypeVar("T")
 
@@ -38,11 +49,21 @@ class GraphqlOriginUnavailable(Exception):
 
 
 class GraphqlOrigin(Protocol):
+    """What the gateway needs of an origin.
+
+    `call` waits for a free place at the origin first. Cancelled while waiting, the request is
+    withdrawn and never sent. Cancelled once sent, the call still returns (raising
+    CancelledError) only when the origin is done with the request, so whoever counts its calls
+    counts what the origin is still working on.
+    """
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
     async def call(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    def stats(self) -> dict[str, int]: ...
 
 
 def _encoded(request: dict[str, Any]) -> bytes:
@@ -66,31 +87,250 @@ def _check_concurrency(concurrency: int) -> None:
         raise ValueError(f"concurrency must be at least 1 (got {concurrency})")
 
 
+Requester = str | None  # a client connection's ID, or None for the node's own work
+
+
+class OriginSlots:
+    """The origin's places for requests, shared so that no connection crowds out the others.
+
+    A free place goes to the next requester in turn, round the client connections that are
+    waiting and the node's own work (publish executions, keepalives), whatever order their
+    requests came in. A connection holds at most `share` places at once even when others are
+    free, so another client's connection_init finds one at once while a connection floods the
+    origin. The node's own work has no cap: it is bounded where it is queued.
+    """
+
+    def __init__(self, size: int, share: int) -> None:
+        if not 1 <= share <= size:
+            raise ValueError(f"share must be between 1 and {size} (got {share})")
+        self.size = size
+        self.share = share
+        self.busy = 0
+        self.counters: Counter[str] = Counter()
+        self._held: Counter[Requester] = Counter()
+        self._queues: dict[Requester, deque[asyncio.Future[None]]] = {}
+        self._turns: dict[Requester, None] = {}  # waiting with room in their share, in turn
+        self._sent: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        return sum(not waiter.done() for queue in self._queues.values() for waiter in queue)
+
+    async def send(
+        self, requester: Requester, exchange: Callable[[], Coroutine[Any, Any, T]], deadline: float
+    ) -> T:
+        """`exchange()` once a place is ours, its result by `deadline` (else TimeoutError).
+
+        Cancelled while waiting, nothing is sent. Once sent, the exchange keeps its place until
+        it ends, past the deadline too; a cancelled caller waits for that end (a second
+        cancellation does not), so that counting calls counts what the origin is working on.
+        """
+        sent: asyncio.Task[T] | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._acquire(requester)
+                sent = self._start(requester, exchange, deadline)
+                return await asyncio.shield(sent)
+        except TimeoutError:
+            if sent is None:
+                self.counters["graphqlOriginQueueTimeouts"] += 1
+            elif not sent.done():
+                self._abandon(sent)
+            raise
+        except asyncio.CancelledError:
+            if sent is None:
+                self.counters["graphqlOriginCallsWithdrawn"] += 1
+            elif not sent.done():
+                self._abandon(sent)
+                await asyncio.wait([sent])
+            raise
+
+    def close(self) -> None:
+        """Fail the calls waiting for a place, and end the requests sent: callers return now."""
+        self._closed = True
+        for queue in self._queues.values():
+            for waiter in queue:
+                if not waiter.done():
+                    waiter.set_exception(GraphqlOriginUnavailable("origin is closed"))
+        self._queues.clear()
+        self._turns.clear()
+        for sent in list(self._sent):
+            sent.cancel()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "graphqlOriginInFlight": self.busy,
+            "graphqlOriginWaiting": self.waiting,
+            **{name: count for name, count in self.counters.items() if count},
+        }
+
+    async def _acquire(self, requester: Requester) -> None:
+        if self._closed:
+            raise GraphqlOriginUnavailable("origin is closed")
+        if self.busy < self.size and not self._turns and self._has_room(requester):
+            self._take(requester)  # nobody who could use a place is waiting for one
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(requester, deque()).append(waiter)
+        if self._has_room(requester):
+            self._turns.setdefault(requester, None)
+        self._hand_out()
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._give_back(requester)  # handed a place as we were cancelled: pass it on
+            else:
+                self._withdraw(requester, waiter)
+            raise
+
+    def _has_room(self, requester: Requester) -> bool:
+        return requester is None or self._held[requester] < self.share
+
+    def _hand_out(self) -> None:
+        while self.busy < self.size and self._turns:
+            requester = next(iter(self._turns))
+            del self._turns[requester]
+            waiter = self._next_waiter(requester)
+            if waiter is None:
+                continue
+            self._take(requester)
+            waiter.set_result(None)
+            if requester in self._queues and self._has_room(requester):
+                self._turns[requester] = None  # to the back of the line
+
+    def _take(self, requester: Requester) -> None:
+        self.busy += 1
+        self._held[requester] += 1
+
+    def _start(
+        self, requester: Requester, exchange: Callable[[], Coroutine[Any, Any, T]], deadline: float
+    ) -> asyncio.Task[T]:
+        """Send, holding the place until the exchange ends; a place handed over at the very
+        deadline goes back unused (the caller's TimeoutError is on its way)."""
+        if asyncio.get_running_loop().time() >= deadline:
+            self._give_back(requester)
+            raise TimeoutError
+        sent = asyncio.ensure_future(exchange())
+        self._sent.add(sent)
+        sent.add_done_callback(lambda _: self._release(requester, sent))
+        return sent
+
+    def _next_waiter(self, requester: Requester) -> asyncio.Future[None] | None:
+        queue = self._queues.get(requester)
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():  # a cancelled caller may not have withdrawn yet
+                if not queue:
+                    del self._queues[requester]
+                return waiter
+        self._queues.pop(requester, None)
+        return None
+
+    def _release(self, requester: Requester, sent: asyncio.Task[Any]) -> None:
+        self._sent.discard(sent)
+        self._give_back(requester)
+
+    def _give_back(self, requester: Requester) -> None:
+        self.busy -= 1
+        self._held[requester] -= 1
+        if self._held[requester] <= 0:
+            del self._held[requester]
+        if requester in self._queues and self._has_room(requester):
+            self._turns.setdefault(requester, None)
+        self._hand_out()
+
+    def _withdraw(self, requester: Requester, waiter: asyncio.Future[None]) -> None:
+        queue = self._queues.get(requester)
+        if queue is None:
+            return
+        with contextlib.suppress(ValueError):
+            queue.remove(waiter)
+        if not queue:
+            del self._queues[requester]
+            self._turns.pop(requester, None)
+
+    def _abandon(self, sent: asyncio.Task[Any]) -> None:
+        """Its caller stopped waiting; the request runs on and its outcome is nobody's news."""
+        self.counters["graphqlOriginCallsAbandoned"] += 1
+        sent.add_done_callback(_retrieve)
+
+
+def _retrieve(sent: asyncio.Future[Any]) -> None:
+    if not sent.cancelled():
+        sent.exception()
+
+
+def _default_share(concurrency: int) -> int:
+    """Half the places: a flooding connection leaves the other half to everyone else."""
+    return max(1, concurrency // 2)
+
+
 class HttpGraphqlOrigin:
-    """`POST <url>` per request, on at most `concurrency` kept-alive connections."""
+    """`POST <url>` per request, on at most `concurrency` kept-alive connections.
+
+    A request with no answer within `timeout` fails for its caller but is not cut off: it keeps
+    its connection and its place among the `concurrency` until the origin answers (and the
+    connection serves the next request), for up to `late_answer` seconds more. Closing the
+    connection at once would not stop the origin's handler, and the next request, on a fresh
+    connection, would run beside it: a slow origin would get ever more requests at once, just
+    when it can least take them. Only an origin slower than `timeout + late_answer` can see
+    more than `concurrency` requests at once (give it a shorter timeout of its own).
+    """
 
     def __init__(
-        self, url: str, *, token: str = "", concurrency: int = 32, timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        token: str = "",
+        concurrency: int = 32,
+        timeout: float = 10.0,
+        share: int | None = None,
+        late_answer: float = LATE_ANSWER_SECONDS,
     ) -> None:
         _check_concurrency(concurrency)
         self.url = url
-        self._client = json_client(url, token, concurrency, timeout)
+        self.timeout = timeout
+        self._slots = OriginSlots(concurrency, share or _default_share(concurrency))
+        # With a place per connection the client never waits for one: its timeout only ends
+        # an exchange the origin never answers.
+        self._client = json_client(url, token, concurrency, timeout + late_answer)
 
     async def start(self) -> None:
         """Connections open on first use."""
 
     async def close(self) -> None:
+        self._slots.close()  # an exchange ended there closes its connection
         await self._client.close()
 
+    def stats(self) -> dict[str, int]:
+        return self._slots.stats()
+
     async def call(self, request: dict[str, Any]) -> dict[str, Any]:
-        response = await post_json(
-            self._client, _encoded(request), self.url, GraphqlOriginUnavailable
-        )
+        body = _encoded(request)
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        try:
+            return await self._slots.send(
+                requester_of(request), lambda: self._exchange(body), deadline
+            )
+        except TimeoutError:
+            raise GraphqlOriginUnavailable(
+                f"no answer from {self.url} within {self.timeout}s"
+            ) from None
+
+    async def _exchange(self, body: bytes) -> dict[str, Any]:
+        response = await post_json(self._client, body, self.url, GraphqlOriginUnavailable)
         return _answer(response.body, self.url)
 
 
 class LambdaGraphqlOrigin:
-    """A synchronous (RequestResponse) invocation per request, in threads of its own."""
+    """A synchronous (RequestResponse) invocation per request, in threads of its own.
+
+    A request keeps its place until its thread returns, whatever its caller does. An invocation
+    still running at Lambda when botocore's read timeout (`timeout`) ends the thread cannot be
+    stopped: keep the function's own timeout at most `timeout`.
+    """
 
     def __init__(
         self,
@@ -100,6 +340,7 @@ class LambdaGraphqlOrigin:
         concurrency: int = 32,
         timeout: float = 10.0,
         endpoint_url: str | None = None,
+        share: int | None = None,
     ) -> None:
         _check_concurrency(concurrency)
         self.function_name = function_name
@@ -114,6 +355,7 @@ class LambdaGraphqlOrigin:
         )
         # Threads of its own: a slow function must not hold up other boto3 users of the node.
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="graphql-lambda")
+        self._slots = OriginSlots(concurrency, share or _default_share(concurrency))
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._closed = False
@@ -132,18 +374,31 @@ class LambdaGraphqlOrigin:
             return self._client
 
     async def start(self) -> None:
-        await self._run(self._lambda)
+        await self._in_thread(self._lambda)
 
     async def close(self) -> None:
         # A call still running finishes in its thread; nobody waits for it.
         self._closed = True
+        self._slots.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
             self._client.close()
 
+    def stats(self) -> dict[str, int]:
+        return self._slots.stats()
+
     async def call(self, request: dict[str, Any]) -> dict[str, Any]:
         payload = _encoded(request)
-        response = await self._run(self._invoke, payload)
+        # botocore's own timeouts come first: they say what went wrong.
+        deadline = asyncio.get_running_loop().time() + self.timeout + 1
+        try:
+            response = await self._slots.send(
+                requester_of(request), lambda: self._in_thread(self._invoke, payload), deadline
+            )
+        except TimeoutError:
+            raise GraphqlOriginUnavailable(
+                f"no answer from function {self.function_name} within {self.timeout}s"
+            ) from None
         raw: bytes = response["Payload"]
         error = response.get("FunctionError")
         if error:
@@ -159,17 +414,11 @@ class LambdaGraphqlOrigin:
         )
         return {**response, "Payload": response["Payload"].read()}
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         if self._closed:
             raise GraphqlOriginUnavailable("origin is closed")
-        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.timeout + 1):  # botocore's own timeouts come first
-                return await loop.run_in_executor(self._pool, function, *args)
-        except TimeoutError:
-            raise GraphqlOriginUnavailable(
-                f"no answer from function {self.function_name} within {self.timeout}s"
-            ) from None
+            return await asyncio.wrap_future(self._pool.submit(function, *args))
         except (ClientError, BotoCoreError) as exc:
             action = f"invoking {self.function_name}"
             raise GraphqlOriginUnavailable(describe_aws_error(action, exc)) from exc

@@ -100,6 +100,14 @@ def keepalive_request(node: str, keys: list[str]) -> dict[str, Any]:
     return {"type": "subscription_keepalive", "node": node, "keys": keys}
 
 
+def requester_of(request: dict[str, Any]) -> str | None:
+    """Whom a request serves: the client connection behind a connection_init or a start, or
+    None for the node's own work (publish executions, keepalives), so that the origin's places
+    can be shared fairly between them."""
+    connection_id = request.get("connectionId")
+    return connection_id if isinstance(connection_id, str) else None
+
+
 def parse_init_answer(answer: dict[str, Any]) -> InitAnswer:
     accept = answer.get("accept")
     if accept is True:

@@ -9,6 +9,7 @@ their message names, their error payloads, nor how they treat a misbehaving clie
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,11 @@ LEGACY = "graphql-ws"
 PROTOCOLS = (MODERN, LEGACY)
 
 MAX_OPERATION_ID_LENGTH = 256
+# Objects and arrays within one another, the message itself included. Python's JSON parser and
+# encoder recurse once per level and fail near 1,000 minus the stack in use, so a document that
+# parsed could still fail to be encoded again (into a request to the origin) a few frames deeper.
+# Far below that, and far above any GraphQL variables a client sends.
+MAX_NESTING = 100
 
 # Close codes of the modern protocol (the legacy one has none of its own).
 BAD_REQUEST = 4400
@@ -49,7 +55,8 @@ class InvalidMessage(ValueError):
 
 
 class MalformedJson(InvalidMessage):
-    """Not JSON at all (the legacy protocol answers this one differently)."""
+    """Not JSON the node reads: malformed, or nested too deep (the legacy protocol answers these
+    with connection_error, as its server does when JSON.parse throws)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +82,7 @@ def parse_client_message(protocol: str, data: str | bytes) -> ClientMessage:
     """Check one client message against `protocol`; raises `InvalidMessage` naming the fault."""
     if isinstance(data, bytes):
         raise InvalidMessage("binary messages are not part of the protocol; send JSON text")
-    try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedJson(f"message is not valid JSON: {exc}") from None
+    document = _load(data)
     if not isinstance(document, dict):
         raise InvalidMessage("message must be a JSON object")
     if "\\u" in data and _has_lone_surrogate(document):
@@ -104,11 +108,54 @@ def parse_client_message(protocol: str, data: str | bytes) -> ClientMessage:
     return ClientMessage(kind, payload=payload)
 
 
-def _has_lone_surrogate(document: Any) -> bool:
+_TOO_DEEP = f"message is nested deeper than {MAX_NESTING} levels of objects and arrays"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _load(data: str) -> Any:
     try:
-        json.dumps(document, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
+        document = json.loads(data)
+    except RecursionError:
+        raise MalformedJson(_TOO_DEEP) from None
+    except ValueError as exc:
+        raise MalformedJson(f"message is not valid JSON: {exc}") from None
+    # Fewer brackets than the limit cannot nest deeper: most messages skip the walk.
+    if data.count("{") + data.count("[") > MAX_NESTING and _nesting(document) > MAX_NESTING:
+        raise MalformedJson(_TOO_DEEP)
+    return document
+
+
+def _nesting(document: Any) -> int:
+    """How deep objects and arrays go; walked without recursion, as deep as the parser went."""
+    deepest = 0
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children = list(value.values())
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    """Looks at every string, keys included, without recursion; a pair the client escaped
+    correctly was joined by the parser, so any surrogate left is alone."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
     return False
 
 

@@ -17,9 +17,14 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from runtime.transports.graphql_origin import GraphqlOriginUnavailable, LambdaGraphqlOrigin
+from runtime.transports.graphql_origin import (
+    GraphqlOriginUnavailable,
+    HttpGraphqlOrigin,
+    LambdaGraphqlOrigin,
+)
 from tests.aws import MotoEndpoint, queue_lambda_results
 from tests.conftest import RunningNode, StartNode
+from tests.graphql_origin_server import start_graphql_origin
 
 MODERN = "graphql-transport-ws"
 LEGACY = "graphql-ws"
@@ -53,6 +58,9 @@ class ScriptedOrigin:
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [request for request in self.requests if request["type"] == kind]
+
+    def stats(self) -> dict[str, int]:
+        return {}
 
 
 def default_answers(request: dict[str, Any]) -> Any:
@@ -839,22 +847,30 @@ async def test_ending_an_operation_lets_its_origin_call_finish(start_node: Start
 
     async def slow_starts(request: dict[str, Any]) -> Any:
         if request["type"] == "start":
-            await release.wait()
+            await asyncio.wait_for(release.wait(), 5)
             finished.append(request["operationId"])
         return default_answers(request)
 
-    origin = ScriptedOrigin(slow_starts)
-    node = await start_node(graphql_origin=origin)
-    client = await init_modern(node)
-    await send(client, {"id": "s", "type": "subscribe", "payload": {"query": SUBSCRIPTION}})
-    await wait_until(lambda: bool(origin.of_type("start")))  # the call is under way
-    await send(client, {"id": "s", "type": "complete"})
-    await send(client, {"type": "ping"})
-    assert await receive(client) == {"type": "pong"}
-    release.set()
-    await wait_until(lambda: finished == ["s"])  # not cut off: the origin connection stays usable
-    await asyncio.sleep(0.05)
-    assert node.node.stats()["graphqlSubscriptions"] == 0
+    origin = await start_graphql_origin(slow_starts)
+    try:
+        node = await start_node(graphql_origin=HttpGraphqlOrigin(origin.url))
+        client = await init_modern(node)
+        await send(client, {"id": "s", "type": "subscribe", "payload": {"query": SUBSCRIPTION}})
+        await origin.wait_for(lambda requests: len(requests) == 2)  # the call is under way
+        await send(client, {"id": "s", "type": "complete"})
+        await send(client, {"type": "ping"})
+        assert await receive(client) == {"type": "pong"}
+        # The request runs on at the origin, and counts for the connection until it is done.
+        assert node.node.stats()["graphqlOperationsEnding"] == 1
+        assert node.node.stats()["graphqlOriginInFlight"] == 1
+        release.set()
+        await wait_until(lambda: node.node.stats()["graphqlOperationsEnding"] == 0)
+        assert finished == ["s"]
+        assert node.node.stats()["graphqlSubscriptions"] == 0
+        await send(client, {"type": "ping"})
+        assert await receive(client) == {"type": "pong"}  # and nothing for "s" before it
+    finally:
+        await origin.stop()
 
 
 async def test_the_origin_keepalive_survives_any_failure(start_node: StartNode) -> None:

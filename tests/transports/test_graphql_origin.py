@@ -15,6 +15,7 @@ import asyncio
 import json
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from runtime.transports.graphql_origin import (
     GraphqlOriginUnavailable,
     HttpGraphqlOrigin,
     LambdaGraphqlOrigin,
+    OriginSlots,
 )
 from tests.aws import MotoEndpoint, queue_lambda_results
 
@@ -58,6 +60,8 @@ class GraphqlServer:
         self.peers: set[int] = set()
         self.in_flight = 0
         self.most_in_flight = 0
+        self.in_flight_for: Counter[str] = Counter()  # by the request's connectionId
+        self.most_in_flight_for: Counter[str] = Counter()
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -66,12 +70,18 @@ class GraphqlServer:
         self.peers.add(request.transport.get_extra_info("peername")[1])
         self.bodies.append(await request.read())
         self.headers.append(dict(request.headers))
+        requester = str(json.loads(self.bodies[-1]).get("connectionId"))
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.in_flight_for[requester] += 1
+        self.most_in_flight_for[requester] = max(
+            self.most_in_flight_for[requester], self.in_flight_for[requester]
+        )
         try:
             return await self.answer(request)
         finally:
             self.in_flight -= 1
+            self.in_flight_for[requester] -= 1
 
     async def start(self) -> GraphqlServer:
         app = web.Application()
@@ -228,6 +238,145 @@ async def test_http_concurrency_bounds_the_connections(serve: Serve) -> None:
     assert [a["echo"]["operationId"] for a in answers] == [str(i) for i in range(20)]
     assert server.most_in_flight == 4  # used every connection, never more
     assert len(server.peers) <= 4  # kept alive: no connection beyond the first four
+
+
+class Gate:
+    """Holds requests whose operationId it names until `open` is set (at most 10 s)."""
+
+    def __init__(self, *held: str) -> None:
+        self.held = set(held)
+        self.open = asyncio.Event()
+
+    async def answer(self, request: web.Request) -> web.Response:
+        if json.loads(await request.read()).get("operationId") in self.held:
+            await asyncio.wait_for(self.open.wait(), 10)
+        return await echo(request)
+
+
+def start(operation_id: str, connection_id: str = "AQl1cy1") -> dict[str, Any]:
+    return {**REQUEST, "operationId": operation_id, "connectionId": connection_id}
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_http_timed_out_request_keeps_its_connection_until_the_answer(serve: Serve) -> None:
+    gate = Gate("slow")
+    server = await serve(gate.answer)
+    origin = HttpGraphqlOrigin(server.url, concurrency=1, timeout=0.3)
+    try:
+        with pytest.raises(GraphqlOriginUnavailable, match=r"no answer .* within 0.3s"):
+            await origin.call(start("slow"))
+        # Its place is still taken: the next request is not sent beside it.
+        with pytest.raises(GraphqlOriginUnavailable, match="no answer"):
+            await origin.call(start("next", "AQother"))
+        assert len(server.bodies) == 1
+        assert origin.stats()["graphqlOriginInFlight"] == 1
+        gate.open.set()
+        await until(lambda: origin.stats()["graphqlOriginInFlight"] == 0)
+        assert (await origin.call(start("after")))["echo"]["operationId"] == "after"
+        assert origin.stats()["graphqlOriginCallsAbandoned"] == 1
+        assert origin.stats()["graphqlOriginQueueTimeouts"] == 1
+    finally:
+        await origin.close()
+    assert server.most_in_flight == 1
+    assert len(server.peers) == 1  # the late answer arrived; the connection was used again
+
+
+async def test_http_call_cancelled_before_it_is_sent_is_withdrawn(serve: Serve) -> None:
+    gate = Gate("first")
+    server = await serve(gate.answer)
+    origin = HttpGraphqlOrigin(server.url, concurrency=1)
+    try:
+        first = asyncio.ensure_future(origin.call(start("first")))
+        waiting = asyncio.ensure_future(origin.call(start("waiting", "AQother")))
+        await until(lambda: origin.stats()["graphqlOriginWaiting"] == 1)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert origin.stats()["graphqlOriginWaiting"] == 0
+        gate.open.set()
+        assert (await first)["echo"]["operationId"] == "first"
+        assert (await origin.call(start("then")))["echo"]["operationId"] == "then"
+        assert origin.stats()["graphqlOriginCallsWithdrawn"] == 1
+    finally:
+        await origin.close()
+    sent = [json.loads(body)["operationId"] for body in server.bodies]
+    assert sent == ["first", "then"]
+
+
+async def test_http_call_cancelled_once_sent_ends_with_its_request(serve: Serve) -> None:
+    gate = Gate("held")
+    server = await serve(gate.answer)
+    origin = HttpGraphqlOrigin(server.url, concurrency=2)
+    try:
+        call = asyncio.ensure_future(origin.call(start("held")))
+        await until(lambda: server.in_flight == 1)
+        call.cancel()
+        await asyncio.sleep(0.05)
+        assert not call.done()  # the origin is still working on it
+        gate.open.set()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert origin.stats()["graphqlOriginInFlight"] == 0
+        assert (await origin.call(start("next")))["echo"]["operationId"] == "next"
+    finally:
+        await origin.close()
+    assert len(server.peers) == 1
+
+
+async def test_http_one_connection_takes_at_most_half_the_places(serve: Serve) -> None:
+    gate = Gate(*(f"flood{number}" for number in range(12)))
+    server = await serve(gate.answer)
+    origin = HttpGraphqlOrigin(server.url, concurrency=4)
+    try:
+        flood = [
+            asyncio.ensure_future(origin.call(start(f"flood{number}", "AQflood")))
+            for number in range(12)
+        ]
+        await until(lambda: server.in_flight == 2)
+        # Another connection, and the node's own work, are answered while the flood waits.
+        assert (await origin.call(start("init", "AQhonest")))["echo"]["operationId"] == "init"
+        keepalive = {"type": "subscription_keepalive", "node": "n", "keys": ["k"]}
+        assert (await origin.call(keepalive))["echo"] == keepalive
+        gate.open.set()
+        await asyncio.gather(*flood)
+    finally:
+        await origin.close()
+    assert server.most_in_flight_for["AQflood"] == 2
+    assert server.most_in_flight <= 4
+
+
+async def test_places_go_round_the_requesters_in_turn() -> None:
+    slots = OriginSlots(1, 1)
+    order: list[str] = []
+    answer = asyncio.Event()
+
+    async def exchange(name: str) -> None:
+        order.append(name)
+        await answer.wait()
+
+    deadline = asyncio.get_running_loop().time() + 5
+    calls = [
+        asyncio.ensure_future(slots.send(requester, lambda n=name: exchange(n), deadline))
+        for requester, name in [
+            ("A", "A1"),
+            ("A", "A2"),
+            ("A", "A3"),
+            ("B", "B1"),
+            (None, "node1"),
+            ("C", "C1"),
+        ]
+    ]
+    await until(lambda: order == ["A1"])
+    answer.set()  # from now on each answers at once, and the next in turn goes
+    await asyncio.gather(*calls)
+    assert order == ["A1", "B1", "node1", "C1", "A2", "A3"]
+    assert slots.stats() == {"graphqlOriginInFlight": 0, "graphqlOriginWaiting": 0}
 
 
 async def test_http_unencodable_request_raises() -> None:

@@ -115,6 +115,41 @@ def test_deeply_nested_json_is_refused_not_crashed() -> None:
         gql.parse_client_message(MODERN, "[" * 100_000 + "]" * 100_000)
 
 
+def nested_init(depth: int, inner: str = '"x"') -> str:
+    """A connection_init whose payload nests lists so that the message is `depth` levels deep."""
+    lists = depth - 2  # the message and its payload are the first two
+    return '{"type":"connection_init","payload":{"n":' + "[" * lists + inner + "]" * lists + "}}"
+
+
+@pytest.mark.parametrize("inner", ['"x"', '"\\ud800"'], ids=["text", "lone-surrogate"])
+def test_nesting_deeper_than_the_limit_is_malformed_at_every_depth(inner: str) -> None:
+    # Every depth up to where the parser gives up and beyond: just under it, a document used to
+    # parse and then fail (RecursionError) when it was walked again for surrogates.
+    wrong: dict[int, str] = {}
+    for depth in [*range(gql.MAX_NESTING + 1, 1100), 100_000]:
+        for protocol in gql.PROTOCOLS:
+            try:
+                gql.parse_client_message(protocol, nested_init(depth, inner))
+            except gql.MalformedJson as exc:
+                if "nested deeper than 100 levels" not in str(exc):
+                    wrong[depth] = str(exc)
+            except Exception as exc:
+                wrong[depth] = repr(exc)
+            else:
+                wrong[depth] = "accepted"
+    by_outcome: dict[str, list[int]] = {}
+    for depth, outcome in wrong.items():
+        by_outcome.setdefault(outcome[:80], []).append(depth)
+    assert not wrong, {outcome: (depths[:3], len(depths)) for outcome, depths in by_outcome.items()}
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    assert gql.parse_client_message(MODERN, nested_init(gql.MAX_NESTING)).payload is not None
+    with pytest.raises(gql.InvalidMessage, match="lone surrogates") as caught:
+        gql.parse_client_message(LEGACY, nested_init(gql.MAX_NESTING, '"\\ud800"'))
+    assert not isinstance(caught.value, gql.MalformedJson)
+
+
 def test_server_messages_per_protocol() -> None:
     result = gql.encode_json({"data": {"a": "é"}})
     assert json.loads(gql.result_message(MODERN, "q", result)) == {
@@ -166,6 +201,8 @@ def test_lone_surrogates_from_a_client_are_refused() -> None:
         gql.parse_client_message(LEGACY, '{"type":"stop","id":"\\udc00"}')
     pair = gql.parse_client_message(LEGACY, '{"type":"stop","id":"\\ud83d\\ude00"}')
     assert pair.id == "😀"  # an escaped pair is fine
+    with pytest.raises(gql.InvalidMessage, match="lone surrogates"):  # in a key, too
+        gql.parse_client_message(MODERN, '{"type":"connection_init","payload":{"\\udc00":1}}')
 
 
 def test_an_invalid_start_names_its_operation() -> None:
