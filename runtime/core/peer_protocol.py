@@ -876,7 +876,9 @@ class PeerProtocol:
 
     def _on_ping(self, link: _Link, data: bytes, now: float, *, first_contact: bool) -> None:
         """Answer it; a first-contact ping (bound to no run of ours) could be a replay into this
-        run, so only a ping bound to our run proves the peer alive."""
+        run, so only a ping bound to our run proves the peer alive: to a peer not up yet we
+        send one of ours at once, bound to its run, whose pong proves it within a round trip
+        (rather than at our next periodic ping, up to ping_interval later)."""
         (nonce,) = _U64.unpack_from(data, HEADER_SIZE)
         if nonce <= link.peer_ping_high:
             self.stats["dropped_duplicate"] += 1
@@ -887,6 +889,8 @@ class PeerProtocol:
         link.pong_due = nonce
         if not first_contact:
             self._mark_up(link, now)
+        elif link.state != _UP:
+            self._hello(link, now)
 
     def _on_pong(self, link: _Link, data: bytes, now: float) -> None:
         (nonce,) = _U64.unpack_from(data, HEADER_SIZE)
@@ -923,7 +927,13 @@ class PeerProtocol:
         sender that does not know this run yet. A ping of ours tells the sender our session;
         at most one per min_rto, so replays cannot make us flood the peer."""
         self.stats["dropped_stale_session"] += 1
-        if kind in (DATA, PING) and now - link.hello_at >= self.min_rto:
+        if kind in (DATA, PING):
+            self._hello(link, now)
+
+    def _hello(self, link: _Link, now: float) -> None:
+        """A ping of ours out now, at most one per min_rto per peer (replays cannot make us
+        flood it): its answer teaches the peer our run, or proves the peer's run to us."""
+        if now - link.hello_at >= self.min_rto:
             link.hello_at = now
             self._hello_due.append(link)
 

@@ -85,15 +85,20 @@ def bound_to(data: bytes) -> int:
 
 
 def introduce(a: PeerProtocol, b: PeerProtocol, now: float = 0.0) -> None:
-    """One ping and its pong: both learn the other's session, as members do at start-up, so
-    data flows at once rather than after a first-contact probe."""
+    """A's first-contact ping, B's pong and B's own ping bound to A's run, A's pong: both learn
+    the other's session and see it up, as members do at start-up, so data flows at once rather
+    than after a first-contact probe."""
     a.set_members([b.local], now)
     [(_, ping)] = a.datagrams_to_send(now, WALL0 + now)
     b.receive_datagram(ping, now, WALL0 + now)
-    [(_, pong)] = b.datagrams_to_send(now, WALL0 + now)
+    [(_, pong), (_, hello)] = b.datagrams_to_send(now, WALL0 + now)
     a.receive_datagram(pong, now, WALL0 + now)
+    a.receive_datagram(hello, now, WALL0 + now)
+    [(_, answer)] = a.datagrams_to_send(now, WALL0 + now)
+    b.receive_datagram(answer, now, WALL0 + now)
     a.set_members([], now)
-    assert a.events_received() == [PeerUp(b.local)] and b.events_received() == []
+    assert a.events_received() == [PeerUp(b.local)]
+    assert b.events_received() == [PeerUp(a.local)]
 
 
 class Net:
@@ -456,7 +461,8 @@ def test_truncated_oversized_garbage_and_tampered_datagrams_are_dropped() -> Non
     b.receive_datagram(bytes(tampered), net.now, net.wall)
     b.receive_datagram(data[:-1], net.now, net.wall)
     assert dropped(b) == {"truncated": 3, "oversized": 1, "garbage": 2, "bad_mac": 2}
-    assert b.stats["datagrams_received"] == 2 + 8  # a ping and the data, then the bad ones
+    # A's ping, A's pong to B's answering ping, and the data; then the bad ones.
+    assert b.stats["datagrams_received"] == 3 + 8
     still_works(net, a, b)
 
 
@@ -501,6 +507,7 @@ def test_validly_signed_but_malformed_datagrams_are_dropped() -> None:
 
 def test_older_session_of_a_restarted_sender_is_dropped() -> None:
     net, a1, b, _, old = established()
+    net.run(duration=1.0)  # a restart takes a while
     a2 = node(A, session=2)
     net.replace(a2)
     a2.send_message(B, b"from the new run", net.now)
@@ -603,8 +610,9 @@ def test_pings_replayed_into_a_restarted_receiver_do_not_raise_a_dead_peer() -> 
     net = Net(a, b1)
     a.set_members([B], net.now)
     net.run(duration=2.5)
-    captured = [data for src, dst, data in net.sent if (src, dst) == (A, B)]
-    assert [data[3] for data in captured] == [pp.PING] * 3
+    sent = [data for src, dst, data in net.sent if (src, dst) == (A, B)]
+    captured = [data for data in sent if data[3] == pp.PING]
+    assert len(captured) == 3  # at 0, 1 and 2 s; the rest are pongs to B's own pings
     net.dead.add(A)
     b2 = node(B, session=2)
     b2.set_members([A], net.now)
@@ -870,6 +878,21 @@ def test_settings_are_validated(options: dict[str, object], message: str) -> Non
 # -- liveness, timers and state ---------------------------------------------------------------
 
 
+def test_a_node_that_starts_is_up_on_both_sides_within_a_round_trip() -> None:
+    """A node running since before its peer started sees the newcomer up as soon as it pings,
+    not at its own next periodic ping: a broadcast right after a start reaches it."""
+    a, b = node(A), node(B)
+    net = Net(a, b)
+    net.dead.add(B)  # not started yet: A's pings are lost
+    a.set_members([B], net.now)
+    net.run(duration=0.3)
+    net.dead.clear()
+    b.set_members([A], net.now)  # B starts and pings A at once
+    started = net.now
+    net.run(lambda: a.is_up(B) and b.is_up(A))
+    assert net.now - started < 0.01  # two round trips of 1 ms, not A's next ping at 1 s
+
+
 def test_members_are_pinged_and_live_peers_follow_up_and_down() -> None:
     a, b, c = node(A), node(B), node(C)
     net = Net(a, b, c)
@@ -881,7 +904,10 @@ def test_members_are_pinged_and_live_peers_follow_up_and_down() -> None:
     assert a.live_peers() == [B, C]
     assert net.of(A, PeerUp) == [PeerUp(B), PeerUp(C)]
     pings = [dst for src, dst, data in net.sent if src == A and data[3] == pp.PING]
-    assert sorted(pings, key=str) == [B, B, B, C, C, C]  # at 0, 1 and 2 s
+    # At 0, 1 and 2 s, and one at once answering each one's first-contact ping (bound to its
+    # run, so that its pong proves it up within a round trip).
+    assert sorted(pings, key=str) == [B] * 4 + [C] * 4
+    assert a.stats["peers_up"] == 2 and net.of(A, PeerUp) == [PeerUp(B), PeerUp(C)]
     assert not any(src == A and dst == A for src, dst, _ in net.sent)
     net.dead.add(C)
     killed = net.now
