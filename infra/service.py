@@ -33,6 +33,7 @@ from infra.findings import acknowledge
 from infra.messaging import GatewayMessaging
 from infra.network import GatewayNetwork
 from infra.retention import log_retention
+from runtime.config import event_buffer_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "runtime/Dockerfile"  # relative to PROJECT_ROOT, the build context
@@ -195,6 +196,7 @@ class GatewayService(Construct):
         self.log_group = logs.LogGroup(
             self, "NodeLogs", retention=log_retention(log_retention_days)
         )
+        event_bytes, event_count = event_buffer_for(max_connections_per_task)
         self.environment = {
             **messaging.node_environment(sends_events=not graphql_only),
             "LISTEN": f"0.0.0.0:{WEBSOCKET_PORT}",
@@ -209,6 +211,8 @@ class GatewayService(Construct):
             "DRAIN_SECONDS": str(drain_seconds),
             "KEEPALIVE_INTERVAL": str(keepalive_seconds),
             "MAX_CONNECTIONS": str(max_connections_per_task),
+            "EVENT_BUFFER_BYTES": str(event_bytes),
+            "EVENT_BUFFER_EVENTS": str(event_count),
             "LOG_FORMAT": "json",
             "SERVICE_NAME": self.service_name,  # dimension of the ConnectionsPerTask metric
         }

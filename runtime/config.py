@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from runtime.core.origin_policy import compile_allowed_origins
 from runtime.wire.connection_id import MAX_REGION_LENGTH, NodeAddress
@@ -90,6 +91,25 @@ def _text(text: str) -> str:
     return text
 
 
+def redacted_url(url: str) -> str:
+    """A URL fit for an error message or a log: any user:password@ replaced by ***@."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _level(text: str) -> str:
+    """Log levels in any case: LOG_LEVEL=warning is as clear as WARNING."""
+    return _choice(*LOG_LEVELS)(text.strip().upper())
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def _node_address(text: str) -> NodeAddress:
     host, port = host_port(text)
     try:
@@ -152,6 +172,10 @@ class Settings:
     command_listen: tuple[str, int] | None = ("127.0.0.1", 8081)
     command_token: str = ""
     no_command_auth: bool = False
+    command_max_connections: int = 1024
+    command_header_timeout: float = 10.0
+    command_body_timeout: float = 30.0
+    command_max_header_bytes: int = 64 * 1024
     subprotocols: tuple[str, ...] = ()
     route_selection_expression: str = ""
     keepalive_interval: float = 60.0
@@ -248,7 +272,11 @@ _SPECS: dict[str, _Spec] = {
         _int(64 * 1024, 4096 * MiB),
         "bytes of events held for the origin before the node stops reading from clients",
     ),
-    "event_buffer_events": _Spec(_int(100, 10_000_000), "events held before the same"),
+    "event_buffer_events": _Spec(
+        _int(100, 20_000_000),
+        "events held before the same; at least twice --max-connections (each open connection "
+        "keeps room for its DISCONNECT)",
+    ),
     "command_listen": _Spec(
         lambda text: host_port(text) if text else None,
         "address of the POST /commands endpoint (empty: none)",
@@ -256,6 +284,22 @@ _SPECS: dict[str, _Spec] = {
     ),
     "command_token": _Spec(_text, "bearer token /commands requires"),
     "no_command_auth": _Spec(_bool, "accept /commands without a token (local use only)", "BOOL"),
+    "command_max_connections": _Spec(
+        _int(1, 65_535), "connections open on the command endpoint; further ones get HTTP 503"
+    ),
+    "command_header_timeout": _Spec(
+        _float(0.1, 600),
+        "seconds a command request's line and headers may take (from the connection's start or "
+        "the first byte of a later request); then HTTP 408",
+    ),
+    "command_body_timeout": _Spec(
+        _float(0.1, 3600), "seconds a command request's body may take after its head; then 408"
+    ),
+    "command_max_header_bytes": _Spec(
+        _int(1024, MiB),
+        "bytes of a command request's line and headers, counted as they arrive (at most 100 "
+        "header lines); beyond, HTTP 431",
+    ),
     "subprotocols": _Spec(_list, "subprotocols offered, most preferred first", "A,B"),
     "route_selection_expression": _Spec(
         _route_expression, "routeKey of messages, e.g. $request.body.action", "EXPR"
@@ -363,8 +407,19 @@ _SPECS: dict[str, _Spec] = {
         _int(1, 100_000), "operations (running or subscribed) one GraphQL connection may hold"
     ),
     "log_format": _Spec(_choice("auto", "json", "text"), "auto: JSON unless stdout is a terminal"),
-    "log_level": _Spec(_choice("DEBUG", "INFO", "WARNING", "ERROR"), "least severe level logged"),
+    "log_level": _Spec(_level, "least severe level logged (any case)"),
 }
+
+
+def event_buffer_for(max_connections: int) -> tuple[int, int]:
+    """Event-buffer bytes and events for a connection limit: the defaults, or enough that the
+    room kept for every connection's DISCONNECT (about 1 KiB each, at most half the buffer)
+    never refuses a handshake below the limit. The CDK stack sets these from it."""
+    defaults = Settings()
+    return (
+        max(defaults.event_buffer_bytes, 2 * 1024 * max_connections),
+        max(defaults.event_buffer_events, 2 * max_connections),
+    )
 
 
 def flag(name: str) -> str:
@@ -427,10 +482,7 @@ def _check_together(s: Settings) -> None:
             "--events-topic-arn (an arn:...) is required when --origin-transport is sns "
             f"(got {s.events_topic_arn!r})"
         )
-    if s.origin_url and not s.origin_url.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"--origin-url must start with http:// or https:// (got {s.origin_url!r})"
-        )
+    _check_url("--origin-url", s.origin_url, "--origin-token")
     if s.command_listen and not s.command_token and not s.no_command_auth:
         raise ConfigError(
             "--command-token is required for --command-listen; "
@@ -442,6 +494,12 @@ def _check_together(s: Settings) -> None:
         raise ConfigError(
             f"--event-buffer-bytes must be at least twice --max-message-bytes "
             f"({2 * s.max_message_bytes}; got {s.event_buffer_bytes})"
+        )
+    if s.event_buffer_events < 2 * s.max_connections:
+        raise ConfigError(
+            "--event-buffer-events must be at least twice --max-connections: each open "
+            "connection keeps room for its DISCONNECT, and at most half the buffer is kept so "
+            f"({2 * s.max_connections}; got {s.event_buffer_events})"
         )
     if s.send_buffer_bytes < 1024:
         raise ConfigError("--send-buffer-bytes must be at least 1024")
@@ -462,14 +520,24 @@ def _check_together(s: Settings) -> None:
     _check_graphql(s)
 
 
+def _check_url(name: str, url: str, token_flag: str) -> None:
+    """An origin URL: http(s), and no credentials in it, which errors and logs would show."""
+    if not url:
+        return
+    shown = redacted_url(url)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must start with http:// or https:// (got {shown!r})")
+    if shown != url:
+        raise ConfigError(
+            f"{name} must not hold credentials (user:password@); pass a bearer token with "
+            f"{token_flag} (got {shown!r})"
+        )
+
+
 def _check_graphql(s: Settings) -> None:
     if s.graphql_origin_url and s.graphql_origin_function:
         raise ConfigError("set --graphql-origin-url or --graphql-origin-function, not both")
-    if s.graphql_origin_url and not s.graphql_origin_url.startswith(("http://", "https://")):
-        raise ConfigError(
-            "--graphql-origin-url must start with http:// or https:// "
-            f"(got {s.graphql_origin_url!r})"
-        )
+    _check_url("--graphql-origin-url", s.graphql_origin_url, "--graphql-origin-token")
     if s.origin_transport == "none" and not s.graphql:
         raise ConfigError(
             "--origin-transport none needs a GraphQL origin: "

@@ -1,6 +1,8 @@
 """Logs: one JSON object a line for machines (CloudWatch), readable lines for people.
 
-Log calls pass fields as `extra`; a line about a connection always has `connectionId`.
+Log calls pass fields as `extra`; a line about a connection always has `connectionId`. Fields
+often hold what clients chose (close reasons, headers, paths): the JSON encoder escapes them,
+and the text format quotes and escapes them, so no client can write a line of its own.
 """
 
 from __future__ import annotations
@@ -32,11 +34,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+def _escaped(text: str) -> str:
+    """Non-printable characters (line breaks, terminal escapes, U+2028...) as Python escapes."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _field_text(value: object) -> str:
+    """A field's value on one line that cannot pass for more fields: quoted if it needs it."""
+    text = str(value)
+    if text and text.isprintable() and not any(char in text for char in ' ="\\'):
+        return text
+    return '"' + _escaped(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        extra = " ".join(f"{key}={value}" for key, value in _fields(record).items())
-        line = f"{stamp}.{int(record.msecs):03d} {record.levelname:<7} {record.getMessage()}"
+        extra = " ".join(f"{key}={_field_text(value)}" for key, value in _fields(record).items())
+        message = _escaped(record.getMessage())
+        line = f"{stamp}.{int(record.msecs):03d} {record.levelname:<7} {message}"
         if extra:
             line += "  " + extra
         if record.exc_info:

@@ -13,6 +13,7 @@ from runtime.config import (
     Settings,
     add_arguments,
     env_name,
+    event_buffer_for,
     flag,
     host_port,
     load,
@@ -354,3 +355,46 @@ def test_graphql_settings() -> None:
         settings(graphql_max_operations="0")
     with pytest.raises(ConfigError, match="--graphql-init-timeout must be between"):
         settings(graphql_init_timeout="0")
+
+
+@pytest.mark.parametrize(
+    ("name", "token_flag"),
+    [("origin_url", "--origin-token"), ("graphql_origin_url", "--graphql-origin-token")],
+)
+def test_origin_urls_with_credentials_are_refused_without_echoing_them(
+    name: str, token_flag: str
+) -> None:
+    extra = {"origin_transport": "none"} if name == "graphql_origin_url" else {}
+    with pytest.raises(ConfigError) as info:
+        settings(**{name: "https://admin:hunter2@origin.test/events", **extra})
+    message = str(info.value)
+    assert "hunter2" not in message and "admin" not in message
+    assert "***@origin.test" in message and token_flag in message
+    with pytest.raises(ConfigError) as info:
+        settings(**{name: "ftp://admin:hunter2@origin.test/", **extra})
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("level", ["warning", "Warning", " error ", "DEBUG"])
+def test_log_level_in_any_case(level: str) -> None:
+    assert settings(log_level=level).log_level == level.strip().upper()
+    assert settings({"LOG_LEVEL": level}).log_level == level.strip().upper()
+    with pytest.raises(ConfigError, match="--log-level must be one of DEBUG, INFO"):
+        settings(log_level="verbose")
+
+
+def test_event_buffer_keeps_room_for_every_connections_disconnect() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(max_connections="60000")  # the default 100,000 events hold 50,000
+    assert str(info.value).startswith("--event-buffer-events must be at least twice")
+    assert "(120000; got 100000)" in str(info.value)
+    assert settings(max_connections="60000", event_buffer_events="120000").max_connections == 60000
+
+
+def test_event_buffer_for_a_connection_limit() -> None:
+    assert event_buffer_for(20_000) == (64 * 1024 * 1024, 100_000)  # the defaults suffice
+    assert event_buffer_for(200_000) == (2048 * 200_000, 400_000)
+    size, events = event_buffer_for(200_000)
+    assert settings(
+        max_connections="200000", event_buffer_bytes=str(size), event_buffer_events=str(events)
+    )

@@ -21,6 +21,7 @@ class ConnectionEntry(Generic[H]):
     backlog: SendBacklog = field(default_factory=SendBacklog)
     closing: bool = False
     events: bool = True  # False for GraphQL connections: the event origin never hears of them
+    disconnect_room: int = 0  # event-buffer bytes set aside at CONNECT for its DISCONNECT
 
     def sequence(self) -> int:
         """The next event's sequenceNumber: 0 for CONNECT, then one more per event."""

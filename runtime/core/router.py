@@ -2,6 +2,11 @@
 
 A command is checked whole before any part of it is carried out, so a malformed ID rejects its
 command and touches no connection.
+
+Only cluster members are ever sent a command. A connection ID names its node's address, and an
+ID is checked only by a CRC: anyone can forge one naming any address. Commands for a node that
+is not a member are GONE at once, so a forged ID cannot make a node send peer traffic (its
+command's payload, retried) to an address of the attacker's choosing.
 """
 
 from __future__ import annotations
@@ -29,8 +34,16 @@ class Router:
     node: NodeAddress
     region: str
 
-    def route(self, command: Command, local: Container[str], *, from_peer: bool) -> Route:
-        """Split `command`; `from_peer` commands were already routed, so they never travel on."""
+    def route(
+        self,
+        command: Command,
+        local: Container[str],
+        *,
+        from_peer: bool,
+        members: Container[NodeAddress],
+    ) -> Route:
+        """Split `command`; `from_peer` commands were already routed, so they never travel on,
+        and IDs of nodes outside `members` are gone."""
         route = Route(command)
         if isinstance(command, Broadcast | Publish):
             route.to_every_node = not from_peer
@@ -49,7 +62,7 @@ class Router:
                     f"connection ID {connection_id!r} belongs to region {parsed.region!r}; "
                     f"this node serves {self.region!r}: send it to that region's commands"
                 )
-            if from_peer or parsed.node == self.node:
+            if from_peer or parsed.node == self.node or parsed.node not in members:
                 route.gone_ids.append(connection_id)
             else:
                 remote.setdefault(parsed.node, []).append(connection_id)

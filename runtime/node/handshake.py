@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlsplit
 
@@ -50,12 +51,24 @@ def handshake_details(connection: ServerConnection, trust_forwarded_for: bool) -
 def source_ip(
     connection: ServerConnection, headers: Sequence[tuple[str, str]], trust_forwarded_for: bool
 ) -> str:
-    """The client's address: the peer's, or the one our trusted proxy appended last."""
+    """The client's address: the peer's, or the one our trusted proxy appended last.
+
+    The last hop is the proxy's own word, but it is checked all the same: anything but an IP
+    address (a proxy that passed the header through unchanged) falls back to the peer's.
+    """
     if trust_forwarded_for:
         forwarded = [value for name, value in headers if name.lower() == "x-forwarded-for"]
         if forwarded:
             hops = [hop.strip() for hop in ",".join(forwarded).split(",") if hop.strip()]
-            if hops:
-                return hops[-1]
+            if hops and _is_ip(hops[-1]):
+                return str(ipaddress.ip_address(hops[-1]))
     peer = connection.remote_address
     return str(peer[0]) if peer else ""
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -2,7 +2,12 @@
 
 A batch leaves as soon as a request slot is free and carries whatever arrived meanwhile, so light
 load adds no waiting and heavy load gets large batches. After a failure the pump backs off (with
-jitter) and retries the same events first; it never drops them.
+jitter) and retries the same events first; it never drops them, except events the transport says
+it can never carry (`OriginRefused`): those are dropped and reported, never retried at the head of
+the line.
+
+Admission is here too: every event enters against the outbox's bounds. Readers of clients wait
+for room (`wait_for_room`) in the order they asked, so the bound holds however many wait.
 """
 
 from __future__ import annotations
@@ -11,47 +16,128 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
+from collections.abc import Callable
 
 from runtime.core.outbox import Batch, EventOutbox
-from runtime.transports.base import OriginTransport
+from runtime.transports.base import OriginRefused, OriginTransport
 
 log = logging.getLogger("runtime.origin")
 
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 5.0
 
+# Told of events dropped for good, as (key, event): the node closes their connections.
+DroppedHandler = Callable[[list[tuple[str, bytes]]], None]
+
 
 class OriginPump:
-    def __init__(self, outbox: EventOutbox, transport: OriginTransport) -> None:
+    def __init__(
+        self,
+        outbox: EventOutbox,
+        transport: OriginTransport,
+        on_dropped: DroppedHandler | None = None,
+    ) -> None:
         self.outbox = outbox
         self.transport = transport
+        self.on_dropped = on_dropped
         self.delivered = 0
+        self.dropped = 0
         self.failures = 0
         self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
         self._empty = asyncio.Event()
         self._empty.set()
+        # Readers waiting for room, first come first served: (bytes wanted, 0: any room).
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._slots = asyncio.Semaphore(transport.concurrency)
         self._consecutive_failures = 0
         self._retry_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
 
-    def add(self, key: str, event: bytes) -> None:
-        """Queue an event; callers that read clients then check `has_room`."""
-        self.outbox.add(key, event, time.monotonic())
-        self._empty.clear()
-        if self.outbox.full:
-            self._room.clear()
-        self._wake.set()
+    # Admission
 
     @property
     def has_room(self) -> bool:
-        return self._room.is_set()
+        """Below the bound with nobody waiting ahead: a reader may take one more message."""
+        return not self._waiters and not self.outbox.full
 
-    async def wait_for_room(self) -> None:
-        await self._room.wait()
+    def add(self, key: str, event: bytes) -> None:
+        """Queue an event the caller already has room for (checked, or set aside)."""
+        self.outbox.add(key, event, time.monotonic())
+        self._empty.clear()
+        self._wake.set()
+
+    def offer(self, key: str, event: bytes) -> bool:
+        """Queue the event if it fits now; False (nothing queued) if it does not."""
+        if self._waiters or not self.outbox.has_room_for(len(event)):
+            return False
+        self.add(key, event)
+        return True
+
+    def can_admit_connection(self, connect_bytes: int, disconnect_room: int) -> bool:
+        """Whether a new connection's CONNECT and the room for its DISCONNECT fit now."""
+        outbox = self.outbox
+        return (
+            not self._waiters
+            and outbox.has_room_for(connect_bytes + disconnect_room, 2)
+            and outbox.can_reserve(disconnect_room)
+        )
+
+    def admit_connection(self, key: str, connect: bytes, disconnect_room: int) -> bool:
+        """Queue a CONNECT and set room aside for its DISCONNECT, or refuse both."""
+        if not self.can_admit_connection(len(connect), disconnect_room):
+            return False
+        self.outbox.reserve(disconnect_room)
+        self.add(key, connect)
+        return True
+
+    def add_disconnect(self, key: str, disconnect: bytes, disconnect_room: int) -> None:
+        """Queue a DISCONNECT into the room set aside for it at CONNECT: never refused."""
+        self.outbox.release(disconnect_room)
+        self.add(key, disconnect)
+
+    async def wait_for_room(self, nbytes: int = 0) -> None:
+        """Until an event of `nbytes` fits (0: until the buffer is below its bound)."""
+        if not self._waiters and self._fits(nbytes, 0, 0):
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((nbytes, waiter))
+        try:
+            await waiter
+        except BaseException:
+            # Gone (its client left): whatever it held up, or was given, goes to the next.
+            waiter.cancel()
+            self._wake_waiters()
+            raise
+
+    def _fits(self, nbytes: int, given_bytes: int, given_events: int) -> bool:
+        outbox = self.outbox
+        if nbytes == 0:  # a reader about to read one message of unknown size
+            return (
+                outbox.nbytes + outbox.reserved_bytes + given_bytes < outbox.max_bytes
+                and outbox.nevents + outbox.reserved_events + given_events < outbox.max_events
+            )
+        return outbox.has_room_for(given_bytes + nbytes, given_events + 1)
+
+    def _wake_waiters(self) -> None:
+        """Wake waiters in order while the room freed covers them; the first that does not fit
+        keeps its place, and those behind it wait too (no overtaking)."""
+        waiters = self._waiters
+        given_bytes = given_events = 0
+        while waiters:
+            nbytes, waiter = waiters[0]
+            if waiter.done():
+                waiters.popleft()
+                continue
+            if not self._fits(nbytes, given_bytes, given_events):
+                return
+            waiters.popleft()
+            waiter.set_result(None)
+            given_bytes += nbytes
+            given_events += 1
+
+    # Delivery
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="origin-pump")
@@ -101,7 +187,10 @@ class OriginPump:
         except asyncio.CancelledError:
             self.outbox.retry(batch)
             raise
-        except Exception as exc:  # any failure: keep the events, back off, retry
+        except OriginRefused as exc:
+            # The rest of the batch was delivered or goes again at once: no backoff for it.
+            self._drop(self.outbox.retry(batch, drop=exc.refused))
+        except Exception as exc:  # any other failure: keep the events, back off, retry
             self.outbox.retry(batch)
             self.failures += 1
             self._consecutive_failures += 1
@@ -123,10 +212,15 @@ class OriginPump:
             self._retry_at = 0.0
             self.outbox.complete(batch)
             self.delivered += len(batch.events)
-            if not self.outbox.full:
-                self._room.set()
+        finally:
             if not len(self.outbox):
                 self._empty.set()
-        finally:
+            self._wake_waiters()
             self._slots.release()
             self._wake.set()
+
+    def _drop(self, dropped: list[tuple[str, bytes]]) -> None:
+        """Events the transport can never carry (it logged why, one ERROR line each)."""
+        self.dropped += len(dropped)
+        if dropped and self.on_dropped is not None:
+            self.on_dropped(dropped)

@@ -12,6 +12,7 @@ import http
 import json
 import logging
 import time
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from runtime.core.outbox import EventOutbox
 from runtime.core.registry import ConnectionEntry, ConnectionRegistry
 from runtime.core.router import Route, Router
 from runtime.core.send_buffer import SendLimits
+from runtime.node.connection import NodeConnection
 from runtime.node.frames import message_frame
 from runtime.node.graphql import GraphqlGateway
 from runtime.node.handshake import handshake_details, subprotocol_selector
@@ -38,6 +40,7 @@ from runtime.transports.graphql_origin import GraphqlOrigin
 from runtime.wire import events, graphql_ws
 from runtime.wire.commands import Broadcast, Close, Command, CommandError, Publish, Send
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
+from runtime.wire.events import HandshakeDetails
 
 log = logging.getLogger("runtime.node")
 metrics_log = logging.getLogger("runtime.metrics")  # logged at any --log-level: scaling needs it
@@ -50,6 +53,19 @@ SERVER_HEADER = "wsgateway"
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Admission:
+    """A handshake's CONNECT, built before the 101 so that one the node cannot take is refused
+    with an HTTP status rather than accepted and dropped."""
+
+    connection_id: str
+    connected_at: int
+    details: HandshakeDetails
+    fragment: str
+    connect: bytes
+    disconnect_room: int  # event-buffer bytes its DISCONNECT may need (0: it sends no events)
 
 
 @dataclass(slots=True)
@@ -72,7 +88,7 @@ class Node:
         self.origin = origin
         self.cluster = cluster
         self.address: NodeAddress = settings.peer_address
-        self.max_event_bytes = 1 << 62  # the origin transport may lower it at start
+        self.max_event_bytes = settings.event_buffer_bytes // 2  # lowered at start, per origin
         self.context = events.NodeContext(
             stage=settings.stage, region=settings.region, domain_name=settings.domain_name
         )
@@ -86,6 +102,7 @@ class Node:
                 max_bytes=settings.event_buffer_bytes, max_events=settings.event_buffer_events
             ),
             origin,
+            on_dropped=self._events_dropped,
         )
         self.counters: Counter[str] = Counter()
         self.graphql: GraphqlGateway | None = None
@@ -107,18 +124,37 @@ class Node:
         self._no_connections.set()
         self._tasks: set[asyncio.Task[object]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        # Handshakes between their 101 and their handler; a handshake that dies in between
+        # never reaches the handler, and its entry goes with its connection.
+        self._admissions: weakref.WeakKeyDictionary[ServerConnection, Admission] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # Lifecycle
 
     async def start(self) -> None:
         s = self.settings
         await self.origin.start()
-        self.max_event_bytes = getattr(self.origin, "max_event_bytes", None) or 1 << 62
+        # An event must fit one origin message, and half the event buffer: the other half is
+        # the most ever set aside for DISCONNECTs, so any one event fits an emptied buffer.
+        self.max_event_bytes = min(self.origin.max_event_bytes, s.event_buffer_bytes // 2)
         max_message = min(s.max_message_bytes, largest_message_fitting(self.max_event_bytes))
         if max_message < s.max_message_bytes:
             log.warning(
                 "client messages limited to fit one origin message",
                 extra={"maxMessageBytes": max_message, "originMessageBytes": self.max_event_bytes},
+            )
+        # Room for DISCONNECTs is kept in the event buffer, at most half of it: about 1 KiB per
+        # connection with a browser's headers. Say so if the connection limit cannot be reached.
+        room = s.max_connections * DISCONNECT_ROOM_TYPICAL
+        if room > s.event_buffer_bytes // 2 and s.origin_transport != "none":
+            log.warning(
+                "the event buffer may refuse handshakes (503) below the connection limit",
+                extra={
+                    "maxConnections": s.max_connections,
+                    "eventBufferBytes": s.event_buffer_bytes,
+                    "suggestedEventBufferBytes": 2 * room,
+                },
             )
         self.pump.start()
         if self.graphql is not None:
@@ -130,6 +166,7 @@ class Node:
             s.listen[0],
             s.listen[1],
             process_request=self._process_request,
+            process_response=self._process_response,
             select_subprotocol=subprotocol_selector(offered),
             subprotocols=list(offered) or None,  # type: ignore[arg-type]
             origins=compile_allowed_origins(s.allowed_origins),
@@ -142,6 +179,7 @@ class Node:
             ping_timeout=s.ping_timeout,
             close_timeout=s.close_timeout,
             server_header=SERVER_HEADER,
+            create_connection=NodeConnection,
         )
         sockname = self._server.sockets[0].getsockname()
         self.ws_address = (sockname[0], sockname[1])
@@ -240,6 +278,63 @@ class Node:
             )
         return None
 
+    def _process_response(
+        self, connection: ServerConnection, request: Request, response: Response
+    ) -> Response | None:
+        """Build the CONNECT now that the subprotocol is chosen, and refuse with an HTTP status
+        a handshake whose CONNECT could never reach the origin or finds no room to wait in."""
+        if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
+            return None
+        admission = self._admission(connection)
+        if admission.disconnect_room:
+            size = len(admission.connect)
+            if size > self.max_event_bytes:
+                self.counters["handshakesRefusedTooLarge"] += 1
+                log.warning(
+                    "handshake refused: its CONNECT event is too large for the origin",
+                    extra={
+                        "sourceIp": admission.details.source_ip,
+                        "eventBytes": size,
+                        "maxEventBytes": self.max_event_bytes,
+                    },
+                )
+                return _refusal(
+                    http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    f"The request headers are too large to pass on: {size} bytes as a CONNECT "
+                    f"event, and the most is {self.max_event_bytes}.\n",
+                )
+            if not self.pump.can_admit_connection(size, admission.disconnect_room):
+                self._refused_buffer_full()
+                return _refusal(
+                    http.HTTPStatus.SERVICE_UNAVAILABLE,
+                    "This node is holding all the events it can for its origin; retry later.\n",
+                )
+        self._admissions[connection] = admission
+        return None
+
+    def _admission(self, connection: ServerConnection) -> Admission:
+        details = handshake_details(connection, self.settings.trust_forwarded_for)
+        connection_id = self.issuer.issue()
+        connected_at = now_ms()
+        fragment = events.connection_fragment(self.context, connection_id, connected_at, details)
+        connect = events.connect_event(fragment, 0, connected_at, details)
+        graphql = self.graphql is not None and details.subprotocol in graphql_ws.PROTOCOLS
+        sends_events = not graphql and self.settings.origin_transport != "none"
+        room = events.disconnect_event_bound(fragment) if sends_events else 0
+        return Admission(connection_id, connected_at, details, fragment, connect, room)
+
+    def _refused_buffer_full(self) -> None:
+        self.counters["handshakesRefusedBufferFull"] += 1
+        outbox = self.pump.outbox
+        log.warning(
+            "handshake refused: the event buffer is full",
+            extra={
+                "bufferedEventBytes": outbox.nbytes,
+                "reservedEventBytes": outbox.reserved_bytes,
+                "eventBufferBytes": outbox.max_bytes,
+            },
+        )
+
     # Connections
 
     async def _handle(self, connection: ServerConnection) -> None:
@@ -248,9 +343,8 @@ class Node:
             self.counters["handshakesRefusedFull"] += 1
             await connection.close(1013, "connection limit reached; retry later")
             return
-        connection_id = self.issuer.issue()
-        connected_at = now_ms()
-        details = handshake_details(connection, self.settings.trust_forwarded_for)
+        admission = self._admissions.pop(connection)
+        connection_id, details = admission.connection_id, admission.details
         graphql = self.graphql if details.subprotocol in graphql_ws.PROTOCOLS else None
         if graphql is None and self.settings.origin_transport == "none":
             self.counters["handshakesRefusedNotGraphql"] += 1
@@ -259,15 +353,22 @@ class Node:
                 f"Subprotocol not acceptable: use {' or '.join(graphql_ws.PROTOCOLS)}",
             )
             return
-        fragment = events.connection_fragment(self.context, connection_id, connected_at, details)
-        entry = ConnectionEntry(connection_id, connection, fragment, connected_at)
+        connect = admission.connect
+        if graphql is None and not self.pump.admit_connection(
+            connection_id, connect, admission.disconnect_room
+        ):
+            # Handshakes that passed the check together may not all fit; never buffer past it.
+            self._refused_buffer_full()
+            await connection.close(1013, "event buffer full; retry later")
+            return
+        fragment = admission.fragment
+        entry = ConnectionEntry(connection_id, connection, fragment, admission.connected_at)
         entry.events = graphql is None
+        entry.disconnect_room = admission.disconnect_room
+        entry.sequence()  # 0: the CONNECT's
         self.registry.add(entry)
         self._no_connections.clear()
         self.counters["connectionsOpened"] += 1
-        connect = events.connect_event(fragment, entry.sequence(), connected_at, details)
-        if graphql is None:
-            self._emit(connection_id, connect)
         log.info(
             "connected",
             extra={
@@ -294,10 +395,10 @@ class Node:
             code, reason = _close_status(connection)
             self.counters["connectionsClosed"] += 1
             if graphql is None:
-                self._emit(
-                    connection_id,
-                    events.disconnect_event(fragment, entry.sequence(), now_ms(), code, reason),
+                disconnect = events.disconnect_event(
+                    fragment, entry.sequence(), now_ms(), code, reason
                 )
+                self.pump.add_disconnect(connection_id, disconnect, entry.disconnect_room)
             log.info(
                 "disconnected",
                 extra={"connectionId": connection_id, "code": code, "reason": reason},
@@ -323,7 +424,12 @@ class Node:
                 self.counters["messagesTooLargeForOrigin"] += 1
                 await connection.close(1009, "message too big once encoded for the origin")
                 return
-            self._emit(connection_id, event)
+            if not pump.offer(connection_id, event):
+                # Read while there was room, but others took it first: this message waits
+                # here (one per client, as documented) and the buffer keeps its bound.
+                self.counters["readsPaused"] += 1
+                await pump.wait_for_room(len(event))
+                pump.add(connection_id, event)
 
     async def _wait_for_room(self, connection: ServerConnection) -> None:
         """Backpressure: read nothing more from this client until the origin catches up."""
@@ -336,8 +442,17 @@ class Node:
             room.cancel()
             closed.cancel()
 
-    def _emit(self, key: str, event: bytes) -> None:
-        self.pump.add(key, event)
+    def _events_dropped(self, dropped: list[tuple[str, bytes]]) -> None:
+        """The origin transport can never carry these (it logged why): their clients are told."""
+        for key, _ in dropped:
+            self.counters["eventsDropped"] += 1
+            entry = self.registry.get(key)
+            if entry is not None and not entry.closing:
+                log.warning(
+                    "closing a connection whose event the origin transport refused",
+                    extra={"connectionId": key},
+                )
+                self._close(entry, 1011, "event refused by the origin transport")
 
     def _close(self, entry: ConnectionEntry[ServerConnection], code: int, reason: str) -> None:
         if entry.closing:
@@ -356,6 +471,7 @@ class Node:
         """Carry out commands in order; returns once local writes are done and peers have theirs."""
         outcome = Outcome()
         forwards: dict[NodeAddress, list[Command]] = {}
+        members = self.cluster.members() if self.cluster is not None else frozenset()
         for position, command in enumerate(commands):
             try:
                 if isinstance(command, Publish) and self.graphql is None:
@@ -363,7 +479,9 @@ class Node:
                         "publish needs GraphQL mode: this node has no --graphql-origin-url "
                         "or --graphql-origin-function"
                     )
-                route = self.router.route(command, self.registry, from_peer=from_peer)
+                route = self.router.route(
+                    command, self.registry, from_peer=from_peer, members=members
+                )
             except CommandError as exc:
                 outcome.rejections.append((position, str(exc)))
                 self.counters["commandsRejected"] += 1
@@ -467,12 +585,11 @@ class Node:
         self.counters["gone"] += 1
         if not self.settings.gone_events:
             return
-        if not self.pump.has_room:
+        event = events.gone_event(self.context, connection_id, action, now_ms())
+        if not self.pump.offer(connection_id, event):
             # GONE is advice, not client data: with the origin backed up it is dropped and
             # counted, so a flood of commands to unknown IDs cannot grow memory.
             self.counters["goneDropped"] += 1
-            return
-        self._emit(connection_id, events.gone_event(self.context, connection_id, action, now_ms()))
 
     # Periodic work
 
@@ -486,7 +603,9 @@ class Node:
             for event in events.keepalive_events(
                 self.context, ids, now_ms(), KEEPALIVE_IDS_PER_EVENT
             ):
-                self._emit(KEEPALIVE_KEY, event)
+                if not self.pump.offer(KEEPALIVE_KEY, event):
+                    self.counters["keepalivesSkipped"] += 1
+                    break
 
     async def _metrics_loop(self) -> None:
         s = self.settings
@@ -519,6 +638,7 @@ class Node:
             "connections": len(self.registry),
             "bufferedEvents": len(self.pump.outbox),
             "bufferedEventBytes": self.pump.outbox.nbytes,
+            "reservedEventBytes": self.pump.outbox.reserved_bytes,
             "eventsDelivered": self.pump.delivered,
             "draining": self.draining,
             **self.counters,
@@ -526,6 +646,10 @@ class Node:
             **({"peers": self.cluster.stats()} if hasattr(self.cluster, "stats") else {}),
         }
 
+
+# Event-buffer bytes a connection keeps for its DISCONNECT with a browser's Host and User-Agent
+# (events.disconnect_event_bound gives 836 for one); longer headers keep more.
+DISCONNECT_ROOM_TYPICAL = 1024
 
 # Room for an event's envelope around a MESSAGE body (request context, IDs, timestamps).
 EVENT_ENVELOPE_BYTES = 8 * 1024
@@ -537,16 +661,23 @@ def largest_message_fitting(max_event_bytes: int) -> int:
 
 
 def _text_response(status: http.HTTPStatus, text: str) -> Response:
+    """An answer from process_request; the library adds the Server header to it."""
     body = text.encode()
     headers = Headers(
         [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
             ("Connection", "close"),
-            ("Server", SERVER_HEADER),
         ]
     )
     return Response(status.value, status.phrase, headers, body)
+
+
+def _refusal(status: http.HTTPStatus, text: str) -> Response:
+    """An answer from process_response, which replaces the one the library gave its Server."""
+    response = _text_response(status, text)
+    response.headers["Server"] = SERVER_HEADER
+    return response
 
 
 def _close_status(connection: ServerConnection) -> tuple[int, str]:

@@ -158,6 +158,10 @@ class NodeService:
                 port,
                 token=None if settings.no_command_auth else settings.command_token,
                 max_payload_bytes=settings.send_buffer_bytes,
+                max_connections=settings.command_max_connections,
+                header_timeout=settings.command_header_timeout,
+                body_timeout=settings.command_body_timeout,
+                max_header_bytes=settings.command_max_header_bytes,
             )
 
     async def start(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Protocol
 
 from runtime.wire.commands import Command
@@ -13,12 +13,28 @@ class OriginUnavailable(Exception):
     """The origin did not take a batch; the node keeps the events and retries."""
 
 
+class OriginRefused(OriginUnavailable):
+    """Some events of a batch can never be carried (too large, refused by the service).
+
+    Every other event of the batch was delivered or is safe to hand again: a transport that
+    raises this remembers what it delivered, so the pump drops `refused` (positions in the
+    batch) and hands the rest again at once, rather than retrying at the head of the line.
+    """
+
+    def __init__(self, message: str, refused: Sequence[int]) -> None:
+        super().__init__(message)
+        self.refused = tuple(refused)
+
+
 class OriginTransport(Protocol):
     """Carries event batches to the origin. `deliver` returns only once the origin has them."""
 
     max_batch_events: int
     max_batch_bytes: int
     concurrency: int
+    # The largest event one delivery can carry, known once `start` returned; the node refuses
+    # bigger ones at the door (a handshake, a message) rather than wedge the pump with them.
+    max_event_bytes: int
 
     async def start(self) -> None: ...
 
@@ -40,6 +56,10 @@ class ClusterTransport(Protocol):
         """Live nodes other than this one (broadcasts go to each)."""
         ...
 
+    def members(self) -> Container[NodeAddress]:
+        """Nodes of the cluster other than this one, up or not: the only ones ever sent to."""
+        ...
+
     async def forward(self, node: NodeAddress, commands: Sequence[Command]) -> bool:
         """True once `node` has the commands; False if it is unknown or down (then: GONE)."""
         ...
@@ -50,6 +70,7 @@ class NoOrigin:
 
     max_batch_events = 500
     max_batch_bytes = 4 << 20
+    max_event_bytes = 64 << 20  # only GONE events, which it drops
     concurrency = 1
 
     async def start(self) -> None:

@@ -47,6 +47,8 @@ class HttpOrigin:
         self.concurrency = concurrency
         self.max_batch_events = max_batch_events
         self.max_batch_bytes = max_batch_bytes
+        # One event alone must respect the request bound the origin was promised.
+        self.max_event_bytes = max_batch_bytes
         # One connection per request slot: the pump never has more requests in flight.
         self._client = json_client(url, token, concurrency, timeout)
 

@@ -16,10 +16,16 @@ class MemoryOrigin:
     """Keeps every event it receives, decoded; can be taken down to test outages."""
 
     def __init__(
-        self, *, max_batch_events: int = 500, max_batch_bytes: int = 4 << 20, concurrency: int = 4
+        self,
+        *,
+        max_batch_events: int = 500,
+        max_batch_bytes: int = 4 << 20,
+        max_event_bytes: int = 64 << 20,
+        concurrency: int = 4,
     ) -> None:
         self.max_batch_events = max_batch_events
         self.max_batch_bytes = max_batch_bytes
+        self.max_event_bytes = max_event_bytes
         self.concurrency = concurrency
         self.events: list[dict[str, Any]] = []
         self.batches = 0
@@ -93,6 +99,9 @@ class MemoryClusterLink:
 
     def peers(self) -> list[NodeAddress]:
         return [address for address in self.cluster.nodes if address != self.address]
+
+    def members(self) -> set[NodeAddress]:
+        return set(self.peers())
 
     async def forward(self, node: NodeAddress, commands: Sequence[Command]) -> bool:
         target = self.cluster.nodes.get(node)

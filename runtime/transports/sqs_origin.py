@@ -41,7 +41,7 @@ from runtime.core.sqs_batches import (
     group_id,
     plan_calls,
 )
-from runtime.transports.base import OriginUnavailable
+from runtime.transports.base import OriginRefused, OriginUnavailable
 
 log = logging.getLogger("runtime.origin")
 
@@ -53,6 +53,22 @@ ENTRY_BACKOFF_FIRST = 0.05
 ENTRY_BACKOFF_MAX = 1.0
 SDK_ATTEMPTS = 3  # botocore's own tries of one call (throttling, 5xx, connection errors)
 REMEMBERED = 65_536  # message IDs of accepted events, to skip when a batch comes again
+# Errors with which the service refuses a whole call for what one of its messages holds (too
+# long for the queue's limit, characters it does not take). Retrying the same call cannot help;
+# sending its entries one by one finds the culprit. Other errors (throttling, permissions, a
+# missing queue) concern every message alike and are retried.
+CONTENT_ERRORS = frozenset(
+    {
+        "InvalidParameterValue",
+        "InvalidParameter",
+        "InvalidMessageContents",
+        "AWS.SimpleQueueService.InvalidMessageContents",
+        "MessageTooLong",
+        "BatchRequestTooLong",
+        "AWS.SimpleQueueService.BatchRequestTooLong",
+        "InvalidAttributeValue",
+    }
+)
 
 
 def describe_aws_error(action: str, exc: ClientError | BotoCoreError) -> str:
@@ -61,20 +77,6 @@ def describe_aws_error(action: str, exc: ClientError | BotoCoreError) -> str:
         error = exc.response.get("Error", {})
         return f"{action} failed: {error.get('Code', '?')}: {error.get('Message', '')}"
     return f"{action} failed: {exc}"
-
-
-class OriginRefused(OriginUnavailable):
-    """Some events can never be sent (too large, refused by the service); retrying cannot help.
-
-    An OriginUnavailable, so the pump retries as for any failure; a pump that knows this class
-    can instead drop `refused` (and close their connections): the other events of the batch
-    were sent or will be, and a batch handed again sends only what is missing.
-    """
-
-    def __init__(self, message: str, refused: Sequence[int], held: Sequence[int]) -> None:
-        super().__init__(message)
-        self.refused = tuple(refused)  # positions in the batch that can never be sent
-        self.held = tuple(held)  # positions waiting behind a refused event of their connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +203,7 @@ class _BatchOrigin:
             if isinstance(result, BaseException):
                 raise OriginUnavailable(f"{self.operation} failed: {result!r}") from result
         if refused:
-            self._refuse(entries, refused)
+            self._refuse(refused)
 
     @property
     def max_event_bytes(self) -> int:
@@ -212,8 +214,8 @@ class _BatchOrigin:
     def stats(self) -> dict[str, int]:
         return dict(self.counters)
 
-    def _refuse(self, entries: list[Entry], refused: list[EntryFailure]) -> NoReturn:
-        """Name the events that can never be sent, and those waiting behind them."""
+    def _refuse(self, refused: list[EntryFailure]) -> NoReturn:
+        """Name the events that can never be sent; those behind them go when handed again."""
         self.counters["entriesRefused"] += len(refused)
         for failure in refused:
             log.error(
@@ -226,14 +228,6 @@ class _BatchOrigin:
                 },
             )
         refused_at = {failure.entry.index for failure in refused}
-        groups = {failure.entry.group for failure in refused}
-        held = [
-            entry.index
-            for entry in entries
-            if entry.group in groups
-            and entry.index not in refused_at
-            and entry.message_id not in self._accepted
-        ]
         names = ", ".join(
             f"{failure.entry.message_id} ({failure.code}: {failure.message})"
             for failure in refused[:3]
@@ -241,7 +235,6 @@ class _BatchOrigin:
         raise OriginRefused(
             f"{self.operation} refused {len(refused)} event(s) for good: {names}",
             refused=sorted(refused_at),
-            held=held,
         )
 
     # The flavours
@@ -267,8 +260,7 @@ class _BatchOrigin:
             pending = [entry for entry in call if entry.group not in blocked]
             attempt = 0
             while pending:
-                failures = await self._in_thread(functools.partial(self._call, pending))
-                self.counters["calls"] += 1
+                failures = await self._send_call(pending)
                 self.counters["entriesSent"] += len(pending) - len(failures)
                 failed = {failure.entry.index for failure in failures}
                 for entry in pending:
@@ -299,6 +291,32 @@ class _BatchOrigin:
                 )
                 await asyncio.sleep(delay)
                 pending = retry
+
+    async def _send_call(self, entries: list[Entry]) -> list[EntryFailure]:
+        """One batch call; if the service refuses the whole call for what a message holds, the
+        entries go again one call each, and the ones it still refuses are refused for good."""
+        self.counters["calls"] += 1
+        try:
+            return await self._in_thread(functools.partial(self._call, entries))
+        except OriginUnavailable as exc:
+            code = _content_error(exc)
+            if code is None:
+                raise
+            if len(entries) == 1:
+                return [EntryFailure(entries[0], code, str(exc), True)]
+        failures: list[EntryFailure] = []
+        refused_groups: set[str] = set()
+        for entry in entries:
+            if entry.group in refused_groups:  # its connection's order stops at the refused one
+                failures.append(
+                    EntryFailure(entry, "Held", "behind a refused event of its connection", False)
+                )
+                continue
+            result = await self._send_call([entry])
+            failures.extend(result)
+            if any(failure.sender_fault for failure in result):
+                refused_groups.add(entry.group)
+        return failures
 
     def _batch_entries(self, entries: list[Entry], body_key: str) -> list[dict[str, Any]]:
         """SQS and SNS batch entries differ only in the name of the body field."""
@@ -452,6 +470,16 @@ class SnsOrigin(_BatchOrigin):
             PublishBatchRequestEntries=self._batch_entries(entries, "Message"),
         )
         return _failures(entries, response)
+
+
+def _content_error(exc: OriginUnavailable) -> str | None:
+    """The service's error code, if it refused a call for what its messages hold."""
+    cause = exc.__cause__
+    if isinstance(cause, ClientError):
+        code = str(cause.response.get("Error", {}).get("Code", ""))
+        if code in CONTENT_ERRORS:
+            return code
+    return None
 
 
 def _failures(entries: list[Entry], response: dict[str, Any]) -> list[EntryFailure]:

@@ -4,6 +4,10 @@ This module only moves datagrams, keeps the core's clock and timers, and turns i
 awaited results: `forward` returns True once the peer acknowledged the commands, False once the
 core gave up on the peer (the node then sends GONE). Commands from a peer are executed in the
 order that peer sent them, one batch at a time.
+
+Membership: the static list, every address DNS has named, every node that reached us
+(authenticated), and every node a member told us of when it came up (runtime/wire/membership.py).
+Nothing is ever sent to an address outside it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from runtime.transports.base import CommandExecutor
 from runtime.wire.commands import Command
 from runtime.wire.connection_id import NodeAddress
 from runtime.wire.forwarded import ForwardedFormatError, decode_forwarded, encode_forwarded
+from runtime.wire.membership import (
+    MembershipFormatError,
+    decode_members,
+    encode_members,
+    is_membership,
+)
 
 log = logging.getLogger("runtime.peers")
 
@@ -65,6 +75,8 @@ class UdpPeers(asyncio.DatagramProtocol):
         # us; a member leaves once it is down and the latest DNS answer no longer names it.
         self._discovered: set[NodeAddress] = set()
         self._dns_answer: set[NodeAddress] = set()
+        self._members: frozenset[NodeAddress] = frozenset()
+        self.refused_non_members = 0  # forwards asked for an address outside the cluster
         self.resolve = self._lookup  # a hook: tests stand in for Cloud Map's partial answers
 
     def bind(self, executor: CommandExecutor) -> None:
@@ -112,8 +124,14 @@ class UdpPeers(asyncio.DatagramProtocol):
     def peers(self) -> list[NodeAddress]:
         return self.core.live_peers()
 
+    def members(self) -> frozenset[NodeAddress]:
+        return self._members
+
     async def forward(self, node: NodeAddress, commands: Sequence[Command]) -> bool:
         if self.transport is None or self.transport.is_closing():
+            return False
+        if node not in self._members:  # the router sends none; this holds for any caller
+            self.refused_non_members += 1
             return False
         assert self._loop is not None
         payload = encode_forwarded(list(commands))
@@ -124,7 +142,12 @@ class UdpPeers(asyncio.DatagramProtocol):
         return await waiter
 
     def stats(self) -> dict[str, Any]:
-        return {**self.core.stats, "socketErrors": self.errors}
+        return {
+            **self.core.stats,
+            "socketErrors": self.errors,
+            "members": len(self._members),
+            "refusedNonMembers": self.refused_non_members,
+        }
 
     # asyncio.DatagramProtocol
 
@@ -185,11 +208,15 @@ class UdpPeers(asyncio.DatagramProtocol):
         elif isinstance(event, PeerUp):
             log.info("peer up", extra={"peer": str(event.peer)})
             self._learn(event.peer)
+            self._tell_members(event.peer)
         elif isinstance(event, PeerDown):
             log.warning("peer down", extra={"peer": str(event.peer)})
             self._forget(event.peer)
 
     def _receive(self, peer: NodeAddress, payload: bytes) -> None:
+        if is_membership(payload):
+            self._members_told(peer, payload)
+            return
         try:
             commands = decode_forwarded(payload)
         except ForwardedFormatError as exc:
@@ -246,9 +273,37 @@ class UdpPeers(asyncio.DatagramProtocol):
 
     def _update_members(self) -> None:
         assert self._loop is not None
-        members = set(self.static_peers) | self._discovered
-        self.core.set_members(sorted(members - {self.address}, key=str), self._loop.time())
+        members = (set(self.static_peers) | self._discovered) - {self.address}
+        self._members = frozenset(members)
+        self.core.set_members(sorted(members, key=str), self._loop.time())
         self._schedule_flush()
+
+    def _tell_members(self, peer: NodeAddress) -> None:
+        """A peer came up (it may have just joined): tell it the live members we know."""
+        assert self._loop is not None
+        live = [member for member in self.core.live_peers() if member != peer]
+        if live:
+            self.core.send_message(peer, encode_members(live), self._loop.time())
+            self._schedule_flush()
+
+    def _members_told(self, peer: NodeAddress, payload: bytes) -> None:
+        """A member (it holds the secret) named members we may not know yet: they are ours."""
+        try:
+            told = set(decode_members(payload))
+        except MembershipFormatError as exc:
+            log.error(
+                "unreadable membership news from a peer (is it running other code?)",
+                extra={"peer": str(peer), "error": str(exc)},
+            )
+            return
+        new = told - self._members - {self.address}
+        if new:
+            self._discovered |= new
+            log.info(
+                "peers learned from a member",
+                extra={"peer": str(peer), "learned": sorted(map(str, new))},
+            )
+            self._update_members()
 
     def _learn(self, peer: NodeAddress) -> None:
         """A node that reached us (authenticated) is a member, even if DNS has not named it yet."""

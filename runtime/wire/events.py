@@ -15,6 +15,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Valid text that SQS and SNS refuse in a message (they take #x20-#xFFFD and beyond, but not
+# these two noncharacters); JSON escaping carries them as they are. Control characters are
+# escaped by the encoder already.
+_REFUSED_BY_QUEUES = ("\ufffe", "\uffff")
+
+
+def _text_json(value: str) -> str:
+    """A client's string as JSON that any origin transport can carry."""
+    encoded = _dumps(value)
+    if "\ufffe" in encoded or "\uffff" in encoded:  # at once false for Latin-1 text
+        for char in _REFUSED_BY_QUEUES:
+            encoded = encoded.replace(char, f"\\u{ord(char):04x}")
+    return encoded
+
 
 CONNECT_ROUTE = "$connect"
 DISCONNECT_ROUTE = "$disconnect"
@@ -106,17 +120,36 @@ def message_event(
     fragment: str, sequence: int, now_ms: int, route_key: str, data: str | bytes
 ) -> bytes:
     if isinstance(data, str):
-        body = f'"body":{_dumps(data)},"isBase64Encoded":false'
+        body = f'"body":{_text_json(data)},"isBase64Encoded":false'
     else:
         body = f'"body":"{base64.b64encode(data).decode("ascii")}","isBase64Encoded":true'
     return _event("MESSAGE", route_key, fragment, sequence, now_ms, body)
 
 
 def disconnect_event(fragment: str, sequence: int, now_ms: int, code: int, reason: str) -> bytes:
+    reason_json = _text_json(reason)
+    while len(reason_json.encode()) > MAX_REASON_JSON_BYTES:
+        # Only a reason of control characters escapes past this; what is left still says it.
+        reason = reason[: len(reason) * 3 // 4]
+        reason_json = _text_json(reason)
     extra = (
-        f'"disconnectStatusCode":{code},"disconnectReason":{_dumps(reason)},"isBase64Encoded":false'
+        f'"disconnectStatusCode":{code},"disconnectReason":{reason_json},"isBase64Encoded":false'
     )
     return _event("DISCONNECT", DISCONNECT_ROUTE, fragment, sequence, now_ms, extra)
+
+
+# RFC 6455 leaves a close frame 123 bytes of reason after its code. As JSON it is at most twice
+# that, quotes aside, unless it holds control characters (six bytes each): those are cut.
+MAX_CLOSE_REASON_BYTES = 123
+MAX_REASON_JSON_BYTES = 2 * MAX_CLOSE_REASON_BYTES + 2
+
+
+def disconnect_event_bound(fragment: str) -> int:
+    """The most bytes a DISCONNECT of this connection can take, whatever its code and reason:
+    room for it is set aside at CONNECT, since a DISCONNECT can never be refused."""
+    longest = disconnect_event(fragment, 1 << 63, 10**14, 4999, "")
+    # The empty reason's quotes are in `longest`; 16 more for message IDs to grow.
+    return len(longest) + MAX_REASON_JSON_BYTES + 16
 
 
 def keepalive_events(

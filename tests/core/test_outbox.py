@@ -328,3 +328,37 @@ def test_random_interleavings_deliver_each_event_once_and_in_order(seed: int) ->
         assert delivered[key] == list(range(added[key]))
     assert (box.nbytes, box.nevents, box.sendable) == (0, 0, False)
     assert box.stale_keys(now=clock + 1e6, max_age=0) == []
+
+
+# Room set aside, and events dropped for good ---------------------------------------------------
+
+
+def test_reserved_room_counts_against_both_bounds() -> None:
+    box = outbox(max_bytes=100, max_events=10)
+    assert box.can_reserve(50) and not box.can_reserve(51)  # at most half is ever set aside
+    assert not box.can_reserve(1, nevents=6)
+    box.reserve(40)
+    assert box.has_room_for(60) and not box.has_room_for(61)
+    assert box.has_room_for(1, nevents=9) and not box.has_room_for(1, nevents=10)
+    box.add("a", b"x" * 60, now=0)
+    assert box.full  # 60 held + 40 kept aside
+    box.release(40)
+    box.add("a", b"d" * 30, now=0)  # what the room was kept for
+    assert (box.nbytes, box.reserved_bytes, box.full) == (90, 0, False)
+
+
+def test_retry_dropping_forgets_those_events_and_keeps_the_order_of_the_rest() -> None:
+    box = outbox()
+    for event in (b"a0", b"a1", b"a2"):
+        box.add("a", event, now=0)
+    box.add("b", b"b0", now=1)
+    batch = take_all(box)
+    assert batch.events == [b"a0", b"a1", b"a2", b"b0"]
+    dropped = box.retry(batch, drop={1, 3})
+    assert dropped == [("a", b"a1"), ("b", b"b0")]
+    assert (box.nevents, box.nbytes) == (2, 4)
+    again = take_all(box)
+    assert again.events == [b"a0", b"a2"]
+    box.complete(again)
+    assert (box.nevents, box.nbytes, box.sendable) == (0, 0, False)
+    assert box.stale_keys(now=1e9, max_age=0) == []

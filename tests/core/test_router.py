@@ -19,13 +19,14 @@ here = ConnectionIdIssuer(REGION, HERE)
 peer_b = ConnectionIdIssuer(REGION, PEER_B)
 peer_c = ConnectionIdIssuer(REGION, PEER_C)
 router = Router(HERE, REGION)
+MEMBERS = {PEER_B, PEER_C, SAME_HOST_OTHER_PORT}
 
 
 def test_local_remote_and_gone_ids_are_split() -> None:
     local_1, local_2, gone = here.issue(), here.issue(), here.issue()
     b_1, b_2, c_1 = peer_b.issue(), peer_b.issue(), peer_c.issue()
     command = Send((local_1, b_1, c_1, gone, local_2, b_2), b"payload", True)
-    route = router.route(command, {local_1, local_2}, from_peer=False)
+    route = router.route(command, {local_1, local_2}, from_peer=False, members=MEMBERS)
     assert route.command is command
     assert route.local_ids == [local_1, local_2]
     assert route.gone_ids == [gone]
@@ -38,7 +39,9 @@ def test_local_remote_and_gone_ids_are_split() -> None:
 
 def test_close_is_narrowed_keeping_code_and_reason() -> None:
     local, remote = here.issue(), peer_b.issue()
-    route = router.route(Close((remote, local), 4001, "bye"), {local}, from_peer=False)
+    route = router.route(
+        Close((remote, local), 4001, "bye"), {local}, from_peer=False, members=MEMBERS
+    )
     assert route.local_ids == [local]
     assert route.forwards == {PEER_B: Close((remote,), 4001, "bye")}
     assert route.gone_ids == []
@@ -46,14 +49,14 @@ def test_close_is_narrowed_keeping_code_and_reason() -> None:
 
 def test_a_node_on_the_same_host_but_another_port_is_another_node() -> None:
     other = ConnectionIdIssuer(REGION, SAME_HOST_OTHER_PORT).issue()
-    route = router.route(Send((other,), b"x", False), set(), from_peer=False)
+    route = router.route(Send((other,), b"x", False), set(), from_peer=False, members=MEMBERS)
     assert route.forwards == {SAME_HOST_OTHER_PORT: Send((other,), b"x", False)}
     assert route.gone_ids == []
 
 
 def test_all_local_means_no_forwards() -> None:
     ids = [here.issue() for _ in range(3)]
-    route = router.route(Send(tuple(ids), b"x", False), set(ids), from_peer=False)
+    route = router.route(Send(tuple(ids), b"x", False), set(ids), from_peer=False, members=MEMBERS)
     assert route.local_ids == ids
     assert route.forwards == {}
     assert route.gone_ids == []
@@ -61,7 +64,9 @@ def test_all_local_means_no_forwards() -> None:
 
 def test_commands_from_peers_never_travel_on() -> None:
     local, gone, remote = here.issue(), here.issue(), peer_b.issue()
-    route = router.route(Send((local, remote, gone), b"x", False), {local}, from_peer=True)
+    route = router.route(
+        Send((local, remote, gone), b"x", False), {local}, from_peer=True, members=MEMBERS
+    )
     assert route.local_ids == [local]
     assert route.forwards == {}
     assert route.gone_ids == [remote, gone]
@@ -73,26 +78,33 @@ def test_malformed_id_rejects_the_whole_command(from_peer: bool) -> None:
     local = here.issue()
     bad = local[:-3]
     with pytest.raises(CommandError, match="connection ID") as info:
-        router.route(Send((local, peer_b.issue(), bad), b"x", False), {local}, from_peer=from_peer)
+        router.route(
+            Send((local, peer_b.issue(), bad), b"x", False),
+            {local},
+            from_peer=from_peer,
+            members=MEMBERS,
+        )
     assert repr(bad) in str(info.value)
 
 
 def test_id_of_another_region_is_rejected() -> None:
     foreign = ConnectionIdIssuer("eu-west-1", HERE).issue()
     with pytest.raises(CommandError, match="region 'eu-west-1'") as info:
-        router.route(Close((here.issue(), foreign), 1000, ""), set(), from_peer=False)
+        router.route(
+            Close((here.issue(), foreign), 1000, ""), set(), from_peer=False, members=MEMBERS
+        )
     assert "'us-east-1'" in str(info.value)
     with pytest.raises(CommandError, match="eu-west-1"):
-        router.route(Send((foreign,), b"x", False), set(), from_peer=True)
+        router.route(Send((foreign,), b"x", False), set(), from_peer=True, members=MEMBERS)
 
 
 def test_broadcast_goes_to_every_node_unless_from_a_peer() -> None:
     command = Broadcast(b"all", False)
-    route = router.route(command, set(), from_peer=False)
+    route = router.route(command, set(), from_peer=False, members=MEMBERS)
     assert route.to_every_node is True
     assert route.command is command
     assert (route.local_ids, route.forwards, route.gone_ids) == ([], {}, [])
-    assert router.route(command, set(), from_peer=True).to_every_node is False
+    assert router.route(command, set(), from_peer=True, members=MEMBERS).to_every_node is False
 
 
 def test_registry_serves_as_the_local_container() -> None:
@@ -100,6 +112,21 @@ def test_registry_serves_as_the_local_container() -> None:
     local = here.issue()
     registry.add(ConnectionEntry(local, object(), "", 0))
     gone = here.issue()
-    route = router.route(Send((local, gone), b"x", False), registry, from_peer=False)
+    route = router.route(
+        Send((local, gone), b"x", False), registry, from_peer=False, members=MEMBERS
+    )
     assert route.local_ids == [local]
     assert route.gone_ids == [gone]
+
+
+def test_ids_of_nodes_outside_the_cluster_are_gone_not_forwarded() -> None:
+    """A forged ID (its CRC is no secret) naming any address makes no peer traffic."""
+    outsider = ConnectionIdIssuer(REGION, NodeAddress("192.0.2.7", 53)).issue()
+    member = peer_b.issue()
+    route = router.route(
+        Send((outsider, member), b"x", False), set(), from_peer=False, members={PEER_B}
+    )
+    assert route.forwards == {PEER_B: Send((member,), b"x", False)}
+    assert route.gone_ids == [outsider]
+    alone = router.route(Send((member,), b"x", False), set(), from_peer=False, members=set())
+    assert (alone.forwards, alone.gone_ids) == ({}, [member])

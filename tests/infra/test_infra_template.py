@@ -270,6 +270,12 @@ def test_container_is_configured_by_environment_variables(stack: SynthesizedStac
         "DRAIN_SECONDS": str(stack.settings.get("drainSeconds", 30)),
         "KEEPALIVE_INTERVAL": str(stack.settings.get("keepaliveSeconds", 60)),
         "MAX_CONNECTIONS": str(stack.settings.get("maxConnectionsPerTask", 20000)),
+        "EVENT_BUFFER_BYTES": str(
+            max(64 * 1024 * 1024, 2048 * stack.settings.get("maxConnectionsPerTask", 20000))
+        ),
+        "EVENT_BUFFER_EVENTS": str(
+            max(100_000, 2 * stack.settings.get("maxConnectionsPerTask", 20000))
+        ),
         "LOG_FORMAT": "json",
         "SERVICE_NAME": f"wsgw-{stack.environment}-nodes",
         **(

@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from runtime.transports.memory import MemoryCluster
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from tests.conftest import StartNode, connect_id, send
+from tests.transports.test_sqs_origin import wait_until
 
 
 async def test_oversized_message_closes_1009(start_node: StartNode) -> None:
@@ -193,3 +194,54 @@ async def test_command_endpoint_unknown_path_and_wrong_method(start_node: StartN
         async with session.get(f"{base}/stats", headers=headers) as response:
             assert response.status == 200
             assert "connections" in await response.json()
+
+
+async def test_forwarded_for_that_is_no_ip_address_falls_back_to_the_peer(
+    start_node: StartNode,
+) -> None:
+    node = await start_node(trust_forwarded_for=True)
+    for value, expected in (
+        ("198.51.100.1, <script>alert(1)</script>", "127.0.0.1"),
+        ("198.51.100.1, 2001:DB8::1", "2001:db8::1"),  # the canonical spelling
+        ("", "127.0.0.1"),
+    ):
+        before = len(node.origin.of_type("CONNECT"))
+        async with connect(node.ws_url, additional_headers={"X-Forwarded-For": value}):
+            await node.origin.wait_for(
+                lambda e, before=before: len(node.origin.of_type("CONNECT")) > before
+            )
+        identity = node.origin.of_type("CONNECT")[-1]["requestContext"]["identity"]
+        assert identity["sourceIp"] == expected
+
+
+async def test_refusals_carry_one_server_header(start_node: StartNode) -> None:
+    node = await start_node(max_connections=1, max_message_bytes=16 * 1024)
+    node.node.max_event_bytes = 20_000  # as if the origin took small messages
+    async with connect(node.ws_url):
+        with pytest.raises(InvalidStatus) as full:
+            async with connect(node.ws_url):
+                pass
+    with pytest.raises(InvalidStatus) as too_large:
+        async with connect(node.ws_url, additional_headers=[("X-Pad", "p" * 8000)] * 2):
+            pass
+    for refusal, status in ((full, 503), (too_large, 431)):
+        response = refusal.value.response
+        assert response.status_code == status
+        assert response.headers.get_all("Server") == ["wsgateway"]
+
+
+async def test_command_endpoint_limits_come_from_the_settings(start_node: StartNode) -> None:
+    node = await start_node(command_max_connections=2, command_header_timeout=0.3)
+    assert node.service.commands is not None
+    host, port = "127.0.0.1", node.service.commands.port
+    idle = [await asyncio.open_connection(host, port) for _ in range(2)]
+    extra_reader, extra_writer = await asyncio.open_connection(host, port)
+    assert (await asyncio.wait_for(extra_reader.read(), 5)).startswith(b"HTTP/1.1 503 ")
+    for reader, _ in idle:  # silent past the header deadline: 408, then closed
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 408 ")
+    for _, writer in [*idle, (extra_reader, extra_writer)]:
+        writer.close()
+    commands = node.service.commands
+    await wait_until(lambda: not commands.open_connections)  # room once the server saw them go
+    status, _ = await node.post_commands({"commands": []})
+    assert status == 200

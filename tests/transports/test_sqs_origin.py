@@ -17,8 +17,8 @@ from websockets.asyncio.client import connect
 from runtime.core.sqs_batches import ATTRIBUTE_RESERVE, SQS_MAX_CALL_BYTES
 from runtime.names import ResourceNames
 from runtime.provision import provision
-from runtime.transports.base import OriginUnavailable
-from runtime.transports.sqs_origin import OriginRefused, SnsOrigin, SqsOrigin
+from runtime.transports.base import OriginRefused, OriginUnavailable
+from runtime.transports.sqs_origin import SnsOrigin, SqsOrigin
 from runtime.wire import events
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from tests.aws import MotoEndpoint
@@ -285,7 +285,7 @@ async def test_an_entry_the_service_refuses_for_good_is_named_and_not_retried(
     try:
         with pytest.raises(OriginRefused, match=large_id) as caught:
             await origin.deliver(batch)
-        assert (caught.value.refused, caught.value.held) == ((1,), ())
+        assert caught.value.refused == (1,)
         assert len(calls.calls) == 1  # not retried within the deliver
         with pytest.raises(OriginUnavailable, match=large_id):
             await origin.deliver(batch)  # the node hands the batch again
@@ -317,9 +317,41 @@ async def test_an_event_larger_than_the_queue_takes_is_refused_before_sending(
             await origin.deliver(batch)
     finally:
         await origin.close()
-    assert (caught.value.refused, caught.value.held) == ((1,), (2,))
+    assert caught.value.refused == (1,)
     # `after` waits behind the refused event of its connection; the rest is sent.
     assert calls.bodies(0) == [before.decode(), batch[3].decode()]
+    assert origin.stats()["entriesRefused"] == 1
+
+
+async def test_a_call_refused_whole_for_one_message_is_narrowed_to_that_message(
+    moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    """The queue's limit shrank after the transport read it: the service refuses the whole
+    call. Its entries go again one call each; only the one that no longer fits is refused,
+    those behind it in its connection wait, and the rest is delivered."""
+    sqs = moto_endpoint.client("sqs")
+    queue_url = sqs.create_queue(QueueName=f"{environment_name}-shrinking")["QueueUrl"]
+    origin = SqsOrigin(queue_url, endpoint_url=moto_endpoint.url)
+    calls = BatchCalls(origin.client, "send_message_batch", "Entries")
+    await origin.start()
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"MaximumMessageSize": "2048"})
+    first, second = ISSUER.issue(), ISSUER.issue()
+    before, _, after = message_events(first, 3)
+    large = message_events(first, 2, size=4000)[1]
+    batch = [before, large, after, *message_events(second, 2)]
+    try:
+        with pytest.raises(OriginRefused, match="InvalidParameterValue") as caught:
+            await origin.deliver(batch)
+        assert caught.value.refused == (1,)
+        # One whole call refused, then one call per entry up to and past the culprit; the entry
+        # behind it in its connection is held, not sent.
+        assert [len(call) for call in calls.calls] == [5, 1, 1, 1, 1]
+        await origin.deliver([batch[0], batch[2], batch[3], batch[4]])  # handed again, less it
+    finally:
+        await origin.close()
+    received = await areceive(sqs, queue_url, 4)
+    bodies = sorted(m["Body"] for m in received)
+    assert bodies == sorted(event.decode() for event in (before, after, *batch[3:]))
     assert origin.stats()["entriesRefused"] == 1
 
 

@@ -12,7 +12,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from runtime.core.peer_protocol import PeerProtocol
-from runtime.node.service import build_service
+from runtime.node.service import NodeService, build_service
 from runtime.wire.connection_id import NodeAddress, parse_connection_id
 from tests.conftest import RunningNode, node_settings
 from tests.origin_server import RecordingOrigin
@@ -267,6 +267,30 @@ async def test_peers_found_by_dns(origin: RecordingOrigin) -> None:
             await service.stop()
 
 
+Resolve = Callable[[str, int], Awaitable[set[NodeAddress]]]
+
+
+async def dns_node(origin: RecordingOrigin, own: NodeAddress, resolve: Resolve) -> NodeService:
+    """A started node on its own loopback address, finding peers through a stand-in for Cloud
+    Map's DNS (`resolve`), refreshed every half second."""
+    settings = node_settings(
+        origin_url=origin.url,
+        local_only=False,
+        peer_secret=SECRET,
+        listen=(own.host, 0),
+        peer_listen=(own.host, own.port),
+        peer_advertise=own,
+        peers_dns=("nodes.test", own.port),
+        peers_refresh_seconds=0.5,
+        peer_metrics_interval=0,
+    )
+    service = await build_service(settings)
+    assert service.peer_transport is not None
+    service.peer_transport.resolve = resolve
+    await service.start()
+    return service
+
+
 async def test_nodes_mesh_beyond_partial_dns_answers(origin: RecordingOrigin) -> None:
     """Cloud Map names at most 8 nodes per answer; here DNS names 1 of 3 others each time, and
     every node still comes to know every other, so a broadcast reaches them all."""
@@ -278,24 +302,7 @@ async def test_nodes_mesh_beyond_partial_dns_answers(origin: RecordingOrigin) ->
     async def partial_answer(name: str, answer_port: int) -> set[NodeAddress]:
         return {rng.choice(everyone)}
 
-    services = []
-    for host in hosts:
-        settings = node_settings(
-            origin_url=origin.url,
-            local_only=False,
-            peer_secret=SECRET,
-            listen=(host, 0),
-            peer_listen=(host, port),
-            peer_advertise=NodeAddress(host, port),
-            peers_dns=("nodes.test", port),
-            peers_refresh_seconds=0.5,
-            peer_metrics_interval=0,
-        )
-        service = await build_service(settings)
-        assert service.peer_transport is not None
-        service.peer_transport.resolve = partial_answer
-        await service.start()
-        services.append(service)
+    services = [await dns_node(origin, address, partial_answer) for address in everyone]
     nodes = [RunningNode(service, origin) for service in services]
     try:
         await wait_until(

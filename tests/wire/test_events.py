@@ -333,3 +333,36 @@ def test_deeply_nested_json_falls_back_to_default() -> None:
 def test_invalid_route_expressions_raise(expression: str) -> None:
     with pytest.raises(ValueError, match=r"\$request\.body\.<field>"):
         RouteSelector(expression)
+
+
+def test_noncharacters_queues_refuse_travel_escaped() -> None:
+    from runtime.wire import events as ev
+
+    fragment = ev.connection_fragment(
+        ev.NodeContext("s", "r"), "id", 1, ev.HandshakeDetails("/", [], [], "1.2.3.4", None)
+    )
+    for event in (
+        ev.message_event(fragment, 1, 2, "$default", "a\ufffeb\uffff"),
+        ev.disconnect_event(fragment, 2, 3, 4000, "a\ufffeb\uffff"),
+    ):
+        assert "\ufffe" not in event.decode() and "\uffff" not in event.decode()
+        assert b"\\ufffe" in event and b"\\uffff" in event
+    assert json.loads(ev.message_event(fragment, 1, 2, "$default", "\uffff"))["body"] == "\uffff"
+
+
+def test_disconnect_bound_holds_for_any_reason() -> None:
+    from runtime.wire import events as ev
+
+    headers = [("Host", "ws.example.com"), ("User-Agent", "u" * 300)]
+    fragment = ev.connection_fragment(
+        ev.NodeContext("prod", "us-east-1"),
+        "A" * 46,
+        1,
+        ev.HandshakeDetails("/", headers, [], "203.0.113.9", None),
+    )
+    bound = ev.disconnect_event_bound(fragment)
+    for reason in ("", "x" * 123, "é" * 61, "\x01" * 123, "\uffff" * 41, '"\\' * 61):
+        event = ev.disconnect_event(fragment, 10**12, 10**13, 4999, reason)
+        assert len(event) <= bound, reason
+        kept = json.loads(event)["disconnectReason"]
+        assert reason.startswith(kept) and (kept == reason or not reason.isprintable())
