@@ -48,6 +48,19 @@ class Child:
     def rss(self) -> int:
         return self.process.memory_info().rss
 
+    async def stable_rss(self, *, tolerance: float = 0.002, timeout: float = 3.0) -> int:
+        """RSS once two samples 0.25 s apart agree within `tolerance` (or the last at the
+        timeout): a figure taken while the allocator still settles would be noise."""
+        deadline = time.monotonic() + timeout
+        last = self.rss()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            now = self.rss()
+            if abs(now - last) <= tolerance * last:
+                return now
+            last = now
+        return last
+
     def cpu_seconds(self) -> float:
         times = self.process.cpu_times()
         return times.user + times.system

@@ -376,7 +376,7 @@ class Bench:
         warm, _ = await client.open_many(target.url, 50, client.quiet_listener)
         client.close_all(warm)
         await self._settled(target, 0)
-        rss_before = await self._stable_rss(target.server)
+        rss_before = await target.server.stable_rss()
 
         watch = client.BroadcastWatch()
         started = time.perf_counter()
@@ -388,7 +388,7 @@ class Bench:
         try:
             await self._settled(target, len(opened))
             cpu_per_connection = (target.server.cpu_seconds() - cpu_before) / max(1, len(opened))
-            rss_after = await self._stable_rss(target.server)
+            rss_after = await target.server.stable_rss()
             out: dict[str, Any] = {
                 "connections": len(opened),
                 "connect_failures": failures,
@@ -416,18 +416,6 @@ class Bench:
                 return
             await asyncio.sleep(0.1)
         raise RuntimeError(f"node did not settle at {connections} connections: {stats}")
-
-    async def _stable_rss(self, child: Child, timeout: float = 3.0) -> int:
-        """RSS once two samples 0.25 s apart agree within 0.2% (or the last one at the timeout)."""
-        deadline = time.monotonic() + timeout
-        last = child.rss()
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.25)
-            now = child.rss()
-            if abs(now - last) <= 0.002 * last:
-                return now
-            last = now
-        return last
 
     async def _broadcast_rounds(
         self, target: Target, watch: client.BroadcastWatch, count: int
