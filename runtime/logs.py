@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -32,6 +33,25 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class LogThrottle:
+    """At most one line per `seconds` for each kind of event that anyone can repeat at will
+    (a refused handshake): a flood must not become a flood of log lines. The line that gets
+    through says how many were held back since the last one."""
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        self.seconds = seconds
+        self._next: dict[str, float] = {}
+        self._held: Counter[str] = Counter()
+
+    def allow(self, kind: str, now: float) -> int | None:
+        """None: hold this one back; else how many of `kind` were held back before it."""
+        if now < self._next.get(kind, 0.0):
+            self._held[kind] += 1
+            return None
+        self._next[kind] = now + self.seconds
+        return self._held.pop(kind, 0)
 
 
 def _escaped(text: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
-from runtime.logs import JsonFormatter, TextFormatter
+from runtime.logs import JsonFormatter, LogThrottle, TextFormatter
 
 FORGERY = "bye\n23:59:59.000 ERROR   node compromised  connectionId=\x1b[2Jx\u2028y"
 
@@ -40,3 +40,12 @@ def test_json_lines_hold_the_value_exactly() -> None:
     line = JsonFormatter().format(record(reason=FORGERY))
     assert "\n" not in line
     assert json.loads(line)["reason"] == FORGERY
+
+
+def test_throttle_lets_one_line_a_period_through_and_counts_the_rest() -> None:
+    throttle = LogThrottle(10.0)
+    assert throttle.allow("refused", 0.0) == 0
+    assert [throttle.allow("refused", t) for t in (1.0, 5.0, 9.9)] == [None, None, None]
+    assert throttle.allow("other", 2.0) == 0  # kinds are throttled apart
+    assert throttle.allow("refused", 10.0) == 3
+    assert throttle.allow("refused", 10.5) is None

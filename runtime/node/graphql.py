@@ -22,6 +22,7 @@ from websockets.asyncio.server import ServerConnection
 
 from runtime.core.registry import ConnectionEntry
 from runtime.core.subscriptions import SubscriptionIndex, SubscriptionInput
+from runtime.logs import LogThrottle
 from runtime.transports.graphql_origin import GraphqlOrigin, GraphqlOriginUnavailable
 from runtime.wire import graphql_contract as contract
 from runtime.wire import graphql_ws as gql
@@ -95,7 +96,7 @@ class GraphqlGateway:
         self._queues: dict[str, deque[tuple[Any, int]]] = {}
         self._pending = 0
         self._pending_bytes = 0
-        self._last_drop_log = 0.0
+        self._throttle = LogThrottle(DROP_LOG_SECONDS)
         self._ending = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -381,8 +382,7 @@ class GraphqlGateway:
                 queue = self._queues[held.digest] = deque()
                 self._keep(asyncio.ensure_future(self._run_input(held.digest, queue)))
             queue.append((publish_context, size))
-        if queued < len(inputs) and time.monotonic() - self._last_drop_log > DROP_LOG_SECONDS:
-            self._last_drop_log = time.monotonic()
+        if queued < len(inputs) and self._throttle.allow("dropped", time.monotonic()) is not None:
             log.warning(
                 "subscription executions dropped: too many waiting for the origin",
                 extra={"dropped": self.counters["graphqlExecutionsDropped"]},

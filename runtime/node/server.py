@@ -29,6 +29,7 @@ from runtime.core.outbox import EventOutbox
 from runtime.core.registry import ConnectionEntry, ConnectionRegistry
 from runtime.core.router import Route, Router
 from runtime.core.send_buffer import SendLimits
+from runtime.logs import LogThrottle
 from runtime.node.connection import NodeConnection
 from runtime.node.frames import message_frame
 from runtime.node.graphql import GraphqlGateway
@@ -105,6 +106,7 @@ class Node:
             on_dropped=self._events_dropped,
         )
         self.counters: Counter[str] = Counter()
+        self.throttle = LogThrottle()
         self.graphql: GraphqlGateway | None = None
         if graphql_origin is not None:
             self.graphql = GraphqlGateway(
@@ -271,7 +273,7 @@ class Node:
         # Open connections; handshakes racing this one are caught in _handle.
         if len(self._server.all_connections) >= self.settings.max_connections:
             self.counters["handshakesRefusedFull"] += 1
-            log.warning("connection limit reached", extra={"limit": self.settings.max_connections})
+            self._warn("connection limit reached", limit=self.settings.max_connections)
             return _text_response(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
                 "This node is at its connection limit; retry later.\n",
@@ -290,13 +292,11 @@ class Node:
             size = len(admission.connect)
             if size > self.max_event_bytes:
                 self.counters["handshakesRefusedTooLarge"] += 1
-                log.warning(
+                self._warn(
                     "handshake refused: its CONNECT event is too large for the origin",
-                    extra={
-                        "sourceIp": admission.details.source_ip,
-                        "eventBytes": size,
-                        "maxEventBytes": self.max_event_bytes,
-                    },
+                    sourceIp=admission.details.source_ip,
+                    eventBytes=size,
+                    maxEventBytes=self.max_event_bytes,
                 )
                 return _refusal(
                     http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -326,14 +326,18 @@ class Node:
     def _refused_buffer_full(self) -> None:
         self.counters["handshakesRefusedBufferFull"] += 1
         outbox = self.pump.outbox
-        log.warning(
+        self._warn(
             "handshake refused: the event buffer is full",
-            extra={
-                "bufferedEventBytes": outbox.nbytes,
-                "reservedEventBytes": outbox.reserved_bytes,
-                "eventBufferBytes": outbox.max_bytes,
-            },
+            bufferedEventBytes=outbox.nbytes,
+            reservedEventBytes=outbox.reserved_bytes,
+            eventBufferBytes=outbox.max_bytes,
         )
+
+    def _warn(self, message: str, **fields: object) -> None:
+        """A warning clients can cause at will: one line per kind every 10 s at most."""
+        held = self.throttle.allow(message, time.monotonic())
+        if held is not None:
+            log.warning(message, extra={**fields, "heldBack": held})
 
     # Connections
 

@@ -117,6 +117,22 @@ class OriginSlots:
     def waiting(self) -> int:
         return sum(not waiter.done() for queue in self._queues.values() for waiter in queue)
 
+    async def call(
+        self,
+        requester: Requester,
+        exchange: Callable[[], Coroutine[Any, Any, T]],
+        *,
+        within: float,
+        source: str,
+    ) -> T:
+        """`send` with its deadline `within` seconds from now; none by then is an origin failure
+        (`source` names the origin and the timeout its caller was promised)."""
+        deadline = asyncio.get_running_loop().time() + within
+        try:
+            return await self.send(requester, exchange, deadline)
+        except TimeoutError:
+            raise GraphqlOriginUnavailable(f"no answer from {source} in time") from None
+
     async def send(
         self, requester: Requester, exchange: Callable[[], Coroutine[Any, Any, T]], deadline: float
     ) -> T:
@@ -309,15 +325,12 @@ class HttpGraphqlOrigin:
 
     async def call(self, request: dict[str, Any]) -> dict[str, Any]:
         body = _encoded(request)
-        deadline = asyncio.get_running_loop().time() + self.timeout
-        try:
-            return await self._slots.send(
-                requester_of(request), lambda: self._exchange(body), deadline
-            )
-        except TimeoutError:
-            raise GraphqlOriginUnavailable(
-                f"no answer from {self.url} within {self.timeout}s"
-            ) from None
+        return await self._slots.call(
+            requester_of(request),
+            lambda: self._exchange(body),
+            within=self.timeout,
+            source=f"{self.url} within {self.timeout}s",
+        )
 
     async def _exchange(self, body: bytes) -> dict[str, Any]:
         response = await post_json(self._client, body, self.url, GraphqlOriginUnavailable)
@@ -389,16 +402,12 @@ class LambdaGraphqlOrigin:
 
     async def call(self, request: dict[str, Any]) -> dict[str, Any]:
         payload = _encoded(request)
-        # botocore's own timeouts come first: they say what went wrong.
-        deadline = asyncio.get_running_loop().time() + self.timeout + 1
-        try:
-            response = await self._slots.send(
-                requester_of(request), lambda: self._in_thread(self._invoke, payload), deadline
-            )
-        except TimeoutError:
-            raise GraphqlOriginUnavailable(
-                f"no answer from function {self.function_name} within {self.timeout}s"
-            ) from None
+        response = await self._slots.call(
+            requester_of(request),
+            lambda: self._in_thread(self._invoke, payload),
+            within=self.timeout + 1,  # botocore's own timeouts come first: they say what failed
+            source=f"function {self.function_name} within {self.timeout}s",
+        )
         raw: bytes = response["Payload"]
         error = response.get("FunctionError")
         if error:

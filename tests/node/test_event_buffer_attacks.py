@@ -67,7 +67,7 @@ async def attempt(url: str, headers: list[tuple[str, str]]) -> int:
 
 
 async def test_connect_floods_cannot_grow_the_event_buffer_past_its_cap(
-    start_node: StartNode,
+    start_node: StartNode, caplog: pytest.LogCaptureFixture
 ) -> None:
     origin = MemoryOrigin()
     origin.up = False
@@ -89,6 +89,10 @@ async def test_connect_floods_cannot_grow_the_event_buffer_past_its_cap(
         assert peak.bytes <= cap, f"event buffer reached {peak.bytes} bytes, cap {cap}"
         assert set(statuses) <= {101, 503, 1013}, statuses
         assert statuses.count(503) > 0, statuses
+        refusal_lines = [
+            r for r in caplog.records if r.getMessage().startswith("handshake refused")
+        ]
+        assert len(refusal_lines) == 1  # a flood of refusals is not a flood of log lines
         assert node.node.counters["handshakesRefusedBufferFull"] >= statuses.count(503)
         for index in range(10):
             await honest.send(f"after {index}")  # waits its turn, nothing is lost
