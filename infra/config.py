@@ -13,7 +13,20 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
+from infra.door import (
+    CONNECT_EVENTS,
+    CONNECTIONS_DEFAULT_PORT,
+    CONNECTIONS_MODES,
+    ConnectHandler,
+    ConnectionsApi,
+    Door,
+    HandshakeLimits,
+    JwtAuthorizer,
+    LambdaAuthorizer,
+)
+from runtime.config import JWT_ALGORITHMS
 from runtime.names import ResourceNames
 
 ENVIRONMENTS_KEY = "environments"
@@ -45,12 +58,28 @@ MAX_STOP_TIMEOUT_SECONDS = 120
 
 # Every key an environment may set; anything else is a typo.
 SETTINGS = (
-    "account", "architecture", "azCount", "certificateArn", "connectionsPerTaskTarget",
-    "cpuTargetPercent", "desiredTasks", "domainName", "drainSeconds", "egress", "eventsVia",
-    "exampleOrigin", "fifo", "graphqlOnly", "graphqlOriginFunction", "keepaliveSeconds",
-    "logRetentionDays", "maxConnectionsPerTask", "maxTasks", "minTasks", "natGateways", "regions",
-    "taskCpu", "taskMemory",
+    "account", "architecture", "authorizer", "azCount", "certificateArn", "connectHandler",
+    "connectionsApi", "connectionsPerTaskTarget", "cpuTargetPercent", "desiredTasks",
+    "domainName", "drainSeconds", "egress", "eventsVia", "exampleOrigin", "fifo", "graphqlOnly",
+    "graphqlOriginFunction", "handshakeBurst", "handshakeBurstPerIp", "handshakeRate",
+    "handshakeRatePerIp", "jwtAuthorizer", "keepaliveSeconds", "logRetentionDays",
+    "maxConnectionsPerTask", "maxTasks", "minTasks", "natGateways", "regions", "taskCpu",
+    "taskMemory",
 )  # fmt: skip
+# The keys of the door's objects; the first of each is required.
+CONNECT_HANDLER_SETTINGS = ("functionArn", "timeoutSeconds", "errorStatus", "connectEvent")
+AUTHORIZER_SETTINGS = (
+    "functionArn", "identitySources", "ttlSeconds", "ratePerSecond", "burst", "timeoutSeconds",
+    "errorStatus",
+)  # fmt: skip
+JWT_AUTHORIZER_SETTINGS = (
+    "issuer", "audiences", "jwksUrl", "algorithms", "tokenSource", "leewaySeconds",
+)  # fmt: skip
+CONNECTIONS_API_SETTINGS = ("securityGroupId", "port", "mode")
+# Ports the node already listens on: the WebSocket (TCP) and peer (UDP) ports of infra/service.py.
+RESERVED_PORTS = (8080, 9100)
+# The node's limits for a function call (runtime/config.py): under API Gateway's 29 s.
+FUNCTION_TIMEOUT_SECONDS = (0.1, 29)
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -62,6 +91,10 @@ _FUNCTION_ARN = re.compile(
     r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):\d{12}:function:[A-Za-z0-9_-]{1,64}"
     r"(:(\$LATEST|[A-Za-z0-9_-]{1,128}))?$"
 )
+_SECURITY_GROUP = re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
+# Where a Lambda authorizer finds the identity; the names end up comma-joined in one variable.
+_IDENTITY_SOURCE = re.compile(r"^route\.request\.(header|querystring)\.[^\s,]+$")
+_TOKEN_SOURCE = re.compile(r"^(header|query):[^\s,]+$")
 
 
 class ConfigError(ValueError):
@@ -97,6 +130,7 @@ class EnvironmentConfig:
     cpu_target_percent: int = 60
     graphql_origin_functions: Mapping[str, str] = field(default_factory=dict)
     graphql_only: bool = False
+    door: Door = field(default_factory=Door)
 
     @property
     def names(self) -> ResourceNames:
@@ -197,7 +231,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
                 f"{where}.certificateArn.{region} needs domainName for {region}: the name on "
                 "the certificate, which clients connect to"
             )
-    graphql_functions = reader.graphql_functions(regions)
+    graphql_functions = reader.functions("graphqlOriginFunction", regions)
     graphql_only = reader.boolean("graphqlOnly", DEFAULTS["graphql_only"])
     if graphql_only and not graphql_functions:
         raise ConfigError(
@@ -241,6 +275,101 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
         ),
         graphql_origin_functions=graphql_functions,
         graphql_only=graphql_only,
+        door=_door(reader, regions, egress),
+    )
+
+
+def _door(reader: _Reader, regions: tuple[str, ...], egress: str) -> Door:
+    """The settings a handshake meets, and the @connections API."""
+    connect_handler = reader.section("connectHandler", CONNECT_HANDLER_SETTINGS)
+    authorizer = reader.section("authorizer", AUTHORIZER_SETTINGS)
+    jwt = reader.section("jwtAuthorizer", JWT_AUTHORIZER_SETTINGS)
+    if authorizer is not None and jwt is not None:
+        raise ConfigError(
+            f"{reader.where}.authorizer and jwtAuthorizer do not go together: a handshake "
+            "meets one authorizer; keep one"
+        )
+    if jwt is not None and egress == "vpc-endpoints":
+        raise ConfigError(
+            f"{reader.where}.jwtAuthorizer needs egress nat-gateways: nodes fetch the issuer's "
+            "key set over the internet, and egress vpc-endpoints has no route there"
+        )
+    api = reader.section("connectionsApi", CONNECTIONS_API_SETTINGS)
+    return Door(
+        connect_handler=_connect_handler(connect_handler, regions),
+        authorizer=_authorizer(authorizer, regions),
+        jwt_authorizer=_jwt_authorizer(jwt),
+        handshake_limits=HandshakeLimits(
+            rate_per_ip=reader.number("handshakeRatePerIp", 0, 1_000_000),
+            burst_per_ip=reader.limit_burst("handshakeBurstPerIp", "handshakeRatePerIp", 1_000_000),
+            rate=reader.number("handshakeRate", 0, 1_000_000),
+            burst=reader.limit_burst("handshakeBurst", "handshakeRate", 10_000_000),
+        ),
+        connections_api=_connections_api(api),
+    )
+
+
+def _connect_handler(reader: _Reader | None, regions: tuple[str, ...]) -> ConnectHandler | None:
+    if reader is None:
+        return None
+    return ConnectHandler(
+        functions=reader.functions("functionArn", regions, required=True),
+        timeout_seconds=reader.number("timeoutSeconds", *FUNCTION_TIMEOUT_SECONDS),
+        error_status=reader.optional_integer("errorStatus", 400, 599, "an HTTP status"),
+        connect_event=reader.choice("connectEvent", CONNECT_EVENTS, None),
+    )
+
+
+def _authorizer(reader: _Reader | None, regions: tuple[str, ...]) -> LambdaAuthorizer | None:
+    if reader is None:
+        return None
+    return LambdaAuthorizer(
+        functions=reader.functions("functionArn", regions, required=True),
+        identity_sources=reader.strings(
+            "identitySources",
+            _IDENTITY_SOURCE,
+            "route.request.header.<name> or route.request.querystring.<name>",
+        ),
+        ttl_seconds=reader.number("ttlSeconds", 0, 3600),
+        rate_per_second=reader.number("ratePerSecond", 0.1, 100_000),
+        burst=reader.optional_integer("burst", 1, 1_000_000, "calls in a burst"),
+        timeout_seconds=reader.number("timeoutSeconds", *FUNCTION_TIMEOUT_SECONDS),
+        error_status=reader.optional_integer("errorStatus", 400, 599, "an HTTP status"),
+    )
+
+
+def _jwt_authorizer(reader: _Reader | None) -> JwtAuthorizer | None:
+    if reader is None:
+        return None
+    algorithms = None
+    if reader.raw.get("algorithms") is not None:
+        algorithms = reader.strings(
+            "algorithms", re.compile("|".join(JWT_ALGORITHMS)), ", ".join(JWT_ALGORITHMS)
+        )
+    return JwtAuthorizer(
+        issuer=reader.https_url("issuer", required=True),
+        audiences=reader.strings("audiences", re.compile(r"^[^\s,]+$"), "a name without commas"),
+        jwks_url=reader.https_url("jwksUrl"),
+        algorithms=algorithms,
+        token_source=reader.text("tokenSource", _TOKEN_SOURCE, "header:<name> or query:<name>"),
+        leeway_seconds=reader.number("leewaySeconds", 0, 300),
+    )
+
+
+def _connections_api(reader: _Reader | None) -> ConnectionsApi | None:
+    if reader is None:
+        return None
+    group = reader.text(
+        "securityGroupId", _SECURITY_GROUP, "a security group ID (sg-...)", required=True
+    )
+    port = reader.integer("port", 1024, 65535, CONNECTIONS_DEFAULT_PORT)
+    if port in RESERVED_PORTS:
+        raise reader._fail("port", f"must not be one of the node's ports {RESERVED_PORTS}", port)
+    assert group is not None
+    return ConnectionsApi(
+        security_group_id=group,
+        port=port,
+        mode=reader.choice("mode", CONNECTIONS_MODES, "token"),
     )
 
 
@@ -310,6 +439,76 @@ class _Reader:
             raise self._fail(key, f"must be one of {shown}{also}", value)
         return value
 
+    def number(self, key: str, low: float, high: float) -> float | None:
+        """An optional number (an integer or not); None when absent."""
+        value = self._get(key)
+        if value is None:
+            return None
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric or not low <= value <= high:
+            raise self._fail(key, f"must be a number from {low:g} to {high:g}", value)
+        return value
+
+    def limit_burst(self, key: str, rate_key: str, high: int) -> int | None:
+        """A burst belongs to its rate: alone, it would silently limit nothing."""
+        if self._get(key) is not None and not self._get(rate_key):
+            raise self._fail(key, f"applies only with {rate_key} above 0", self._get(key))
+        return self.optional_integer(key, 1, high, "handshakes in a burst")
+
+    def text(
+        self, key: str, pattern: re.Pattern[str], what: str, *, required: bool = False
+    ) -> str | None:
+        value = self._get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            rule = f"is required: {what}" if value is None else f"must be {what}"
+            raise self._fail(key, rule, value)
+        return value
+
+    def strings(self, key: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+        """A required, non-empty list of strings, each matching `pattern`."""
+        value = self._get(key)
+        if not isinstance(value, list) or not value:
+            raise self._fail(key, f"is required: a list, each {what}", value)
+        for item in value:
+            if not isinstance(item, str) or not pattern.fullmatch(item):
+                raise self._fail(key, f"must list strings, each {what}", item)
+        return tuple(value)
+
+    def https_url(self, key: str, *, required: bool = False) -> str | None:
+        """Nodes reach it through their security group, which opens TCP 443 outbound only."""
+        value = self._get(key)
+        if value is None and not required:
+            return None
+        rule = "must be an https:// URL on port 443, with no user:password@"
+        if not isinstance(value, str):
+            raise self._fail(key, f"is required and {rule}" if required else rule, value)
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            raise self._fail(key, rule, value) from None
+        if parts.scheme != "https" or not parts.hostname or port not in (None, 443):
+            raise self._fail(key, rule, value)
+        if parts.username is not None or parts.password is not None:
+            raise self._fail(key, rule, "<redacted>")
+        return value
+
+    def section(self, key: str, known: tuple[str, ...]) -> _Reader | None:
+        """A setting that is an object of settings, itself read by a _Reader."""
+        value = self._get(key)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise self._fail(key, f"must be an object with {', '.join(known)}", value)
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{self.where}.{key} has unknown settings {unknown}; known: {', '.join(known)}"
+            )
+        return _Reader(f"{self.where}.{key}", value)
+
     def per_region(
         self, key: str, regions: tuple[str, ...], check: Callable[[str], str | None]
     ) -> dict[str, str]:
@@ -343,12 +542,15 @@ class _Reader:
                 )
         return arns
 
-    def graphql_functions(self, regions: tuple[str, ...]) -> dict[str, str]:
+    def functions(
+        self, key: str, regions: tuple[str, ...], *, required: bool = False
+    ) -> dict[str, str]:
         """Nodes invoke their own region's Lambda API, which reaches that region's functions
         only: a name means the function of that name in each region, an ARN must be in the
         region it serves, and an object must name a function for every region.
         """
-        key = "graphqlOriginFunction"
+        if required and self._get(key) is None:
+            raise self._fail(key, "is required: a Lambda function name or ARN", None)
         functions = self.per_region(key, regions, _function_problem)
         missing = [region for region in regions if region not in functions]
         if functions and missing:

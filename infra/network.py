@@ -19,7 +19,8 @@ from infra.findings import acknowledge
 
 # Interface endpoints a node (and Fargate, on its behalf) needs when there is no NAT gateway:
 # events and commands, the image (ECR API and registry; its layers come from S3 through the
-# gateway endpoint), logs and metrics (EMF), and the peer secret.
+# gateway endpoint), logs and metrics (EMF), and the peer secret. Lambda's is added only for
+# nodes that invoke functions (add_lambda_endpoint).
 INTERFACE_ENDPOINTS = {
     "Sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
     "Sns": ec2.InterfaceVpcEndpointAwsService.SNS,
@@ -113,6 +114,21 @@ class GatewayNetwork(Construct):
                     private_dns_enabled=True,
                     open=False,
                 )
+
+    def add_lambda_endpoint(self) -> None:
+        """Nodes that invoke Lambda functions (a GraphQL origin, a $connect handler, an
+        authorizer) reach Lambda's API through an endpoint too; once, and only without NAT.
+        """
+        if self.endpoint_security_group is None or self.vpc.node.try_find_child("Lambda"):
+            return
+        self.vpc.add_interface_endpoint(
+            "Lambda",
+            service=ec2.InterfaceVpcEndpointAwsService.LAMBDA_,
+            subnets=self.node_subnets,
+            security_groups=[self.endpoint_security_group],
+            private_dns_enabled=True,
+            open=False,
+        )
 
     def allow_endpoint_access_from(self, peer: ec2.IConnectable) -> None:
         """Let `peer` use the interface endpoints (no-op with NAT gateways, which need no rule)."""

@@ -11,6 +11,9 @@ leaves the node time to finish its drain before SIGKILL.
 
 With a GraphQL origin (a Lambda function), nodes invoke it synchronously and may invoke that
 function (or that alias or version) and nothing else; a GraphQL-only node sends no events.
+The door (infra/door.py) adds the functions a handshake meets (a $connect handler, a Lambda
+authorizer), with the same exact grants, and the @connections API: the command listener,
+reachable from one named security group only, and its token in Secrets Manager.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from aws_cdk import aws_servicediscovery as servicediscovery
 from aws_cdk.aws_ecr_assets import Platform
 from constructs import Construct
 
+from infra.door import Door
 from infra.findings import acknowledge
 from infra.messaging import GatewayMessaging
 from infra.network import GatewayNetwork
@@ -90,8 +94,10 @@ class GatewayService(Construct):
         log_retention_days: int,
         graphql_origin_function: str | None = None,
         graphql_only: bool = False,
+        door: Door | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        door = door or Door()
         base = f"wsgw-{environment_name}"
         self.service_name = f"{base}-nodes"
         vpc = network.vpc
@@ -219,14 +225,63 @@ class GatewayService(Construct):
         self.graphql_function_arn: str | None = None
         if graphql_origin_function:
             self.graphql_function_arn = self._function_arn(graphql_origin_function)
-            # The exact ARN the node invokes: a grant on a function's ARN does not cover its
+            self.environment["GRAPHQL_ORIGIN_FUNCTION"] = self.graphql_function_arn
+        self.environment.update(door.node_environment(region, self._function_arn))
+        # One function may serve several roles (say, the authorizer and the $connect handler).
+        candidates = [graphql_origin_function, *door.functions(region)]
+        invoked = [function for function in dict.fromkeys(candidates) if function]
+        if invoked:
+            # The exact ARNs the node invokes: a grant on a function's ARN does not cover its
             # aliases or versions, nor the other way round, so no wildcard is needed.
             iam.Grant.add_to_principal(
                 grantee=self.task_definition.task_role,
                 actions=["lambda:InvokeFunction"],
-                resource_arns=[self.graphql_function_arn],
+                resource_arns=[self._function_arn(function) for function in invoked],
             )
-            self.environment["GRAPHQL_ORIGIN_FUNCTION"] = self.graphql_function_arn
+        secrets = {"PEER_SECRET": ecs.Secret.from_secrets_manager(self.peer_secret)}
+        port_mappings = [
+            ecs.PortMapping(
+                name="websocket", container_port=WEBSOCKET_PORT, protocol=ecs.Protocol.TCP
+            ),
+            ecs.PortMapping(name="peer", container_port=PEER_PORT, protocol=ecs.Protocol.UDP),
+        ]
+        self.command_token: secretsmanager.Secret | None = None
+        connections_api = door.connections_api
+        if connections_api is not None:
+            # The command listener answers @connections (and /commands, /stats), which only the
+            # origin's security group may reach; its token guards /commands and /stats always,
+            # and @connections too in mode "token".
+            self.command_token = secretsmanager.Secret(
+                self,
+                "CommandToken",
+                description=f"Token of the {base} gateway nodes' command listener (@connections)",
+                generate_secret_string=secretsmanager.SecretStringGenerator(
+                    password_length=64, exclude_punctuation=True
+                ),
+            )
+            acknowledge(
+                self.command_token.node.default_child,
+                "AwsSolutions-SMG4",
+                (
+                    "Nodes read the command token at start, and origins using @connections "
+                    "hold a copy, so a scheduled rotation would refuse their calls until both "
+                    "restart. Rotate deliberately: update the secret, force a new deployment "
+                    "of the nodes, then refresh the origins."
+                ),
+            )
+            secrets["COMMAND_TOKEN"] = ecs.Secret.from_secrets_manager(self.command_token)
+            port_mappings.append(
+                ecs.PortMapping(
+                    name="commands",
+                    container_port=connections_api.port,
+                    protocol=ecs.Protocol.TCP,
+                )
+            )
+            self.node_security_group.add_ingress_rule(
+                ec2.Peer.security_group_id(connections_api.security_group_id),
+                ec2.Port.tcp(connections_api.port),
+                "The origin's @connections calls, from its security group only",
+            )
         self.container = self.task_definition.add_container(
             "Node",
             container_name=CONTAINER_NAME,
@@ -234,13 +289,8 @@ class GatewayService(Construct):
                 str(PROJECT_ROOT), file=DOCKERFILE, platform=platform
             ),
             environment=self.environment,
-            secrets={"PEER_SECRET": ecs.Secret.from_secrets_manager(self.peer_secret)},
-            port_mappings=[
-                ecs.PortMapping(
-                    name="websocket", container_port=WEBSOCKET_PORT, protocol=ecs.Protocol.TCP
-                ),
-                ecs.PortMapping(name="peer", container_port=PEER_PORT, protocol=ecs.Protocol.UDP),
-            ],
+            secrets=secrets,
+            port_mappings=port_mappings,
             health_check=ecs.HealthCheck(
                 command=[
                     "CMD",
@@ -290,7 +340,8 @@ class GatewayService(Construct):
             (
                 "The environment holds only non-secret settings (ports, queue URLs, topic "
                 "ARNs, region, timings), which the node reads from its environment by "
-                "design; the one secret, the peer key, is injected from Secrets Manager."
+                "design; the secrets, the peer key and (with connectionsApi) the command "
+                "token, are injected from Secrets Manager."
             ),
         )
 

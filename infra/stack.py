@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
-from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from infra.config import EnvironmentConfig
@@ -55,16 +54,8 @@ class GatewayStack(cdk.Stack):
             log_retention_days=config.log_retention_days,
         )
         graphql_function = config.graphql_origin_function(region)
-        if graphql_function and self.network.endpoint_security_group is not None:
-            # Without NAT, nodes reach the GraphQL origin through Lambda's endpoint too.
-            self.network.vpc.add_interface_endpoint(
-                "Lambda",
-                service=ec2.InterfaceVpcEndpointAwsService.LAMBDA_,
-                subnets=self.network.node_subnets,
-                security_groups=[self.network.endpoint_security_group],
-                private_dns_enabled=True,
-                open=False,
-            )
+        if graphql_function or config.door.functions(region):
+            self.network.add_lambda_endpoint()
         self.messaging = GatewayMessaging(
             self, "Messaging", names=config.names, events_via_topic=config.events_via == "sns"
         )
@@ -92,6 +83,7 @@ class GatewayStack(cdk.Stack):
             log_retention_days=config.log_retention_days,
             graphql_origin_function=graphql_function,
             graphql_only=config.graphql_only,
+            door=config.door,
         )
         self.origin: ExampleOrigin | None = None
         if config.example_origin:
@@ -129,6 +121,21 @@ class GatewayStack(cdk.Stack):
             self.messaging.commands_topic.topic_arn,
             "Where origins publish commands",
         )
+        if self.service.command_token is not None:
+            self._output(
+                "ConnectionsTokenSecretArn",
+                self.service.command_token.secret_arn,
+                "The nodes' command token: WSGW_CONNECTIONS_TOKEN of an origin using @connections",
+            )
+            self._output("VpcId", self.network.vpc.vpc_id, "An origin using @connections runs here")
+            subnets = self.network.vpc.select_subnets(
+                subnet_type=self.network.node_subnets.subnet_type
+            )
+            self._output(
+                "NodeSubnetIds",
+                cdk.Fn.join(",", subnets.subnet_ids),
+                "Private subnets for an origin using @connections",
+            )
         if self.messaging.events_topic is not None:
             self._output(
                 "EventsTopicArn",

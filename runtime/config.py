@@ -7,6 +7,7 @@ stops the node before it listens, with a message naming the setting, the rule an
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -151,6 +152,52 @@ def _route_expression(text: str) -> str:
     return text
 
 
+_API_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def _api_id(text: str) -> str:
+    if text and (len(text) > 64 or not set(text) <= _API_ID_CHARS):
+        raise ValueError(f"must be lowercase letters and digits, at most 64 (got {text!r})")
+    return text
+
+
+_IDENTITY_PREFIXES = ("route.request.header.", "route.request.querystring.")
+
+
+def _identity_sources(text: str) -> tuple[str, ...]:
+    sources = _list(text)
+    for source in sources:
+        if not source.startswith(_IDENTITY_PREFIXES) or source.endswith("."):
+            raise ValueError(
+                "each must be route.request.header.<name> or route.request.querystring.<name> "
+                f"(got {source!r})"
+            )
+    return sources
+
+
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+
+
+def _jwt_algorithms(text: str) -> tuple[str, ...]:
+    algorithms = _list(text)
+    if not algorithms:
+        raise ValueError("must name at least one algorithm")
+    for algorithm in algorithms:
+        if algorithm not in JWT_ALGORITHMS:
+            raise ValueError(
+                f"{algorithm!r} is not accepted: one of {', '.join(JWT_ALGORITHMS)} "
+                "(symmetric and none are refused: a public key set cannot check them)"
+            )
+    return algorithms
+
+
+def _token_source(text: str) -> str:
+    kind, _, name = text.partition(":")
+    if kind not in ("header", "query") or not name:
+        raise ValueError(f"must be header:<name> or query:<name> (got {text!r})")
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: tuple[str, int] = ("127.0.0.1", 8080)
@@ -215,6 +262,34 @@ class Settings:
     graphql_init_timeout: float = 10.0
     graphql_ka_interval: float = 15.0
     graphql_max_operations: int = 100
+    api_id: str = ""
+    connect_handler_url: str = ""
+    connect_handler_token: str = ""
+    connect_handler_function: str = ""
+    connect_handler_timeout: float = 5.0
+    connect_handler_error_status: int = 500
+    connect_handler_concurrency: int = 64
+    connect_event: str = "mark"
+    authorizer_function: str = ""
+    authorizer_identity_sources: tuple[str, ...] = ()
+    authorizer_ttl: float = 300.0
+    authorizer_rate: float = 50.0
+    authorizer_burst: int = 100
+    authorizer_timeout: float = 5.0
+    authorizer_error_status: int = 500
+    authorizer_cache_entries: int = 10_000
+    jwt_issuer: str = ""
+    jwt_audiences: tuple[str, ...] = ()
+    jwt_jwks_url: str = ""
+    jwt_algorithms: tuple[str, ...] = ("RS256",)
+    jwt_token_source: str = "header:Authorization"
+    jwt_leeway: float = 0.0
+    jwt_jwks_refresh_seconds: float = 60.0
+    handshake_rate_per_ip: float = 0.0
+    handshake_burst_per_ip: int = 20
+    handshake_rate: float = 0.0
+    handshake_burst: int = 1000
+    connections_api: str = "off"
     log_format: str = "auto"
     log_level: str = "INFO"
 
@@ -406,6 +481,101 @@ _SPECS: dict[str, _Spec] = {
     "graphql_max_operations": _Spec(
         _int(1, 100_000), "operations (running or subscribed) one GraphQL connection may hold"
     ),
+    "api_id": _Spec(
+        _api_id,
+        "requestContext.apiId of every event (empty: a stable 10-character ID derived from "
+        "--stage and --region, as API Gateway's are)",
+    ),
+    "connect_handler_url": _Spec(
+        _text,
+        "synchronous $connect: POST each handshake's $connect event here before accepting it; "
+        "a 2xx accepts, any other status refuses the handshake with it",
+        "URL",
+    ),
+    "connect_handler_token": _Spec(_text, "bearer token sent to --connect-handler-url, if set"),
+    "connect_handler_function": _Spec(
+        _text,
+        "synchronous $connect as an AWS Lambda function (name or ARN), invoked RequestResponse; "
+        "its statusCode decides as API Gateway's $connect integration does",
+    ),
+    "connect_handler_timeout": _Spec(
+        _float(0.1, 29), "seconds the $connect handler may take; then the handshake is refused"
+    ),
+    "connect_handler_error_status": _Spec(
+        _int(400, 599), "HTTP status of handshakes refused because the $connect handler failed"
+    ),
+    "connect_handler_concurrency": _Spec(
+        _int(1, 4096), "$connect handler calls in flight at once; further handshakes wait"
+    ),
+    "connect_event": _Spec(
+        _choice("mark", "suppress"),
+        "with a $connect handler: mark (the CONNECT event still flows, with "
+        "requestContext.connectHandled true) or suppress (no CONNECT event; DISCONNECT flows)",
+    ),
+    "authorizer_function": _Spec(
+        _text,
+        "Lambda REQUEST authorizer (name or ARN) asked at each handshake, as API Gateway's",
+    ),
+    "authorizer_identity_sources": _Spec(
+        _identity_sources,
+        "where the authorizer's identity is, e.g. route.request.header.Authorization,"
+        "route.request.querystring.token; a handshake missing one gets 401 without a call, "
+        "and answers are cached per value",
+        "A,B",
+    ),
+    "authorizer_ttl": _Spec(
+        _float(0, 3600), "seconds an authorizer answer is cached per identity (0: never)"
+    ),
+    "authorizer_rate": _Spec(
+        _float(0.1, 100_000),
+        "authorizer calls per second at most (uncached handshakes beyond get 429)",
+    ),
+    "authorizer_burst": _Spec(_int(1, 1_000_000), "authorizer calls allowed in a burst"),
+    "authorizer_timeout": _Spec(_float(0.1, 29), "seconds an authorizer call may take"),
+    "authorizer_error_status": _Spec(
+        _int(400, 599), "HTTP status of handshakes refused because the authorizer failed"
+    ),
+    "authorizer_cache_entries": _Spec(
+        _int(1, 10_000_000), "authorizer answers cached at most (the oldest go first)"
+    ),
+    "jwt_issuer": _Spec(
+        _text,
+        "JWT authorizer: the issuer (iss) tokens must name, e.g. a Cognito user pool's URL "
+        "(empty: no JWT authorizer)",
+        "URL",
+    ),
+    "jwt_audiences": _Spec(_list, "JWT authorizer: accepted audiences (aud or client_id)", "A,B"),
+    "jwt_jwks_url": _Spec(
+        _text, "JWT authorizer: the key set's URL (empty: <issuer>/.well-known/jwks.json)", "URL"
+    ),
+    "jwt_algorithms": _Spec(
+        _jwt_algorithms, "JWT authorizer: signature algorithms accepted (asymmetric only)", "A,B"
+    ),
+    "jwt_token_source": _Spec(
+        _token_source,
+        "JWT authorizer: header:<name> (a Bearer prefix is dropped) or query:<name>",
+    ),
+    "jwt_leeway": _Spec(_float(0, 300), "JWT authorizer: seconds of clock skew allowed"),
+    "jwt_jwks_refresh_seconds": _Spec(
+        _float(1, 86_400),
+        "JWT authorizer: the key set is fetched again at most this often, for an unknown kid",
+    ),
+    "handshake_rate_per_ip": _Spec(
+        _float(0, 1_000_000),
+        "handshakes per second per source IP (0: no limit); beyond, HTTP 429",
+    ),
+    "handshake_burst_per_ip": _Spec(_int(1, 1_000_000), "handshakes per source IP in a burst"),
+    "handshake_rate": _Spec(
+        _float(0, 1_000_000), "handshakes per second this node takes (0: no limit); beyond, 429"
+    ),
+    "handshake_burst": _Spec(_int(1, 10_000_000), "handshakes this node takes in a burst"),
+    "connections_api": _Spec(
+        _choice("off", "token", "network"),
+        "API Gateway's @connections API (POST/GET/DELETE /<stage>/@connections/<id>) on "
+        "--command-listen: off, token (the --command-token as a bearer token or "
+        "X-Gateway-Token header) or network (no token: SigV4 cannot be checked, so only where "
+        "the origin's network alone reaches the port)",
+    ),
     "log_format": _Spec(_choice("auto", "json", "text"), "auto: JSON unless stdout is a terminal"),
     "log_level": _Spec(_level, "least severe level logged (any case)"),
 }
@@ -518,6 +688,7 @@ def _check_together(s: Settings) -> None:
     if s.peers and s.peers_dns:
         raise ConfigError("set --peers or --peers-dns, not both")
     _check_graphql(s)
+    _check_door(s)
 
 
 def _check_url(name: str, url: str, token_flag: str) -> None:
@@ -548,6 +719,41 @@ def _check_graphql(s: Settings) -> None:
             "--subprotocols must include graphql-transport-ws or graphql-ws with a GraphQL "
             f"origin (got {','.join(s.subprotocols)})"
         )
+
+
+def _check_door(s: Settings) -> None:
+    """The connect handler, the authorizers and the @connections API."""
+    if s.connect_handler_url and s.connect_handler_function:
+        raise ConfigError("set --connect-handler-url or --connect-handler-function, not both")
+    _check_url("--connect-handler-url", s.connect_handler_url, "--connect-handler-token")
+    if s.authorizer_function and not s.authorizer_identity_sources:
+        raise ConfigError(
+            "--authorizer-identity-sources is required with --authorizer-function (for example "
+            "route.request.header.Authorization)"
+        )
+    if s.authorizer_function and s.jwt_issuer:
+        raise ConfigError("set --authorizer-function or --jwt-issuer, not both")
+    if s.jwt_issuer:
+        _check_url("--jwt-issuer", s.jwt_issuer, "--jwt-jwks-url")
+        _check_url("--jwt-jwks-url", s.jwt_jwks_url, "--jwt-jwks-url")
+        if not s.jwt_audiences:
+            raise ConfigError("--jwt-audiences is required with --jwt-issuer")
+    if s.connections_api != "off" and not s.command_listen:
+        raise ConfigError("--connections-api needs --command-listen")
+    if s.connections_api == "token" and not s.command_token:
+        raise ConfigError("--connections-api token needs --command-token")
+    if s.connections_api == "token" and s.no_command_auth:
+        raise ConfigError(
+            "--connections-api token checks the command token: drop --no-command-auth, or use "
+            "--connections-api network"
+        )
+
+
+def default_api_id(stage: str, region: str) -> str:
+    """A stable API ID per stage and region, shaped like API Gateway's (10 characters)."""
+    digest = hashlib.sha256(f"wsgateway/{stage}/{region}".encode()).digest()
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(alphabet[byte % 36] for byte in digest[:10])
 
 
 def parse_argv(argv: Sequence[str], prog: str = "python -m runtime serve") -> Settings:

@@ -22,6 +22,11 @@ class ConnectionEntry(Generic[H]):
     closing: bool = False
     events: bool = True  # False for GraphQL connections: the event origin never hears of them
     disconnect_room: int = 0  # event-buffer bytes set aside at CONNECT for its DISCONNECT
+    # What the @connections API's GET tells: when the client last sent a message (ms; 0: never,
+    # then its connected_at), and who it is as the handshake said.
+    last_active_at: int = 0
+    source_ip: str = ""
+    user_agent: str = ""
 
     def sequence(self) -> int:
         """The next event's sequenceNumber: 0 for CONNECT, then one more per event."""

@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import NegotiationError
+from websockets.headers import parse_subprotocol
+from websockets.http11 import Request
 from websockets.typing import Subprotocol
 
 from runtime.wire.events import HandshakeDetails
 
 
-def subprotocol_selector(supported: Sequence[str]):  # type: ignore[no-untyped-def]
-    """Pick the first configured subprotocol the client offers.
+def subprotocol_selector(  # type: ignore[no-untyped-def]
+    supported: Sequence[str],
+    chosen: Callable[[ServerConnection], str | None] = lambda connection: None,
+):
+    """Pick the subprotocol the $connect handler chose (`chosen`), else the first configured one
+    the client offers.
 
     A client offering none is accepted without one (as API Gateway does); a client offering only
     unknown ones is refused with 400, since browsers fail a connection whose server ignores them.
     """
 
     def select(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        choice = chosen(connection)
+        if choice is not None and choice in offered:
+            return Subprotocol(choice)
         if not offered:
             return None
         for name in supported:
@@ -34,8 +43,22 @@ def subprotocol_selector(supported: Sequence[str]):  # type: ignore[no-untyped-d
     return select
 
 
-def handshake_details(connection: ServerConnection, trust_forwarded_for: bool) -> HandshakeDetails:
-    request = connection.request
+def offered_subprotocols(request: Request) -> list[str]:
+    """The subprotocols a handshake offers, in its order (unparseable headers offer none)."""
+    offered: list[str] = []
+    for value in request.headers.get_all("Sec-WebSocket-Protocol"):
+        try:
+            offered.extend(parse_subprotocol(value))
+        except Exception:  # InvalidHeaderFormat: the library refuses the handshake itself
+            return []
+    return offered
+
+
+def handshake_details(
+    connection: ServerConnection, trust_forwarded_for: bool, request: Request | None = None
+) -> HandshakeDetails:
+    """What the handshake says; before the 101 (`request` given) no subprotocol is chosen."""
+    request = request or connection.request
     assert request is not None  # the handler runs only after a handshake
     split = urlsplit(request.path)
     headers = list(request.headers.raw_items())
@@ -44,7 +67,7 @@ def handshake_details(connection: ServerConnection, trust_forwarded_for: bool) -
         headers=headers,
         query=parse_qsl(split.query, keep_blank_values=True),
         source_ip=source_ip(connection, headers, trust_forwarded_for),
-        subprotocol=connection.subprotocol,
+        subprotocol=connection.subprotocol,  # None before the 101
     )
 
 

@@ -84,12 +84,14 @@ class OriginPump:
             and outbox.can_reserve(disconnect_room)
         )
 
-    def admit_connection(self, key: str, connect: bytes, disconnect_room: int) -> bool:
-        """Queue a CONNECT and set room aside for its DISCONNECT, or refuse both."""
-        if not self.can_admit_connection(len(connect), disconnect_room):
+    def admit_connection(self, key: str, connect: bytes | None, disconnect_room: int) -> bool:
+        """Queue a CONNECT (None: suppressed) and set room aside for its DISCONNECT, or refuse
+        both."""
+        if not self.can_admit_connection(len(connect or b""), disconnect_room):
             return False
         self.outbox.reserve(disconnect_room)
-        self.add(key, connect)
+        if connect is not None:
+            self.add(key, connect)
         return True
 
     def add_disconnect(self, key: str, disconnect: bytes, disconnect_room: int) -> None:

@@ -23,23 +23,47 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from runtime.config import Settings
+from runtime.config import Settings, default_api_id
 from runtime.core.origin_policy import compile_allowed_origins
 from runtime.core.outbox import EventOutbox
+from runtime.core.rate_limit import TokenBuckets
 from runtime.core.registry import ConnectionEntry, ConnectionRegistry
 from runtime.core.router import Route, Router
 from runtime.core.send_buffer import SendLimits
 from runtime.logs import LogThrottle
 from runtime.node.connection import NodeConnection
+from runtime.node.connections_api import ConnectionsApi
 from runtime.node.frames import message_frame
 from runtime.node.graphql import GraphqlGateway
-from runtime.node.handshake import handshake_details, subprotocol_selector
+from runtime.node.handshake import (
+    handshake_details,
+    offered_subprotocols,
+    source_ip,
+    subprotocol_selector,
+)
 from runtime.node.metrics import connections_metric
 from runtime.node.origin_pump import OriginPump
-from runtime.transports.base import ClusterTransport, OriginTransport
+from runtime.transports.base import (
+    ClusterTransport,
+    ConnectAnswer,
+    ConnectHandler,
+    HandshakeAuthorizer,
+    OriginTransport,
+    Refuse,
+)
 from runtime.transports.graphql_origin import GraphqlOrigin
 from runtime.wire import events, graphql_ws
-from runtime.wire.commands import Broadcast, Close, Command, CommandError, Publish, Send
+from runtime.wire.commands import (
+    Answer,
+    Ask,
+    Broadcast,
+    Close,
+    Command,
+    CommandError,
+    PeerCommand,
+    Publish,
+    Send,
+)
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from runtime.wire.events import HandshakeDetails
 
@@ -57,6 +81,19 @@ def now_ms() -> int:
 
 
 @dataclass(slots=True)
+class Passage:
+    """What a handshake brought through the door (authorizer, $connect handler) before its 101:
+    the connection ID the authorizer and handler saw, and what they answered."""
+
+    connection_id: str
+    connected_at: int
+    authorizer: dict[str, object]
+    subprotocol: str | None  # chosen by the $connect handler
+    headers: tuple[tuple[str, str], ...]  # the $connect handler's, for the 101
+    connect_handled: bool
+
+
+@dataclass(slots=True)
 class Admission:
     """A handshake's CONNECT, built before the 101 so that one the node cannot take is refused
     with an HTTP status rather than accepted and dropped."""
@@ -67,6 +104,7 @@ class Admission:
     fragment: str
     connect: bytes
     disconnect_room: int  # event-buffer bytes its DISCONNECT may need (0: it sends no events)
+    connect_sent: bytes | None  # the CONNECT the origin gets (None: --connect-event suppress)
 
 
 @dataclass(slots=True)
@@ -84,14 +122,32 @@ class Node:
         origin: OriginTransport,
         cluster: ClusterTransport | None = None,
         graphql_origin: GraphqlOrigin | None = None,
+        authorizer: HandshakeAuthorizer | None = None,
+        connect_handler: ConnectHandler | None = None,
     ) -> None:
         self.settings = settings
+        self.authorizer = authorizer
+        self.connect_handler = connect_handler
         self.origin = origin
         self.cluster = cluster
         self.address: NodeAddress = settings.peer_address
         self.max_event_bytes = settings.event_buffer_bytes // 2  # lowered at start, per origin
         self.context = events.NodeContext(
-            stage=settings.stage, region=settings.region, domain_name=settings.domain_name
+            stage=settings.stage,
+            region=settings.region,
+            domain_name=settings.domain_name,
+            api_id=settings.api_id or default_api_id(settings.stage, settings.region),
+        )
+        # Handshake rates: per source IP (a table bounded in keys) and for the whole node.
+        self.ip_rate = (
+            TokenBuckets(settings.handshake_rate_per_ip, settings.handshake_burst_per_ip, 100_000)
+            if settings.handshake_rate_per_ip > 0
+            else None
+        )
+        self.node_rate = (
+            TokenBuckets(settings.handshake_rate, settings.handshake_burst, 1)
+            if settings.handshake_rate > 0
+            else None
         )
         self.issuer = ConnectionIdIssuer(settings.region, settings.peer_address)
         self.router = Router(settings.peer_address, settings.region)
@@ -107,6 +163,17 @@ class Node:
         )
         self.counters: Counter[str] = Counter()
         self.throttle = LogThrottle()
+        # API Gateway's @connections API, answered here or by asking the owning peer.
+        self.connections_api = ConnectionsApi(
+            self.registry,
+            cluster,
+            settings.peer_address,
+            region=settings.region,
+            max_payload_bytes=settings.send_buffer_bytes,
+            deliver=self._post_one,
+            close=self._close,
+            peer_timeout=settings.peer_down_seconds,
+        )
         self.graphql: GraphqlGateway | None = None
         if graphql_origin is not None:
             self.graphql = GraphqlGateway(
@@ -131,12 +198,18 @@ class Node:
         self._admissions: weakref.WeakKeyDictionary[ServerConnection, Admission] = (
             weakref.WeakKeyDictionary()
         )
+        self._passages: weakref.WeakKeyDictionary[ServerConnection, Passage] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # Lifecycle
 
     async def start(self) -> None:
         s = self.settings
         await self.origin.start()
+        for door in (self.authorizer, self.connect_handler):
+            if door is not None:
+                await door.start()
         # An event must fit one origin message, and half the event buffer: the other half is
         # the most ever set aside for DISCONNECTs, so any one event fits an emptied buffer.
         self.max_event_bytes = min(self.origin.max_event_bytes, s.event_buffer_bytes // 2)
@@ -169,7 +242,7 @@ class Node:
             s.listen[1],
             process_request=self._process_request,
             process_response=self._process_response,
-            select_subprotocol=subprotocol_selector(offered),
+            select_subprotocol=subprotocol_selector(offered, chosen=self._chosen_subprotocol),
             subprotocols=list(offered) or None,  # type: ignore[arg-type]
             origins=compile_allowed_origins(s.allowed_origins),
             # With deflate, messages to a connection that negotiated it go through the library
@@ -180,6 +253,8 @@ class Node:
             ping_interval=s.ping_interval or None,
             ping_timeout=s.ping_timeout,
             close_timeout=s.close_timeout,
+            # The authorizer and the $connect handler run inside the handshake.
+            open_timeout=10 + s.authorizer_timeout + s.connect_handler_timeout,
             server_header=SERVER_HEADER,
             create_connection=NodeConnection,
         )
@@ -246,7 +321,11 @@ class Node:
                 log.warning("connections still open at stop", extra={"count": len(self.registry)})
         await self.pump.flush(0.5)
         await self.pump.stop()
+        await self.connections_api.close()
         await self.origin.close()
+        for door in (self.authorizer, self.connect_handler):
+            if door is not None:
+                await door.close()
         if self.graphql is not None:
             await self.graphql.stop()
         for task in list(self._tasks):
@@ -259,7 +338,16 @@ class Node:
 
     # Handshake
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        refusal = self._check_request(connection, request)
+        if refusal is not None or (self.authorizer is None and self.connect_handler is None):
+            return refusal
+        return await self._pass_door(connection, request)
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """What needs no one else's answer: health, draining, the cap and the handshake rates."""
         path = request.path.split("?", 1)[0]
         if path == HEALTH_PATH:
             if self.draining:
@@ -278,7 +366,100 @@ class Node:
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
                 "This node is at its connection limit; retry later.\n",
             )
+        if self.ip_rate is not None or self.node_rate is not None:
+            return self._check_rate(connection, request)
         return None
+
+    def _check_rate(self, connection: ServerConnection, request: Request) -> Response | None:
+        now = time.monotonic()
+        headers = list(request.headers.raw_items())
+        for limiter, key, kind in (
+            (self.ip_rate, source_ip(connection, headers, self.settings.trust_forwarded_for), "ip"),
+            (self.node_rate, "", "node"),
+        ):
+            if limiter is not None and not limiter.allow(key, now):
+                self.counters["handshakesRefusedRate"] += 1
+                self._warn(f"handshake refused: {kind} handshake rate exceeded", sourceIp=key)
+                wait = max(1, int(limiter.retry_after(key, now) + 0.999))
+                return _text_response(
+                    http.HTTPStatus.TOO_MANY_REQUESTS,
+                    "Too many handshakes; retry later.\n",
+                    (("Retry-After", str(wait)),),
+                )
+        return None
+
+    async def _pass_door(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Ask the authorizer, then the $connect handler, as API Gateway does before a 101.
+
+        Both see the connection ID the connection will have if accepted. A refusal sends no
+        event to the origin: the connection never existed.
+        """
+        details = handshake_details(connection, self.settings.trust_forwarded_for, request)
+        connection_id = self.issuer.issue()
+        connected_at = now_ms()
+        context = events.request_context_fields(self.context, connection_id, connected_at, details)
+        context.update(eventType="CONNECT", routeKey=events.CONNECT_ROUTE)
+        authorizer: dict[str, object] = {}
+        if self.authorizer is not None:
+            verdict = await self.authorizer.authorize(details, context)
+            if isinstance(verdict, Refuse):
+                self.counters["handshakesRefusedAuthorizer"] += 1
+                return _text_response(_status(verdict.status), verdict.reason, verdict.headers)
+            authorizer = dict(verdict.context)
+            if len(events.dumps(authorizer)) > MAX_AUTHORIZER_CONTEXT_BYTES:
+                self.counters["handshakesRefusedAuthorizer"] += 1
+                self._warn(
+                    "handshake refused: the authorizer's context is too large",
+                    maxBytes=MAX_AUTHORIZER_CONTEXT_BYTES,
+                )
+                return _text_response(
+                    _status(self.settings.authorizer_error_status), "Authorizer error.\n"
+                )
+        passage = Passage(connection_id, connected_at, authorizer, None, (), False)
+        if self.connect_handler is not None:
+            fragment = events.connection_fragment(
+                self.context, connection_id, connected_at, details, authorizer
+            )
+            event = events.connect_event(fragment, 0, connected_at, details)
+            answer = await self.connect_handler.call(event)
+            refusal = self._read_connect_answer(request, answer, passage)
+            if refusal is not None:
+                return refusal
+        self._passages[connection] = passage
+        return None
+
+    def _read_connect_answer(
+        self, request: Request, answer: ConnectAnswer, passage: Passage
+    ) -> Response | None:
+        if not 200 <= answer.status < 300:
+            self.counters["handshakesRefusedConnectHandler"] += 1
+            return _text_response(_status(answer.status), answer.body, answer.headers)
+        headers = []
+        for name, value in answer.headers:
+            if name.lower() != "sec-websocket-protocol":
+                headers.append((name, value))
+                continue
+            offered = offered_subprotocols(request)
+            if value not in offered:
+                self.counters["handshakesRefusedConnectHandler"] += 1
+                self._warn(
+                    "handshake refused: the $connect handler chose a subprotocol the client "
+                    "did not offer",
+                    chosen=value,
+                    offered=",".join(offered),
+                )
+                return _text_response(
+                    _status(self.settings.connect_handler_error_status),
+                    "The $connect handler chose a subprotocol the client did not offer.\n",
+                )
+            passage.subprotocol = value
+        passage.headers = tuple(headers)
+        passage.connect_handled = True
+        return None
+
+    def _chosen_subprotocol(self, connection: ServerConnection) -> str | None:
+        passage = self._passages.get(connection)
+        return passage.subprotocol if passage is not None else None
 
     def _process_response(
         self, connection: ServerConnection, request: Request, response: Response
@@ -287,6 +468,10 @@ class Node:
         a handshake whose CONNECT could never reach the origin or finds no room to wait in."""
         if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
             return None
+        passage = self._passages.get(connection)  # before _admission, which takes it
+        if passage is not None:
+            for name, value in passage.headers:
+                response.headers[name] = value
         admission = self._admission(connection)
         if admission.disconnect_room:
             size = len(admission.connect)
@@ -314,14 +499,27 @@ class Node:
 
     def _admission(self, connection: ServerConnection) -> Admission:
         details = handshake_details(connection, self.settings.trust_forwarded_for)
-        connection_id = self.issuer.issue()
-        connected_at = now_ms()
-        fragment = events.connection_fragment(self.context, connection_id, connected_at, details)
-        connect = events.connect_event(fragment, 0, connected_at, details)
+        passage = self._passages.pop(connection, None)
+        if passage is not None:
+            connection_id, connected_at = passage.connection_id, passage.connected_at
+            authorizer, handled = passage.authorizer, passage.connect_handled
+        else:
+            connection_id, connected_at = self.issuer.issue(), now_ms()
+            authorizer, handled = {}, False
+        fragment = events.connection_fragment(
+            self.context, connection_id, connected_at, details, authorizer
+        )
+        connect = events.connect_event(fragment, 0, connected_at, details, connect_handled=handled)
+        if handled and self.settings.connect_event == "suppress":
+            connect_sent: bytes | None = None
+        else:
+            connect_sent = connect
         graphql = self.graphql is not None and details.subprotocol in graphql_ws.PROTOCOLS
         sends_events = not graphql and self.settings.origin_transport != "none"
         room = events.disconnect_event_bound(fragment) if sends_events else 0
-        return Admission(connection_id, connected_at, details, fragment, connect, room)
+        return Admission(
+            connection_id, connected_at, details, fragment, connect, room, connect_sent
+        )
 
     def _refused_buffer_full(self) -> None:
         self.counters["handshakesRefusedBufferFull"] += 1
@@ -359,7 +557,7 @@ class Node:
             return
         connect = admission.connect
         if graphql is None and not self.pump.admit_connection(
-            connection_id, connect, admission.disconnect_room
+            connection_id, admission.connect_sent, admission.disconnect_room
         ):
             # Handshakes that passed the check together may not all fit; never buffer past it.
             self._refused_buffer_full()
@@ -369,6 +567,8 @@ class Node:
         entry = ConnectionEntry(connection_id, connection, fragment, admission.connected_at)
         entry.events = graphql is None
         entry.disconnect_room = admission.disconnect_room
+        entry.source_ip = details.source_ip
+        entry.user_agent = events.header_value(details.headers, "user-agent") or ""
         entry.sequence()  # 0: the CONNECT's
         self.registry.add(entry)
         self._no_connections.clear()
@@ -420,7 +620,8 @@ class Node:
             if not pump.has_room:
                 await self._wait_for_room(connection)
             data = await connection.recv()
-            event = events.message_event(fragment, entry.sequence(), now_ms(), select(data), data)
+            now = entry.last_active_at = now_ms()
+            event = events.message_event(fragment, entry.sequence(), now, select(data), data)
             if len(event) > max_event:
                 # JSON escaping can grow a text message up to six times; refuse it here,
                 # where the client learns why, rather than wedge the origin with it.
@@ -471,12 +672,18 @@ class Node:
 
     # Commands
 
-    async def execute(self, commands: Sequence[Command], *, from_peer: bool = False) -> Outcome:
+    async def execute(self, commands: Sequence[PeerCommand], *, from_peer: bool = False) -> Outcome:
         """Carry out commands in order; returns once local writes are done and peers have theirs."""
         outcome = Outcome()
         forwards: dict[NodeAddress, list[Command]] = {}
         members = self.cluster.members() if self.cluster is not None else frozenset()
         for position, command in enumerate(commands):
+            if isinstance(command, Ask | Answer):  # peer-only: parse_command never makes them
+                if from_peer and isinstance(command, Ask):
+                    self.connections_api.ask_received(command)
+                elif from_peer:
+                    self.connections_api.answer_received(command)
+                continue
             try:
                 if isinstance(command, Publish) and self.graphql is None:
                     raise CommandError(
@@ -531,6 +738,12 @@ class Node:
                 entry = get(connection_id)
                 if entry is None or not self._write(entry, frame, command):
                     self._gone(connection_id, command.action)
+
+    def _post_one(
+        self, entry: ConnectionEntry[ServerConnection], payload: bytes, binary: bool
+    ) -> bool:
+        """One @connections post to one client, with the same slow-client limits."""
+        return self._write(entry, message_frame(payload, binary), Send((), payload, binary))
 
     def send_text(self, entry: ConnectionEntry[ServerConnection], text: str) -> bool:
         """One text message to one client (GraphQL answers), with the same slow-client limits."""
@@ -646,8 +859,15 @@ class Node:
             "eventsDelivered": self.pump.delivered,
             "draining": self.draining,
             **self.counters,
+            **self.connections_api.stats(),
             **(self.graphql.stats() if self.graphql is not None else {}),
             **({"peers": self.cluster.stats()} if hasattr(self.cluster, "stats") else {}),
+            **({"authorizer": self.authorizer.stats()} if self.authorizer is not None else {}),
+            **(
+                {"connectHandler": self.connect_handler.stats()}
+                if self.connect_handler is not None
+                else {}
+            ),
         }
 
 
@@ -664,7 +884,22 @@ def largest_message_fitting(max_event_bytes: int) -> int:
     return max(1024, (max_event_bytes - EVENT_ENVELOPE_BYTES) * 3 // 4)
 
 
-def _text_response(status: http.HTTPStatus, text: str) -> Response:
+# The authorizer's answer rides in every event of the connection: keep it small.
+MAX_AUTHORIZER_CONTEXT_BYTES = 4096
+
+
+def _status(code: int) -> http.HTTPStatus:
+    """A refusal's status: the one asked for when HTTP knows it, else 403 (refused all the same)."""
+    try:
+        status = http.HTTPStatus(code)
+    except ValueError:
+        return http.HTTPStatus.FORBIDDEN
+    return status if 400 <= status.value <= 599 else http.HTTPStatus.FORBIDDEN
+
+
+def _text_response(
+    status: http.HTTPStatus, text: str, extra: Sequence[tuple[str, str]] = ()
+) -> Response:
     """An answer from process_request; the library adds the Server header to it."""
     body = text.encode()
     headers = Headers(
@@ -674,7 +909,13 @@ def _text_response(status: http.HTTPStatus, text: str) -> Response:
             ("Connection", "close"),
         ]
     )
+    for name, value in extra:
+        if name.lower() not in _OWN_HEADERS:
+            headers[name] = value
     return Response(status.value, status.phrase, headers, body)
+
+
+_OWN_HEADERS = frozenset({"content-type", "content-length", "connection", "server"})
 
 
 def _refusal(status: http.HTTPStatus, text: str) -> Response:

@@ -13,7 +13,13 @@ from runtime.core.peer_protocol import PeerProtocol
 from runtime.node import ecs_stop
 from runtime.node.peer_address import advertised_address
 from runtime.node.server import Node
-from runtime.transports.base import ClusterTransport, NoOrigin, OriginTransport
+from runtime.transports.base import (
+    ClusterTransport,
+    HandshakeAuthorizer,
+    NoOrigin,
+    OriginTransport,
+)
+from runtime.transports.connect_handler import connect_handler_from_settings
 from runtime.transports.echo_origin import EchoOrigin
 from runtime.transports.graphql_origin import (
     GraphqlOrigin,
@@ -22,6 +28,8 @@ from runtime.transports.graphql_origin import (
 )
 from runtime.transports.http_commands import CommandEndpoint
 from runtime.transports.http_origin import HttpOrigin
+from runtime.transports.jwt_authorizer import jwt_authorizer_from_settings
+from runtime.transports.lambda_authorizer import lambda_authorizer_from_settings
 from runtime.transports.sqs_commands import SqsCommandPoller
 from runtime.transports.sqs_origin import SnsOrigin, SqsOrigin
 from runtime.transports.udp_peers import UdpPeers
@@ -73,6 +81,11 @@ def graphql_origin_from_settings(settings: Settings) -> GraphqlOrigin | None:
             timeout=settings.origin_request_timeout,
         )
     return None
+
+
+def authorizer_from_settings(settings: Settings) -> HandshakeAuthorizer | None:
+    """The JWT or the Lambda REQUEST authorizer the settings name (they cannot name both)."""
+    return jwt_authorizer_from_settings(settings) or lambda_authorizer_from_settings(settings)
 
 
 # Bytes in flight to one peer. A burst larger than a receive socket buffer (212,992 bytes by
@@ -136,7 +149,14 @@ class NodeService:
         origin = origin if origin is not None else origin_from_settings(settings)
         if graphql_origin is None:
             graphql_origin = graphql_origin_from_settings(settings)
-        self.node = Node(settings, origin, cluster, graphql_origin)
+        self.node = Node(
+            settings,
+            origin,
+            cluster,
+            graphql_origin,
+            authorizer=authorizer_from_settings(settings),
+            connect_handler=connect_handler_from_settings(settings),
+        )
         if isinstance(origin, EchoOrigin):
             origin.bind(self.node)
         self.peer_transport: UdpPeers | None = None  # started and stopped with the service
@@ -162,6 +182,9 @@ class NodeService:
                 header_timeout=settings.command_header_timeout,
                 body_timeout=settings.command_body_timeout,
                 max_header_bytes=settings.command_max_header_bytes,
+                connections_api=settings.connections_api,
+                stage=settings.stage,
+                connections=self.node.connections_api,
             )
 
     async def start(self) -> None:

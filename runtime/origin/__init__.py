@@ -1,11 +1,13 @@
 """The origin SDK: read gateway events in a Lambda function, send commands from anywhere.
 
 Needs only boto3 and the standard library, so it fits in a Lambda deployment package as is.
+Handlers written for API Gateway run unchanged behind `runtime.origin.apigw.handler`.
 The GraphQL origin, `runtime.origin.graphql`, also needs graphql-core, so it is not imported here.
 """
 
 from __future__ import annotations
 
+from runtime.origin.apigw import ApiGatewayOrigin, ApiGatewaySettings, HandlerSetupError
 from runtime.origin.client import (
     CommandPublishError,
     GatewayClient,
@@ -26,10 +28,13 @@ from runtime.origin.events import (
 )
 
 __all__ = [
+    "ApiGatewayOrigin",
+    "ApiGatewaySettings",
     "CommandPublishError",
     "EventFormatError",
     "GatewayClient",
     "GatewayRecord",
+    "HandlerSetupError",
     "InvalidConnectionId",
     "MessageTooLarge",
     "PublishFailure",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from runtime.wire.commands import Command
+from runtime.wire.connect_answer import ConnectAnswer
 from runtime.wire.connection_id import NodeAddress
+from runtime.wire.events import HandshakeDetails
 
 
 class OriginUnavailable(Exception):
@@ -81,3 +84,61 @@ class NoOrigin:
 
     async def close(self) -> None:
         return None
+
+
+# At the door: authorizers and the synchronous $connect handler, asked before the 101.
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Let the handshake go on; `context` becomes `requestContext.authorizer` in every event of
+    the connection (API Gateway's place for it), or is left out when empty."""
+
+    context: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Refuse the handshake with this HTTP status; `reason` is the response's text body and goes
+    to the log (never a secret: the client reads it)."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. Retry-After on a 429, WWW-Authenticate
+
+
+Verdict = Allow | Refuse
+
+
+class HandshakeAuthorizer(Protocol):
+    """Decides whether a handshake may connect, before any event exists for it.
+
+    `authorize` never raises: a failure of the authorizer itself is a `Refuse` with the status
+    its settings name for errors (never an `Allow`). `request_context` is the requestContext of
+    the $connect event the node would send (connectionId, apiId, stage, identity, ...).
+    """
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def authorize(
+        self, details: HandshakeDetails, request_context: Mapping[str, object]
+    ) -> Verdict: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+class ConnectHandler(Protocol):
+    """The user's $connect handler, called during the handshake with the $connect event.
+
+    `call` never raises: a timeout or an error is a `ConnectAnswer` with the error status its
+    settings name, so a failing handler refuses, never accepts."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def call(self, event: bytes) -> ConnectAnswer: ...
+
+    def stats(self) -> dict[str, int]: ...

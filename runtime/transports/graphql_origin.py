@@ -15,24 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
 from runtime.transports.http_origin import json_client, post_json
-from runtime.transports.sqs_origin import describe_aws_error
+from runtime.transports.lambda_invoke import DEADLINE_MARGIN, LambdaFailed, LambdaInvoker
 from runtime.wire.graphql_contract import requester_of
 
-# One try per invocation: a request whose answer was lost may have run (connection_init can have
-# side effects), and a second try would not fit in the timeout the client is waiting on anyway.
-LAMBDA_ATTEMPTS = 1
-LAMBDA_CONNECT_TIMEOUT = 3.0
 # How long an HTTP request whose caller gave up keeps its connection, waiting for the origin's
 # late answer, before the connection is closed and its place goes to another request.
 LATE_ANSWER_SECONDS = 60.0
@@ -357,88 +347,45 @@ class LambdaGraphqlOrigin:
     ) -> None:
         _check_concurrency(concurrency)
         self.function_name = function_name
-        self.region = region
-        self.endpoint_url = endpoint_url  # None: boto3's own chain (AWS_ENDPOINT_URL, or AWS)
         self.timeout = timeout
-        self._config = Config(
-            retries={"mode": "standard", "total_max_attempts": LAMBDA_ATTEMPTS},
-            connect_timeout=min(timeout, LAMBDA_CONNECT_TIMEOUT),
-            read_timeout=timeout,
-            max_pool_connections=concurrency,
+        # endpoint_url None: boto3's own chain (AWS_ENDPOINT_URL, or AWS).
+        self._invoker = LambdaInvoker(
+            function_name,
+            timeout=timeout,
+            concurrency=concurrency,
+            endpoint_url=endpoint_url,
+            region=region,
+            name="graphql-lambda",
         )
-        # Threads of its own: a slow function must not hold up other boto3 users of the node.
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="graphql-lambda")
         self._slots = OriginSlots(concurrency, share or _default_share(concurrency))
-        self._client: Any = None
-        self._client_lock = threading.Lock()
-        self._closed = False
-
-    def _lambda(self) -> Any:
-        """The client, made on first need in a worker thread: making one takes tens of ms."""
-        with self._client_lock:
-            if self._client is None:
-                session = boto3.Session()  # boto3's default session is not thread safe
-                self._client = session.client(
-                    "lambda",
-                    region_name=self.region,
-                    endpoint_url=self.endpoint_url,
-                    config=self._config,
-                )
-            return self._client
 
     async def start(self) -> None:
-        await self._in_thread(self._lambda)
+        try:
+            await self._invoker.start()
+        except LambdaFailed as exc:
+            raise GraphqlOriginUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
         # A call still running finishes in its thread; nobody waits for it.
-        self._closed = True
         self._slots.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._client is not None:
-            self._client.close()
+        await self._invoker.close()
 
     def stats(self) -> dict[str, int]:
         return self._slots.stats()
 
     async def call(self, request: dict[str, Any]) -> dict[str, Any]:
         payload = _encoded(request)
-        response = await self._slots.call(
+        raw = await self._slots.call(
             requester_of(request),
-            lambda: self._in_thread(self._invoke, payload),
-            within=self.timeout + 1,  # botocore's own timeouts come first: they say what failed
+            lambda: self._invoke(payload),
+            within=self.timeout + DEADLINE_MARGIN,
             source=f"function {self.function_name} within {self.timeout}s",
         )
-        raw: bytes = response["Payload"]
-        error = response.get("FunctionError")
-        if error:
-            raise GraphqlOriginUnavailable(
-                f"function {self.function_name} failed ({error}): {_error_message(raw)}"
-            )
         return _answer(raw, f"function {self.function_name}")
 
-    def _invoke(self, payload: bytes) -> dict[str, Any]:
-        """In a worker thread: the call and the read of its payload both wait on the network."""
-        response: dict[str, Any] = self._lambda().invoke(
-            FunctionName=self.function_name, InvocationType="RequestResponse", Payload=payload
-        )
-        return {**response, "Payload": response["Payload"].read()}
-
-    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
-        if self._closed:
-            raise GraphqlOriginUnavailable("origin is closed")
+    async def _invoke(self, payload: bytes) -> bytes:
+        """Unbounded: the slot is held until the thread returns (the slots keep the deadline)."""
         try:
-            return await asyncio.wrap_future(self._pool.submit(function, *args))
-        except (ClientError, BotoCoreError) as exc:
-            action = f"invoking {self.function_name}"
-            raise GraphqlOriginUnavailable(describe_aws_error(action, exc)) from exc
-
-
-def _error_message(raw: bytes) -> str:
-    """Lambda reports `{"errorMessage": ..., "errorType": ...}`; anything else is shown as is."""
-    try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError):
-        document = None
-    if isinstance(document, dict) and "errorMessage" in document:
-        return str(document["errorMessage"])
-    return raw[:200].decode("utf-8", "replace")
+            return await self._invoker.invoke(payload, bounded=False)
+        except LambdaFailed as exc:
+            raise GraphqlOriginUnavailable(str(exc)) from exc

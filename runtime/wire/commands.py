@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.wire.connection_id import NodeAddress
+
 MAX_COMMANDS_PER_BODY = 10_000
 MAX_IDS_PER_COMMAND = 100_000
 MAX_CLOSE_REASON_BYTES = 123
@@ -65,6 +67,33 @@ class Publish:
 
 
 Command = Send | Close | Broadcast | Publish
+
+
+@dataclass(slots=True)
+class Ask:
+    """A peer's @connections request for a connection this node holds; peer-only (never parsed
+    from an origin): the owner carries out `action` and forwards an `Answer` to `reply_to`."""
+
+    request_id: int
+    reply_to: NodeAddress
+    connection_id: str
+    action: str  # "get", "post" or "delete"
+    payload: bytes = b""  # what "post" sends
+    binary: bool = False
+
+
+@dataclass(slots=True)
+class Answer:
+    """The owner's answer to an `Ask`: the HTTP status to give, and for "get" the connection's
+    information as JSON (b"" otherwise)."""
+
+    request_id: int
+    status: int
+    info: bytes = b""
+
+
+# What travels between nodes: the origin's commands, and the @connections asks and answers.
+PeerCommand = Command | Ask | Answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,9 @@
 """Events the node sends to the origin, shaped like API Gateway WebSocket events.
 
+Every field API Gateway sends is here, by the same name and in the same place, so handlers written
+for it read ours unchanged; our own additions (sequenceNumber, subprotocol, connectHandled) sit
+beside them. docs/protocol.md lists what still differs.
+
 Each event is encoded once, to JSON bytes, where it is created; batching then only joins bytes. The
 fields shared by every event of a connection are encoded at CONNECT into a fragment, so a MESSAGE
 costs one small string format and the encoding of its body.
@@ -11,10 +15,12 @@ import base64
 import itertools
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+dumps = _dumps  # compact JSON, as every event is encoded
 # Valid text that SQS and SNS refuse in a message (they take #x20-#xFFFD and beyond, but not
 # these two noncharacters); JSON escaping carries them as they are. Control characters are
 # escaped by the encoder already.
@@ -57,6 +63,41 @@ class NodeContext:
     stage: str
     region: str
     domain_name: str = ""
+    api_id: str = ""
+
+
+# API Gateway's identity keys; only the ones a WebSocket handshake can tell are ever set.
+_IDENTITY_KEYS = (
+    "accountId",
+    "apiKey",
+    "apiKeyId",
+    "caller",
+    "cognitoAuthenticationProvider",
+    "cognitoAuthenticationType",
+    "cognitoIdentityId",
+    "cognitoIdentityPoolId",
+    "principalOrgId",
+    "user",
+    "userArn",
+)
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_request_time_cache: tuple[int, str] = (-1, "")
+
+
+def request_time(now_ms: int) -> str:
+    """API Gateway's requestTime ("04/Dec/2026:02:51:04 +0000"), formatted once per second."""
+    global _request_time_cache
+    second = now_ms // 1000
+    cached_second, text = _request_time_cache
+    if second != cached_second:
+        t = time.gmtime(second)
+        text = (
+            f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+        )
+        _request_time_cache = (second, text)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,26 +116,48 @@ def connection_fragment(
     connection_id: str,
     connected_at: int,
     details: HandshakeDetails,
+    authorizer: Mapping[str, object] | None = None,
 ) -> str:
-    """The requestContext members shared by every event of one connection, encoded once."""
-    host = _first(details.headers, "host") or node.domain_name
-    context: dict[str, object] = {
-        "connectionId": connection_id,
-        "connectedAt": connected_at,
-        "domainName": host,
-        "stage": node.stage,
-        "region": node.region,
-        "identity": {
-            "sourceIp": details.source_ip,
-            "userAgent": _first(details.headers, "user-agent") or "",
-        },
-    }
+    """The requestContext members shared by every event of one connection, encoded once.
+
+    `authorizer` is what the handshake's authorizer answered (principalId, context, JWT claims):
+    API Gateway repeats it in every event of the connection, and so do we.
+    """
+    context: dict[str, object] = request_context_fields(node, connection_id, connected_at, details)
+    if authorizer:
+        context["authorizer"] = dict(authorizer)
     if details.subprotocol is not None:
         context["subprotocol"] = details.subprotocol
     return _dumps(context)[1:-1]
 
 
-def connect_event(fragment: str, sequence: int, now_ms: int, details: HandshakeDetails) -> bytes:
+def request_context_fields(
+    node: NodeContext, connection_id: str, connected_at: int, details: HandshakeDetails
+) -> dict[str, object]:
+    """The per-connection requestContext members, as authorizers and $connect handlers see them."""
+    identity: dict[str, object] = dict.fromkeys(_IDENTITY_KEYS)
+    identity["sourceIp"] = details.source_ip
+    identity["userAgent"] = header_value(details.headers, "user-agent") or ""
+    return {
+        "connectionId": connection_id,
+        "connectedAt": connected_at,
+        "apiId": node.api_id,
+        "domainName": header_value(details.headers, "host") or node.domain_name,
+        "stage": node.stage,
+        "region": node.region,
+        "identity": dict(sorted(identity.items())),
+    }
+
+
+def connect_event(
+    fragment: str,
+    sequence: int,
+    now_ms: int,
+    details: HandshakeDetails,
+    *,
+    connect_handled: bool = False,
+) -> bytes:
+    """The CONNECT event; `connect_handled` marks one whose $connect the node already called."""
     single: dict[str, str] = {}
     multi: dict[str, list[str]] = {}
     for name, value in details.headers:
@@ -105,15 +168,14 @@ def connect_event(fragment: str, sequence: int, now_ms: int, details: HandshakeD
     for name, value in details.query:
         query_single[name] = value
         query_multi.setdefault(name, []).append(value)
-    extra = {
-        "headers": single,
-        "multiValueHeaders": multi,
-        "queryStringParameters": query_single or None,
-        "multiValueQueryStringParameters": query_multi or None,
-        "path": details.path,
-        "isBase64Encoded": False,
-    }
-    return _event("CONNECT", CONNECT_ROUTE, fragment, sequence, now_ms, _dumps(extra)[1:-1])
+    extra: dict[str, object] = {"headers": single, "multiValueHeaders": multi}
+    if query_single:  # API Gateway leaves both out when there is no query string
+        extra["queryStringParameters"] = query_single
+        extra["multiValueQueryStringParameters"] = query_multi
+    extra["path"] = details.path
+    extra["isBase64Encoded"] = False
+    marked = ',"connectHandled":true' if connect_handled else ""
+    return _event("CONNECT", CONNECT_ROUTE, fragment, sequence, now_ms, _dumps(extra)[1:-1], marked)
 
 
 def message_event(
@@ -132,10 +194,10 @@ def disconnect_event(fragment: str, sequence: int, now_ms: int, code: int, reaso
         # Only a reason of control characters escapes past this; what is left still says it.
         reason = reason[: len(reason) * 3 // 4]
         reason_json = _text_json(reason)
-    extra = (
-        f'"disconnectStatusCode":{code},"disconnectReason":{reason_json},"isBase64Encoded":false'
-    )
-    return _event("DISCONNECT", DISCONNECT_ROUTE, fragment, sequence, now_ms, extra)
+    # In requestContext, where API Gateway puts them; at the top level too, for our older readers.
+    status = f'"disconnectStatusCode":{code},"disconnectReason":{reason_json}'
+    extra = f'{status},"isBase64Encoded":false'
+    return _event("DISCONNECT", DISCONNECT_ROUTE, fragment, sequence, now_ms, extra, "," + status)
 
 
 # RFC 6455 leaves a close frame 123 bytes of reason after its code. As JSON it is at most twice
@@ -148,8 +210,8 @@ def disconnect_event_bound(fragment: str) -> int:
     """The most bytes a DISCONNECT of this connection can take, whatever its code and reason:
     room for it is set aside at CONNECT, since a DISCONNECT can never be refused."""
     longest = disconnect_event(fragment, 1 << 63, 10**14, 4999, "")
-    # The empty reason's quotes are in `longest`; 16 more for message IDs to grow.
-    return len(longest) + MAX_REASON_JSON_BYTES + 16
+    # The empty reason's quotes are in `longest` (twice); 32 more for message IDs to grow.
+    return len(longest) + 2 * MAX_REASON_JSON_BYTES + 32
 
 
 def keepalive_events(
@@ -205,33 +267,53 @@ class RouteSelector:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             return DEFAULT_ROUTE
         key = str(value)
-        return key if 0 < len(key) <= MAX_ROUTE_KEY_LENGTH else DEFAULT_ROUTE
+        # Route keys starting with "$" are the gateway's own ($connect, $disconnect, ...): a
+        # client naming one would reach a handler meant for the gateway alone.
+        if not 0 < len(key) <= MAX_ROUTE_KEY_LENGTH or key.startswith("$"):
+            return DEFAULT_ROUTE
+        return key
 
 
 def _event(
-    event_type: str, route_key: str, fragment: str, sequence: int, now_ms: int, rest: str
+    event_type: str,
+    route_key: str,
+    fragment: str,
+    sequence: int,
+    now_ms: int,
+    rest: str,
+    context_extra: str = "",
 ) -> bytes:
     route = _DEFAULT_ROUTE_JSON if route_key == DEFAULT_ROUTE else _dumps(route_key)
+    message_id = new_message_id()
     return (
         f'{{"requestContext":{{"eventType":"{event_type}","routeKey":{route},'
-        f'"messageId":"{new_message_id()}","requestTimeEpoch":{now_ms},'
-        f'"sequenceNumber":{sequence},{fragment}}},{rest}}}'
+        f'"messageId":"{message_id}","requestId":"{message_id}",'
+        f'"extendedRequestId":"{message_id}","requestTime":"{request_time(now_ms)}",'
+        f'"requestTimeEpoch":{now_ms},"messageDirection":"IN",'
+        f'"sequenceNumber":{sequence},{fragment}{context_extra}}},{rest}}}'
     ).encode()
 
 
 def _node_context(event_type: str, route_key: str, node: NodeContext, now_ms: int) -> dict:
+    message_id = new_message_id()
     return {
         "eventType": event_type,
         "routeKey": route_key,
-        "messageId": new_message_id(),
+        "messageId": message_id,
+        "requestId": message_id,
+        "extendedRequestId": message_id,
+        "requestTime": request_time(now_ms),
         "requestTimeEpoch": now_ms,
+        "messageDirection": "IN",
+        "apiId": node.api_id,
         "domainName": node.domain_name,
         "stage": node.stage,
         "region": node.region,
     }
 
 
-def _first(pairs: Sequence[tuple[str, str]], name: str) -> str | None:
+def header_value(pairs: Sequence[tuple[str, str]], name: str) -> str | None:
+    """The first value of a header, by its lower-case name."""
     for key, value in pairs:
         if key.lower() == name:
             return value

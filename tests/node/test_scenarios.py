@@ -9,6 +9,7 @@ import json
 import aiohttp
 from websockets.asyncio.client import connect
 
+from runtime.config import default_api_id
 from runtime.transports.memory import MemoryCluster, MemoryOrigin
 from runtime.wire.connection_id import NodeAddress
 from tests.conftest import StartNode, connect_id, send
@@ -30,8 +31,10 @@ async def test_connect_event_carries_subprotocol_and_request(start_node: StartNo
     assert context["routeKey"] == "$connect"
     assert context["subprotocol"] == "chat"
     assert context["sequenceNumber"] == 0
-    assert context["identity"] == {"sourceIp": "127.0.0.1", "userAgent": "test-agent"}
+    assert context["identity"]["sourceIp"] == "127.0.0.1"
+    assert context["identity"]["userAgent"] == "test-agent"
     assert context["stage"] == "local" and context["region"] == "local"
+    assert context["apiId"] == default_api_id("local", "local")
     assert event["path"] == "/rooms/a"
     assert event["headers"]["X-Custom"] == "1"
     assert event["queryStringParameters"] == {"room": "lobby", "tag": "y"}

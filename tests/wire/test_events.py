@@ -15,9 +15,11 @@ from runtime.wire.events import (
     connect_event,
     connection_fragment,
     disconnect_event,
+    disconnect_event_bound,
     gone_event,
     keepalive_events,
     message_event,
+    request_time,
 )
 
 NODE = NodeContext(stage="prod", region="us-east-1", domain_name="ws.example.com")
@@ -65,7 +67,13 @@ def test_connect_event_shape() -> None:
     assert context["domainName"] == "gw.example.com"  # from the Host header
     assert context["stage"] == "prod"
     assert context["region"] == "us-east-1"
-    assert context["identity"] == {"sourceIp": "203.0.113.9", "userAgent": "Mozilla/5.0 (test)"}
+    identity = context["identity"]
+    assert identity["sourceIp"] == "203.0.113.9"
+    assert identity["userAgent"] == "Mozilla/5.0 (test)"
+    # Every key API Gateway's identity has is present; those a handshake cannot tell are null.
+    for key in ("accountId", "apiKey", "caller", "cognitoIdentityId", "user", "userArn"):
+        assert key in identity
+        assert identity[key] is None
     assert context["subprotocol"] == "graphql-ws"
     assert isinstance(context["messageId"], str)
     assert context["messageId"]
@@ -88,12 +96,16 @@ def test_connect_without_query_host_agent_or_subprotocol() -> None:
     event = decode(connect_event(fragment(details), 0, CONNECTED_AT, details))
     context = event["requestContext"]
     assert context["domainName"] == "ws.example.com"  # falls back to the node's
-    assert context["identity"] == {"sourceIp": "2001:db8::9", "userAgent": ""}
+    assert context["identity"]["sourceIp"] == "2001:db8::9"
+    assert context["identity"]["userAgent"] == ""
     assert "subprotocol" not in context
+    assert "authorizer" not in context
+    assert "connectHandled" not in context
     assert event["headers"] == {}
     assert event["multiValueHeaders"] == {}
-    assert event["queryStringParameters"] is None
-    assert event["multiValueQueryStringParameters"] is None
+    # API Gateway leaves both out when there is no query string (handlers test `in event`).
+    assert "queryStringParameters" not in event
+    assert "multiValueQueryStringParameters" not in event
     assert event["path"] == "/"
 
 
@@ -366,3 +378,82 @@ def test_disconnect_bound_holds_for_any_reason() -> None:
         assert len(event) <= bound, reason
         kept = json.loads(event)["disconnectReason"]
         assert reason.startswith(kept) and (kept == reason or not reason.isprintable())
+
+
+# API Gateway fidelity -------------------------------------------------------------------------
+
+
+def test_every_event_has_api_gateways_request_fields() -> None:
+    node = NodeContext(stage="prod", region="us-east-1", api_id="abc123def4")
+    shared = connection_fragment(node, CONNECTION_ID, CONNECTED_AT, DETAILS)
+    stamp = 1_796_352_664_123  # 2026-12-04 02:51:04.123 UTC
+    for raw in (
+        connect_event(shared, 0, stamp, DETAILS),
+        message_event(shared, 1, stamp, "$default", "x"),
+        disconnect_event(shared, 2, stamp, 1000, ""),
+    ):
+        context = decode(raw)["requestContext"]
+        assert context["apiId"] == "abc123def4"
+        assert context["requestTime"] == "04/Dec/2026:02:51:04 +0000"
+        assert context["requestTimeEpoch"] == stamp
+        assert context["messageDirection"] == "IN"
+        assert context["requestId"]
+        assert context["extendedRequestId"]
+
+
+def test_request_ids_differ_per_event() -> None:
+    shared = fragment()
+    ids = {
+        decode(message_event(shared, n, 1, "$default", "x"))["requestContext"]["requestId"]
+        for n in range(100)
+    }
+    assert len(ids) == 100
+
+
+def test_request_time_formats_each_second() -> None:
+    assert request_time(0) == "01/Jan/1970:00:00:00 +0000"
+    assert request_time(1_796_352_664_999) == "04/Dec/2026:02:51:04 +0000"
+    assert request_time(1_796_352_665_000) == "04/Dec/2026:02:51:05 +0000"
+    assert request_time(951_782_400_000) == "29/Feb/2000:00:00:00 +0000"
+
+
+def test_disconnect_status_sits_in_request_context_as_api_gateway_puts_it() -> None:
+    event = decode(disconnect_event(fragment(), 4, 5, 1001, "going away"))
+    assert event["requestContext"]["disconnectStatusCode"] == 1001
+    assert event["requestContext"]["disconnectReason"] == "going away"
+    # Still at the top level, for readers of our earlier events.
+    assert event["disconnectStatusCode"] == 1001
+    assert event["disconnectReason"] == "going away"
+
+
+def test_disconnect_bound_holds_with_status_in_both_places() -> None:
+    shared = fragment()
+    worst = disconnect_event(shared, 1 << 62, 10**13, 4999, "é" * 61)
+    assert len(worst) <= disconnect_event_bound(shared)
+
+
+def test_authorizer_context_is_in_every_event_of_the_connection() -> None:
+    authorizer = {"principalId": "user-1", "tier": "gold", "jwt": {"claims": {"sub": "user-1"}}}
+    shared = connection_fragment(NODE, CONNECTION_ID, CONNECTED_AT, DETAILS, authorizer)
+    for raw in (
+        connect_event(shared, 0, 1, DETAILS),
+        message_event(shared, 1, 2, "$default", "x"),
+        disconnect_event(shared, 2, 3, 1000, ""),
+    ):
+        assert decode(raw)["requestContext"]["authorizer"] == authorizer
+
+
+def test_connect_handled_marks_only_the_connect_event() -> None:
+    context = decode(connect_event(fragment(), 0, 1, DETAILS, connect_handled=True))[
+        "requestContext"
+    ]
+    assert context["connectHandled"] is True
+
+
+@pytest.mark.parametrize(
+    "key", ["$connect", "$disconnect", "$default", "$gone", "$keepalive", "$x"]
+)
+def test_a_client_cannot_select_a_reserved_route(key: str) -> None:
+    selector = RouteSelector("$request.body.action")
+    assert selector.select(json.dumps({"action": key})) == "$default"
+    assert selector.select(json.dumps({"action": "send$message"})) == "send$message"

@@ -1,0 +1,537 @@
+"""The built-in JWT authorizer: API Gateway HTTP APIs' JWT authorizer, asked at the handshake.
+
+A token (from a header or the query string) is admitted when its signature checks against a
+key of the issuer's JSON Web Key Set, with an algorithm of the allowed list, and its claims say
+it is for us and for now: `iss` is the issuer, `aud` (or, on Cognito access tokens, which have
+none, `client_id`) names one of the audiences, `exp` is present and not past, `nbf` and `iat`
+are not in the future (each within `leeway` seconds). PyJWT with cryptography does the crypto.
+
+Only asymmetric algorithms are ever accepted: with a public key set, an HMAC algorithm would
+take the public key as its secret (the key confusion attack), and `none` checks nothing.
+
+The key set is fetched at start, every hour, and when a token names a kid the set lacks, but
+never more often than once per `refresh_seconds` however many tokens ask (so a flood of random
+kids costs at most one fetch a period), with concurrent refreshes merged into one. Without any
+keys (the first fetch failed) handshakes get 503, and the set is fetched again every
+`refresh_seconds` (in the background, or sooner by a handshake if that much time has passed)
+until it arrives: never more often, so a down key server is not hammered, and never less
+often, so the door opens within one period of the server coming back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import jwt
+from jwt import PyJWK
+from jwt.exceptions import (
+    DecodeError,
+    ExpiredSignatureError,
+    ImmatureSignatureError,
+    InvalidAlgorithmError,
+    InvalidIssuedAtError,
+    InvalidIssuerError,
+    InvalidSignatureError,
+    MissingRequiredClaimError,
+    PyJWTError,
+)
+
+from runtime.logs import LogThrottle
+from runtime.transports.base import Allow, Refuse, Verdict
+from runtime.transports.http1 import HttpClient, HttpClientError
+from runtime.wire.events import HandshakeDetails
+
+if TYPE_CHECKING:
+    from runtime.config import Settings
+
+log = logging.getLogger("runtime.authorizer")
+
+# Each asymmetric algorithm with the key type (and curve) it verifies with. Nothing else is
+# accepted, whatever the settings say.
+ALGORITHM_KEYS: dict[str, tuple[str, str | None]] = {
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+}
+MIN_RSA_BITS = 2048  # NIST SP 800-131A; shorter keys are left out of the set
+MAX_KEY_SET_BYTES = 1 << 20  # Cognito's set is about 1 KiB; the bound only stops a runaway body
+MAX_TOKEN_CHARS = 16 * 1024  # Cognito ID tokens with many groups stay well under
+KEY_SET_REFRESH_SECONDS = 3600.0  # issuers announce a new key in the set before signing with it
+CACHE_SECONDS = 60.0
+CACHE_ENTRIES = 4096
+
+UNAUTHORIZED = "Unauthorized"
+_MISSING = Refuse(401, UNAUTHORIZED, (("WWW-Authenticate", "Bearer"),))
+_INVALID = Refuse(401, UNAUTHORIZED, (("WWW-Authenticate", 'Bearer error="invalid_token"'),))
+
+
+class KeySetError(Exception):
+    """A fetched key set cannot be used at all; the message says why."""
+
+
+class _Refusal(Exception):
+    """A token is refused; `kind` is the bounded reason logged (never sent to the client)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class _NoKeys(Exception):
+    """No key set has been fetched yet."""
+
+
+# --- pure parts ---------------------------------------------------------------------------------
+
+
+def token_from(details: HandshakeDetails, source: str) -> str | None:
+    """The token at `source` ("header:<Name>", any case, a Bearer prefix dropped; or
+    "query:<name>"), or None when it is absent or empty. The first occurrence counts."""
+    kind, _, name = source.partition(":")
+    value: str | None = None
+    if kind == "header":
+        wanted = name.lower()
+        value = next((v for n, v in details.headers if n.lower() == wanted), None)
+        if value is not None:
+            value = value.strip()
+            if value[:6].lower() == "bearer" and value[6:7] in ("", " ", "\t"):
+                value = value[6:].strip()
+    elif kind == "query":
+        value = next((v for n, v in details.query if n == name), None)
+    else:
+        raise ValueError(f"token source must be header:<name> or query:<name> (got {source!r})")
+    return value or None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """The usable keys of one fetched set: each key once per algorithm it may verify."""
+
+    keys: tuple[tuple[str | None, Mapping[str, PyJWK]], ...]  # (kid, algorithm -> key)
+    by_kid: Mapping[str, Mapping[str, PyJWK]] = field(default_factory=dict)
+
+    def has_kid(self, kid: str) -> bool:
+        return kid in self.by_kid
+
+    def find(self, kid: str | None, algorithm: str) -> PyJWK:
+        """The key for a token's kid and algorithm. A token without a kid may use the set only
+        when exactly one key there verifies its algorithm: otherwise which key was meant is a
+        guess, and a guess is not a check."""
+        if kid is not None:
+            key = self.by_kid.get(kid, {}).get(algorithm)
+            if key is None:
+                raise _Refusal("key does not match algorithm")
+            return key
+        matching = [by_alg[algorithm] for _, by_alg in self.keys if algorithm in by_alg]
+        if len(matching) != 1:
+            raise _Refusal("no kid and no single key for its algorithm")
+        return matching[0]
+
+
+def parse_key_set(body: bytes, algorithms: Sequence[str]) -> tuple[KeySet, list[tuple[str, str]]]:
+    """The usable keys of a JWKS document, and (kid, why) for each key left out: a type or
+    algorithm not allowed, a key for encryption, a malformed or too short key, a repeated kid.
+    Raises KeySetError when the document is not a key set or holds no usable key."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise KeySetError(f"key set is not JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise KeySetError('key set must be a JSON object with a "keys" list')
+    keys: list[tuple[str | None, Mapping[str, PyJWK]]] = []
+    by_kid: dict[str, Mapping[str, PyJWK]] = {}
+    skipped: list[tuple[str, str]] = []
+    for index, data in enumerate(document["keys"]):
+        kid = data.get("kid") if isinstance(data, dict) else None
+        label = kid if isinstance(kid, str) else f"#{index}"
+        try:
+            if not isinstance(data, dict):
+                raise KeySetError("not a JSON object")
+            if kid is not None and not isinstance(kid, str):
+                raise KeySetError("kid is not a string")
+            if isinstance(kid, str) and kid in by_kid:
+                raise KeySetError("kid repeated in the set")
+            by_alg = _usable_key(data, algorithms)
+        except KeySetError as exc:
+            skipped.append((label, str(exc)))
+            continue
+        keys.append((kid, by_alg))
+        if kid is not None:
+            by_kid[kid] = by_alg
+    if not keys:
+        raise KeySetError(f"key set holds no key usable with {', '.join(algorithms)}")
+    return KeySet(tuple(keys), by_kid), skipped
+
+
+def _usable_key(data: dict[str, Any], algorithms: Sequence[str]) -> dict[str, PyJWK]:
+    """One JWK as a key per allowed algorithm it fits; its own `alg`, if any, narrows that."""
+    if data.get("use", "sig") != "sig":
+        raise KeySetError(f"use is {data.get('use')!r}, not sig")
+    kty, crv, alg = data.get("kty"), data.get("crv"), data.get("alg")
+    if alg is not None and alg not in algorithms:
+        raise KeySetError(f"alg {alg!r} is not allowed")
+    fitting = [
+        name
+        for name in ((alg,) if alg is not None else algorithms)
+        if ALGORITHM_KEYS.get(name, ("", None))[0] == kty and ALGORITHM_KEYS[name][1] in (None, crv)
+    ]
+    if not fitting:
+        raise KeySetError(f"key type {kty!r} (curve {crv!r}) fits no allowed algorithm")
+    by_alg: dict[str, PyJWK] = {}
+    for name in fitting:
+        try:
+            key = PyJWK(data, algorithm=name)
+        except Exception as exc:  # PyJWT wraps most, not all, of a junk key's failures
+            raise KeySetError(f"malformed key: {exc}") from None
+        bits = getattr(key.key, "key_size", MIN_RSA_BITS)
+        if kty == "RSA" and bits < MIN_RSA_BITS:
+            raise KeySetError(f"RSA key of {bits} bits, under {MIN_RSA_BITS}")
+        by_alg[name] = key
+    return by_alg
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_claims(claims: Mapping[str, Any], audiences: Sequence[str]) -> None:
+    """What PyJWT leaves to us: dates must be JSON numbers (PyJWT also takes "123"), and the
+    audience is `aud` (a string or a list) or, only when there is no `aud`, `client_id`, as API
+    Gateway reads Cognito access tokens."""
+    for name in ("exp", "nbf", "iat"):
+        if name in claims and not _is_number(claims[name]):
+            raise _Refusal(f"{name} is not a number")
+    if "aud" in claims:
+        aud = claims["aud"]
+        named = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if not any(isinstance(value, str) and value in audiences for value in named):
+            raise _Refusal("wrong audience")
+    else:
+        client_id = claims.get("client_id")
+        if not isinstance(client_id, str) or client_id not in audiences:
+            raise _Refusal("wrong audience")
+
+
+def scopes_of(claims: Mapping[str, Any]) -> list[str]:
+    """OAuth scopes from `scope` (space-separated, Cognito's) or else `scp` (string or list)."""
+    value = claims.get("scope", claims.get("scp"))
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return []
+
+
+def authorizer_context(claims: Mapping[str, Any]) -> dict[str, object]:
+    """`requestContext.authorizer` as API Gateway HTTP APIs' JWT authorizer shapes it, with
+    the principal (`sub`) on top as Lambda authorizers put it (null without a `sub`)."""
+    sub = claims.get("sub")
+    return {
+        "principalId": sub if isinstance(sub, str) else None,
+        "jwt": {"claims": dict(claims), "scopes": scopes_of(claims)},
+    }
+
+
+# --- the authorizer -----------------------------------------------------------------------------
+
+
+class VerifiedTokens:
+    """Tokens verified lately, so a client reconnecting in a loop costs one signature check.
+
+    Safe because the key is the exact token string: a hit means these very bytes passed every
+    check before, and nothing they were checked against changes in the meantime except time and
+    the key set. Time is covered by the deadline, min(exp, verified + 60 s); `nbf` and `iat`
+    passed once and only recede into the past. The key set is covered by clearing the cache at
+    each successful fetch, so a key withdrawn from the set admits nothing more after the next
+    one. Only tokens that passed are held, at most `max_entries` (the oldest go first)."""
+
+    def __init__(self, max_entries: int = CACHE_ENTRIES, seconds: float = CACHE_SECONDS) -> None:
+        self.max_entries = max_entries
+        self.seconds = seconds
+        self._entries: OrderedDict[str, tuple[float, dict[str, object]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str, now: float) -> dict[str, object] | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if now >= entry[0]:
+            del self._entries[token]
+            return None
+        return entry[1]
+
+    def put(self, token: str, exp: float, context: dict[str, object], now: float) -> None:
+        if self.max_entries <= 0:
+            return
+        self._entries[token] = (min(exp, now + self.seconds), context)
+        self._entries.move_to_end(token)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class JwtAuthorizer:
+    """Checks a bearer JWT at each handshake against the issuer's key set (see the module)."""
+
+    def __init__(
+        self,
+        issuer: str,
+        audiences: Sequence[str],
+        jwks_url: str,
+        *,
+        algorithms: Sequence[str] = ("RS256",),
+        token_source: str = "header:Authorization",
+        leeway: float = 0.0,
+        refresh_seconds: float = 60.0,
+        fetch_timeout: float = 5.0,
+        cache_entries: int = CACHE_ENTRIES,
+        error_status: int = 500,
+    ) -> None:
+        if not issuer:
+            raise ValueError("issuer must not be empty")
+        if not audiences:
+            raise ValueError("audiences must name at least one audience")
+        if not algorithms:
+            raise ValueError("algorithms must name at least one algorithm")
+        for name in algorithms:
+            if name not in ALGORITHM_KEYS:
+                raise ValueError(
+                    f"algorithm {name!r} is not accepted: one of {', '.join(ALGORITHM_KEYS)} "
+                    "(none and HMAC algorithms cannot be checked with a public key set)"
+                )
+        token_from(HandshakeDetails("/", [], [], "", None), token_source)  # validates it
+        if refresh_seconds <= 0:
+            raise ValueError(f"refresh_seconds must be positive (got {refresh_seconds})")
+        self.issuer = issuer
+        self.audiences = tuple(audiences)
+        self.jwks_url = jwks_url
+        self.algorithms = tuple(algorithms)
+        self.token_source = token_source
+        self.leeway = leeway
+        self.refresh_seconds = refresh_seconds
+        self.fetch_timeout = fetch_timeout
+        self.error_status = error_status
+        self._client = HttpClient(
+            jwks_url,
+            max_connections=1,
+            timeout=fetch_timeout,
+            max_response_bytes=MAX_KEY_SET_BYTES,
+            headers={"Accept": "application/json"},
+        )
+        self._jwt = jwt.PyJWT({"require": ["exp", "iss"], "verify_aud": False})
+        self._keys: KeySet | None = None
+        self._cache = VerifiedTokens(cache_entries)
+        self._fetching: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._last_attempt = -math.inf  # loop time of the last fetch's start
+        self._last_ok = False
+        self._throttle = LogThrottle(10.0)
+        self.verified = 0
+        self.cache_hits = 0
+        self.refused = 0
+        self.key_fetches = 0
+        self.key_fetch_failures = 0
+
+    # HandshakeAuthorizer
+
+    async def start(self) -> None:
+        """Fetch the key set (a failure is logged: handshakes get 503 until it arrives)."""
+        await self._refresh()
+        self._keeper = asyncio.create_task(self._keep_fresh(), name="jwks-refresh")
+
+    async def close(self) -> None:
+        for task in (self._keeper, self._fetching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._keeper = self._fetching = None
+        await self._client.close()
+
+    async def authorize(
+        self, details: HandshakeDetails, request_context: Mapping[str, object]
+    ) -> Verdict:
+        token = token_from(details, self.token_source)
+        if token is None:
+            return self._refuse("missing token", details, _MISSING)
+        try:
+            context = self._cache.get(token, time.time())
+            if context is not None:
+                self.cache_hits += 1
+                return Allow(context)
+            return Allow(await self._verify(token))
+        except _Refusal as refusal:
+            return self._refuse(refusal.kind, details, _INVALID)
+        except _NoKeys:
+            wait = max(1, math.ceil(self._next_attempt() - self._now()))
+            refusal = Refuse(503, "Service Unavailable", (("Retry-After", str(wait)),))
+            return self._refuse("no key set yet", details, refusal)
+        except Exception:
+            log.exception("JWT authorizer failed", extra={"sourceIp": details.source_ip})
+            self.refused += 1
+            return Refuse(self.error_status, "Internal Server Error")
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "verified": self.verified,
+            "cacheHits": self.cache_hits,
+            "refused": self.refused,
+            "keyFetches": self.key_fetches,
+            "keyFetchFailures": self.key_fetch_failures,
+        }
+
+    # Checking a token
+
+    async def _verify(self, token: str) -> dict[str, object]:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise _Refusal("token too large")
+        try:
+            header = jwt.get_unverified_header(token)
+        except PyJWTError:
+            raise _Refusal("malformed token") from None
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
+            raise _Refusal("algorithm not allowed")
+        kid = header.get("kid")  # PyJWT refuses a kid that is not a string
+        if self._keys is None or (kid is not None and not self._keys.has_kid(kid)):
+            await self._refresh()
+        if self._keys is None:
+            raise _NoKeys()
+        if kid is not None and not self._keys.has_kid(kid):
+            raise _Refusal("unknown kid")
+        key = self._keys.find(kid, algorithm)
+        claims = self._decode(token, key, algorithm)
+        check_claims(claims, self.audiences)
+        context = authorizer_context(claims)
+        self.verified += 1
+        self._cache.put(token, float(claims["exp"]), context, time.time())
+        return context
+
+    def _decode(self, token: str, key: PyJWK, algorithm: str) -> dict[str, Any]:
+        try:
+            return self._jwt.decode(
+                token, key, algorithms=[algorithm], issuer=self.issuer, leeway=self.leeway
+            )
+        except ExpiredSignatureError:
+            raise _Refusal("expired") from None
+        except (ImmatureSignatureError, InvalidIssuedAtError):
+            raise _Refusal("not yet valid") from None
+        except InvalidIssuerError:
+            raise _Refusal("wrong issuer") from None
+        except MissingRequiredClaimError as exc:
+            raise _Refusal(f"missing {exc.claim}") from None
+        except InvalidSignatureError:
+            raise _Refusal("bad signature") from None
+        except InvalidAlgorithmError:
+            raise _Refusal("algorithm not allowed") from None
+        except DecodeError:
+            raise _Refusal("malformed token") from None
+        except PyJWTError:
+            raise _Refusal("invalid claims") from None
+
+    def _refuse(self, kind: str, details: HandshakeDetails, refusal: Refuse) -> Refuse:
+        self.refused += 1
+        held = self._throttle.allow(kind, time.monotonic())
+        if held is not None:
+            log.info(
+                f"handshake refused by the JWT authorizer: {kind}",
+                extra={"reason": kind, "sourceIp": details.source_ip, "heldBack": held},
+            )
+        return refusal
+
+    # The key set
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _next_attempt(self) -> float:
+        return self._last_attempt + self.refresh_seconds
+
+    async def _refresh(self) -> None:
+        """Fetch the key set unless one was fetched less than `refresh_seconds` ago; callers
+        arriving while a fetch is under way wait for that one."""
+        if self._fetching is None:
+            if self._now() < self._next_attempt():
+                return
+            self._last_attempt = self._now()
+            self._fetching = asyncio.create_task(self._fetch(), name="jwks-fetch")
+        # Shielded: a handshake given up on must not cancel the fetch others wait for.
+        await asyncio.shield(self._fetching)
+
+    async def _fetch(self) -> None:
+        self.key_fetches += 1
+        try:
+            response = await self._client.request("GET")
+            if response.status != 200:
+                raise KeySetError(f"HTTP {response.status}")
+            keys, skipped = parse_key_set(response.body, self.algorithms)
+        except (HttpClientError, KeySetError) as exc:
+            self._failed(str(exc))
+            return
+        except Exception as exc:  # never let a bad answer stop the refreshing
+            self._failed(repr(exc), unexpected=True)
+            return
+        finally:
+            self._fetching = None
+        for kid, why in skipped:
+            log.warning("JWKS key left out", extra={"url": self.jwks_url, "kid": kid, "why": why})
+        self._keys = keys
+        self._last_ok = True
+        self._cache.clear()
+
+    def _failed(self, error: str, *, unexpected: bool = False) -> None:
+        self.key_fetch_failures += 1
+        self._last_ok = False
+        log.warning(
+            "JWKS fetch failed",
+            extra={"url": self.jwks_url, "error": error, "keysKept": self._keys is not None},
+            exc_info=unexpected,
+        )
+
+    async def _keep_fresh(self) -> None:
+        """Every hour (or `refresh_seconds`, if longer); after a failed fetch, every
+        `refresh_seconds` until one succeeds (the keys held meanwhile stay in use)."""
+        while True:
+            period = self.refresh_seconds
+            if self._last_ok:
+                period = max(period, KEY_SET_REFRESH_SECONDS)
+            delay = self._last_attempt + period - self._now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue  # a handshake may have fetched meanwhile
+            await self._refresh()
+
+
+def jwt_authorizer_from_settings(settings: Settings) -> JwtAuthorizer | None:
+    """The JWT authorizer the settings ask for, or None without `jwt_issuer`."""
+    if not settings.jwt_issuer:
+        return None
+    jwks_url = settings.jwt_jwks_url or settings.jwt_issuer.rstrip("/") + "/.well-known/jwks.json"
+    return JwtAuthorizer(
+        settings.jwt_issuer,
+        settings.jwt_audiences,
+        jwks_url,
+        algorithms=settings.jwt_algorithms,
+        token_source=settings.jwt_token_source,
+        leeway=settings.jwt_leeway,
+        refresh_seconds=settings.jwt_jwks_refresh_seconds,
+    )
