@@ -304,6 +304,8 @@ async def test_the_cache_is_bounded(make_authorizer: MakeAuthorizer) -> None:
         ({"aud": None, "client_id": "someone-else"}, "wrong audience"),
         ({"aud": "someone-else", "client_id": AUDIENCE}, "wrong audience"),  # aud decides
         ({"sub": 12}, "invalid claims"),
+        ({"jti": ["a"]}, "invalid claims"),
+        ({"exp": True}, "exp is not a number"),
     ],
 )
 async def test_claims_that_do_not_hold_are_refused(
@@ -433,6 +435,40 @@ async def test_garbage_tokens_are_refused(make_authorizer: MakeAuthorizer, garba
     authorizer = await make_authorizer()
     assert await ask(authorizer, details(f"Bearer {garbage}")) == INVALID
     assert authorizer.stats()["refused"] == 1
+
+
+def rs256_signed(header: dict[str, Any], payload: dict[str, Any]) -> str:
+    """A token signed with the set's RSA key, with any header an attacker cares to write."""
+    return forged(
+        header, payload, lambda data: RSAAlgorithm(RSAAlgorithm.SHA256).sign(data, RSA_KEY)
+    )
+
+
+async def test_only_the_strict_compact_form_is_read(make_authorizer: MakeAuthorizer) -> None:
+    """Segments are unpadded base64url and nothing else; a header asking for an extension we
+    do not implement (`crit`, or `b64` for an unencoded payload) is refused, even signed."""
+    authorizer = await make_authorizer()
+    good = token()
+    assert isinstance(await ask(authorizer, details(good)), Allow)
+    header, payload, signature = good.split(".")
+    variants = [
+        f"{header}.{payload}.{signature}=",
+        f"{header}=.{payload}.{signature}",
+        f"{header}.{payload}.{signature.replace('-', '+').replace('_', '/')}",
+        f"{header} .{payload}.{signature}",
+        f"{header}..{signature}",
+        f"{header}.{payload}.",
+        f"{header}.{payload}.{signature}.",
+        rs256_signed({"alg": "RS256", "kid": "rsa-1", "crit": ["x"], "x": 1}, claims()),
+        rs256_signed({"alg": "RS256", "kid": "rsa-1", "b64": True}, claims()),
+    ]
+    for variant in variants:
+        if variant != good:
+            assert await ask(authorizer, details(variant)) == INVALID, variant
+    assert authorizer.stats()["verified"] == 1
+    # The hand-signed form itself is right: the same header without extensions passes.
+    plain = rs256_signed({"alg": "RS256", "kid": "rsa-1"}, claims(sub="hand"))
+    assert isinstance(await ask(authorizer, details(plain)), Allow)
 
 
 # --- the key set --------------------------------------------------------------------------------
