@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,9 +125,17 @@ async def start_local_system(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    return process, await read_local_urls(process, ("page", "node", "graphql", "aws"))
+
+
+async def read_local_urls(
+    process: asyncio.subprocess.Process, kinds: Sequence[str], seconds: float = 30
+) -> dict[str, list[str]]:
+    """The URLs `python -m runtime local` prints ("kind: url" lines, `aws` last), by kind;
+    the process is killed if it exits or stays silent before then."""
     assert process.stdout is not None
-    urls: dict[str, list[str]] = {"page": [], "node": [], "graphql": [], "aws": []}
-    deadline = time.monotonic() + 30
+    urls: dict[str, list[str]] = {kind: [] for kind in kinds}
+    deadline = time.monotonic() + seconds
     try:
         while not urls["aws"]:
             line = await asyncio.wait_for(process.stdout.readline(), deadline - time.monotonic())
@@ -139,7 +148,7 @@ async def start_local_system(
         process.kill()
         await process.wait()
         raise
-    return process, urls
+    return urls
 
 
 async def stop_local_system(process: asyncio.subprocess.Process) -> int:

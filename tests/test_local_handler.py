@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.processes import ROOT, LocalPorts, free_ports, stop_local_system
+from tests.processes import ROOT, LocalPorts, free_ports, read_local_urls, stop_local_system
 
 CHAT = "tests.origin.apigw_handlers.chat.handler"
 PRESENCE = "tests.origin.apigw_handlers.presence.handler"
@@ -46,17 +46,8 @@ async def local_system(*flags: str) -> AsyncIterator[tuple[list[str], Any]]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    assert process.stdout is not None
-    urls: dict[str, list[str]] = {"node": [], "aws": [], "connections": []}
-    deadline = time.monotonic() + 30
     try:
-        while not urls["aws"]:
-            line = await asyncio.wait_for(process.stdout.readline(), deadline - time.monotonic())
-            if not line:
-                raise AssertionError("runtime local exited before printing its URLs")
-            kind, _, url = line.decode().strip().partition(": ")
-            if kind in urls:
-                urls[kind].append(url)
+        urls = await read_local_urls(process, ("node", "aws", "connections"))
         assert urls["connections"] == [
             f"http://127.0.0.1:{port}/local/@connections" for port in commands
         ]

@@ -16,6 +16,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -61,8 +62,9 @@ def door_answers(server: HandlerServer) -> Callable[[web.Request], Any]:
     return answer
 
 
-@pytest.fixture
-async def handler() -> AsyncIterator[HandlerServer]:
+@asynccontextmanager
+async def door_handler() -> AsyncIterator[HandlerServer]:
+    """A running $connect handler answering as `door_answers` says."""
     server = HandlerServer()
     server.answer = door_answers(server)
     await server.start()
@@ -70,6 +72,12 @@ async def handler() -> AsyncIterator[HandlerServer]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def handler() -> AsyncIterator[HandlerServer]:
+    async with door_handler() as server:
+        yield server
 
 
 def seen(server: HandlerServer) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from runtime.wire.request_authorizer import method_arn
 from tests.aws import MotoEndpoint, queue_lambda_results
 from tests.conftest import RunningNode, StartNode
 from tests.node.test_door import (
-    door_answers,
+    door_handler,
     get_stats,
     one_accepted_connection,
     refused,
@@ -62,13 +62,8 @@ def aws(monkeypatch: pytest.MonkeyPatch, moto_endpoint: MotoEndpoint) -> MotoEnd
 @pytest.fixture
 async def handler() -> AsyncIterator[HandlerServer]:
     """The $connect handler of tests/node/test_door.py."""
-    server = HandlerServer()
-    server.answer = door_answers(server)
-    await server.start()
-    try:
+    async with door_handler() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
