@@ -60,7 +60,8 @@ MAX_STOP_TIMEOUT_SECONDS = 120
 SETTINGS = (
     "account", "architecture", "authorizer", "azCount", "certificateArn", "connectHandler",
     "connectionsApi", "connectionsPerTaskTarget", "cpuTargetPercent", "desiredTasks",
-    "domainName", "drainSeconds", "egress", "eventsVia", "exampleOrigin", "fifo", "graphqlOnly",
+    "domainName", "drainSeconds", "egress", "eventsFifoGroups", "eventsLingerMs",
+    "eventsMessageBytes", "eventsPerMessage", "eventsVia", "exampleOrigin", "fifo", "graphqlOnly",
     "graphqlOriginFunction", "handshakeBurst", "handshakeBurstPerIp", "handshakeRate",
     "handshakeRatePerIp", "jwtAuthorizer", "keepaliveSeconds", "logRetentionDays",
     "maxConnectionsPerTask", "maxTasks", "minTasks", "natGateways", "regions", "taskCpu",
@@ -101,6 +102,24 @@ class ConfigError(ValueError):
     """A setting of cdk.json context is missing, unknown or out of range."""
 
 
+@dataclass(frozen=True)
+class EventPacking:
+    """How nodes pack events into SQS/SNS messages (the node settings of the same names)."""
+
+    per_message: int = 1000
+    message_bytes: int = 64 * 1024  # one billed request
+    linger_ms: int = 10
+    fifo_groups: int = 16
+
+    def node_environment(self) -> dict[str, str]:
+        return {
+            "EVENTS_PER_MESSAGE": str(self.per_message),
+            "EVENTS_MESSAGE_BYTES": str(self.message_bytes),
+            "EVENTS_LINGER_MS": str(self.linger_ms),
+            "EVENTS_FIFO_GROUPS": str(self.fifo_groups),
+        }
+
+
 @dataclass(frozen=True, kw_only=True)
 class EnvironmentConfig:
     """What one environment deploys in each of its regions; defaults are production choices."""
@@ -119,6 +138,7 @@ class EnvironmentConfig:
     domain_names: Mapping[str, str] = field(default_factory=dict)
     fifo: bool = True
     events_via: str = "sqs"
+    event_packing: EventPacking = field(default_factory=EventPacking)
     egress: str = "vpc-endpoints"
     nat_gateways: int = 0
     example_origin: bool = False
@@ -258,6 +278,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
         domain_names=domain_names,
         fifo=reader.boolean("fifo", DEFAULTS["fifo"]),
         events_via=reader.choice("eventsVia", ("sqs", "sns"), DEFAULTS["events_via"]),
+        event_packing=_event_packing(reader),
         egress=egress,
         nat_gateways=nat_gateways,
         example_origin=reader.boolean("exampleOrigin", DEFAULTS["example_origin"]),
@@ -276,6 +297,17 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
         graphql_origin_functions=graphql_functions,
         graphql_only=graphql_only,
         door=_door(reader, regions, egress),
+    )
+
+
+def _event_packing(reader: _Reader) -> EventPacking:
+    """Packing of events into queue messages; the queue and topic take 256 KiB messages."""
+    default = EventPacking()
+    return EventPacking(
+        per_message=reader.integer("eventsPerMessage", 1, 10_000, default.per_message),
+        message_bytes=reader.integer("eventsMessageBytes", 1024, 256 * 1024, default.message_bytes),
+        linger_ms=reader.integer("eventsLingerMs", 0, 1000, default.linger_ms),
+        fifo_groups=reader.integer("eventsFifoGroups", 1, 1024, default.fifo_groups),
     )
 
 

@@ -32,6 +32,7 @@ from aws_cdk import aws_servicediscovery as servicediscovery
 from aws_cdk.aws_ecr_assets import Platform
 from constructs import Construct
 
+from infra.config import EventPacking
 from infra.door import Door
 from infra.findings import acknowledge
 from infra.messaging import GatewayMessaging
@@ -95,6 +96,7 @@ class GatewayService(Construct):
         graphql_origin_function: str | None = None,
         graphql_only: bool = False,
         door: Door | None = None,
+        event_packing: EventPacking | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         door = door or Door()
@@ -221,6 +223,7 @@ class GatewayService(Construct):
             "EVENT_BUFFER_EVENTS": str(event_count),
             "LOG_FORMAT": "json",
             "SERVICE_NAME": self.service_name,  # dimension of the ConnectionsPerTask metric
+            **(event_packing or EventPacking()).node_environment(),
         }
         self.graphql_function_arn: str | None = None
         if graphql_origin_function:

@@ -84,6 +84,7 @@ class GatewayStack(cdk.Stack):
             graphql_origin_function=graphql_function,
             graphql_only=config.graphql_only,
             door=config.door,
+            event_packing=config.event_packing,
         )
         self.origin: ExampleOrigin | None = None
         if config.example_origin:

@@ -211,6 +211,10 @@ class Settings:
     origin_unavailable_seconds: float = 30.0
     events_queue_url: str = ""
     events_topic_arn: str = ""
+    events_per_message: int = 1000
+    events_message_bytes: int = 64 * 1024
+    events_linger_ms: int = 10
+    events_fifo_groups: int = 16
     commands_queue_url: str = ""
     commands_workers: int = 2
     aws_region: str = ""
@@ -338,6 +342,25 @@ _SPECS: dict[str, _Spec] = {
     ),
     "events_queue_url": _Spec(_text, "SQS queue the node sends events to (sqs transport)", "URL"),
     "events_topic_arn": _Spec(_text, "SNS topic the node publishes events to (sns)", "ARN"),
+    "events_per_message": _Spec(
+        _int(1, 10_000),
+        'most events packed in one SQS/SNS message ({"events": [...]}, as the HTTP origin gets '
+        "them); 1 sends each event as its own message",
+    ),
+    "events_message_bytes": _Spec(
+        _int(1024, MiB),
+        "most bytes of one packed SQS/SNS message (64 KiB: one billed request); capped by the "
+        "queue's or topic's MaximumMessageSize",
+    ),
+    "events_linger_ms": _Spec(
+        _int(0, 1000),
+        "longest an event waits for its SQS/SNS message to fill before it is sent anyway",
+    ),
+    "events_fifo_groups": _Spec(
+        _int(1, 1024),
+        "message groups per node on a FIFO queue or topic when events are packed: a connection "
+        "always maps to the same group, so its events stay in order",
+    ),
     "commands_queue_url": _Spec(
         _text, "SQS queue of commands (fed by the commands topic) to poll (empty: none)", "URL"
     ),

@@ -33,6 +33,9 @@ class EventOutbox:
         self.max_events = max_events
         self.nbytes = 0
         self.nevents = 0
+        # Of those, the ones not in flight (waiting to be taken, or behind an in-flight batch).
+        self.queued_bytes = 0
+        self.queued_events = 0
         # Set aside for events that must be taken whenever they come (DISCONNECTs).
         self.reserved_bytes = 0
         self.reserved_events = 0
@@ -92,6 +95,15 @@ class EventOutbox:
         queue.append((event, now))
         self.nbytes += len(event)
         self.nevents += 1
+        self.queued_bytes += len(event)
+        self.queued_events += 1
+
+    def oldest_ready(self) -> float | None:
+        """When the first event of the longest-ready connection was queued (None: none is
+        ready), so a lingering sender knows how long the oldest sendable event has waited."""
+        if not self._ready:
+            return None
+        return self._pending[self._ready[0]][0][1]
 
     def take(self, *, max_events: int, max_bytes: int) -> Batch | None:
         """The next batch: whole queues of ready keys while they fit; at least one event."""
@@ -115,6 +127,8 @@ class EventOutbox:
             self._ready.popleft()
             self._in_flight.add(key)
             batch.parts.append((key, taken))
+            self.queued_events -= len(taken)
+            self.queued_bytes -= sum(len(item[0]) for item in taken)
             if queue:
                 break  # this batch is full; the key stays blocked until it is acknowledged
         return batch
@@ -158,6 +172,8 @@ class EventOutbox:
             self._in_flight.discard(key)
             queue = self._pending[key]
             queue.extendleft(reversed(taken))
+            self.queued_events += len(taken)
+            self.queued_bytes += sum(len(item[0]) for item in taken)
             if queue:
                 self._ready.appendleft(key)  # an in-flight key is never in the ready list
                 self._since[key] = queue[0][1]

@@ -1,8 +1,15 @@
-"""Which events go into which SQS/SNS batch call, within the services' bounds, order kept.
+"""Which events go into which SQS/SNS message and call, within the services' bounds, in order.
+
+SQS and SNS bill a request per 64 KiB of what it carries, and a consumer pays a receive and a
+delete per message, so events travel packed: many to a message, as `{"events": [...]}` (the body
+the HTTP origin gets). Every event of one packed message shares its `eventType` and `routeKey`,
+which the message carries as attributes, so filter policies keep working exactly. On a FIFO queue a
+packed message's group is a bucket of its connections (a connection always maps to the same one),
+so each connection's events stay in order while the buckets spread over Lambda's parallel lanes.
 
 SendMessageBatch and PublishBatch take at most 10 entries and a bounded sum of message sizes, where
 a message's size counts its body and its attributes. A batch of events from the node becomes
-`calls`; calls that share a connection form a `chain`, sent one after another so a connection's
+`calls`; calls that share a group form a `chain`, sent one after another so a connection's
 events never overtake each other, while chains run side by side. Pure: the transports only move
 what this module decides.
 """
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,22 +39,36 @@ _NOT_SQS_TEXT = re.compile("[\ufffe\uffff]")
 _NOT_ATTRIBUTE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # MessageGroupId / MessageDeduplicationId: 1 to 128 of a-z A-Z 0-9 and ASCII punctuation.
 _FIFO_ID = re.compile(r"[\x21-\x7e]{1,128}")
+PACK_HEAD = '{"events":['
+PACK_TAIL = "]}"
+PACK_OVERHEAD = len(PACK_HEAD) + len(PACK_TAIL)
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One event as a batch entry: what SQS or SNS gets and what it counts."""
+    """One SQS/SNS message as a batch entry: what the service gets and what it counts. Either
+    one event, or (`members`) several packed as `{"events": [...]}`."""
 
-    index: int  # position in the batch handed to `deliver`
+    index: int  # position in the batch handed to `deliver` (of the first member, if packed)
     body: str
     size: int  # bytes the service counts: body plus attribute names, types and values
-    group: str  # MessageGroupId: the connection, or the node's keep-alive group
-    message_id: str  # the event's messageId: the MessageDeduplicationId, and what logs name
+    group: str  # MessageGroupId: the connection or its bucket, or the node's keep-alive group
+    message_id: str  # the event's messageId, or the pack's: the MessageDeduplicationId
     event_type: str
     route_key: str
+    members: tuple[Entry, ...] = ()  # the events of a packed message, in order
 
     def attributes(self) -> dict[str, str]:
         return {"eventType": self.event_type, "routeKey": self.route_key}
+
+    @property
+    def events(self) -> tuple[Entry, ...]:
+        """The events this message carries: its members, or itself."""
+        return self.members or (self,)
+
+    @property
+    def body_bytes(self) -> int:
+        return self.size - attributes_size(self.event_type, self.route_key)
 
 
 def entries_for(events: Sequence[bytes], *, default_group: str) -> list[Entry]:
@@ -91,6 +113,104 @@ def group_id(value: str) -> str:
 def deduplication_id(message_id: str) -> str:
     """The event's own ID, so a resent event (the node retries whole batches) is dropped."""
     return group_id(message_id)
+
+
+def bucket_group(connection_id: str, groups: int, prefix: str) -> str:
+    """The FIFO group of a connection's packed events: the same bucket for all of them."""
+    bucket = zlib.crc32(connection_id.encode("utf-8", "surrogatepass")) % groups
+    return group_id(f"{prefix}{bucket}")
+
+
+def pack_entries(
+    entries: Sequence[Entry],
+    *,
+    max_events: int,
+    max_message_bytes: int,
+    regroup: dict[str, str] | None = None,
+) -> list[Entry]:
+    """Pack one-event entries into messages of at most `max_events` events and
+    `max_message_bytes` bytes, each holding events of one (group, eventType, routeKey).
+
+    `regroup` maps a connection's group to its bucket (FIFO); without it every entry's group
+    is left out of the key, as a standard queue has no groups. Packs come out in the order they
+    were opened, and an event never joins a pack opened before its connection's latest one, so
+    reading packs in order (per group, on FIFO) gives each connection's events in order. An event
+    too large to share a message travels alone, as itself.
+    """
+    packs: list[list[Entry]] = []
+    sizes: list[int] = []
+    open_pack: dict[tuple[str, str, str], int] = {}  # key -> index in packs
+    latest: dict[str, int] = {}  # a connection's group -> index of the last pack it joined
+    groups: list[str] = []
+    for entry in entries:
+        group = regroup.get(entry.group, entry.group) if regroup is not None else ""
+        body_bytes = entry.body_bytes
+        if entry.size + PACK_OVERHEAD > max_message_bytes:
+            packs.append([entry])  # alone, unwrapped
+            sizes.append(-1)
+            groups.append(group)
+            latest[entry.group] = len(packs) - 1
+            continue
+        key = (group, entry.event_type, entry.route_key)
+        at = open_pack.get(key)
+        if (
+            at is None
+            or at < latest.get(entry.group, -1)
+            or len(packs[at]) >= max_events
+            or sizes[at] + 1 + body_bytes > max_message_bytes
+        ):
+            at = len(packs)
+            packs.append([])
+            sizes.append(PACK_OVERHEAD - 1 + attributes_size(entry.event_type, entry.route_key))
+            groups.append(group)
+            open_pack[key] = at
+        packs[at].append(entry)
+        sizes[at] += 1 + body_bytes
+        latest[entry.group] = at
+    return [_packed(members, groups[at], sizes[at]) for at, members in enumerate(packs)]
+
+
+def _packed(members: list[Entry], group: str, size: int) -> Entry:
+    first = members[0]
+    if size < 0:  # too large to share: the event itself
+        return Entry(
+            first.index,
+            first.body,
+            first.size,
+            group or first.group,
+            first.message_id,
+            first.event_type,
+            first.route_key,
+        )
+    body = PACK_HEAD + ",".join(member.body for member in members) + PACK_TAIL
+    pack_id = hashlib.sha256(",".join(m.message_id for m in members).encode()).hexdigest()
+    return Entry(
+        first.index,
+        body,
+        size,
+        group or first.group,
+        pack_id,
+        first.event_type,
+        first.route_key,
+        tuple(members),
+    )
+
+
+def unpacked(entry: Entry) -> list[Entry]:
+    """A packed message's events as messages of their own, in its group (to find, when the
+    service refuses the pack, which event it refuses)."""
+    return [
+        Entry(
+            member.index,
+            member.body,
+            member.size,
+            entry.group,
+            member.message_id,
+            member.event_type,
+            member.route_key,
+        )
+        for member in entry.events
+    ]
 
 
 @dataclass(slots=True)

@@ -1,7 +1,9 @@
 """Moves events from the outbox to the origin transport: batching, retries, backpressure.
 
 A batch leaves as soon as a request slot is free and carries whatever arrived meanwhile, so light
-load adds no waiting and heavy load gets large batches. After a failure the pump backs off (with
+load adds no waiting and heavy load gets large batches; a transport with a `linger` (SQS and SNS,
+which bill per request) waits up to that long for a batch to fill, so light load gets fewer, fuller
+messages. After a failure the pump backs off (with
 jitter) and retries the same events first; it never drops them, except events the transport says
 it can never carry (`OriginRefused`): those are dropped and reported, never retried at the head of
 the line.
@@ -13,6 +15,7 @@ for room (`wait_for_room`) in the order they asked, so the bound holds however m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -45,6 +48,7 @@ class OriginPump:
         self.dropped = 0
         self.failures = 0
         self._wake = asyncio.Event()
+        self._filled = asyncio.Event()  # a lingering batch has filled
         self._empty = asyncio.Event()
         self._empty.set()
         # Readers waiting for room, first come first served: (bytes wanted, 0: any room).
@@ -67,6 +71,8 @@ class OriginPump:
         self.outbox.add(key, event, time.monotonic())
         self._empty.clear()
         self._wake.set()
+        if self._batch_full():
+            self._filled.set()
 
     def offer(self, key: str, event: bytes) -> bool:
         """Queue the event if it fits now; False (nothing queued) if it does not."""
@@ -172,6 +178,7 @@ class OriginPump:
                     self._slots.release()
                     await asyncio.sleep(delay)
                     continue
+                await self._linger()
                 batch = self.outbox.take(
                     max_events=self.transport.max_batch_events,
                     max_bytes=self.transport.max_batch_bytes,
@@ -182,6 +189,28 @@ class OriginPump:
                 task = asyncio.create_task(self._send(batch))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _linger(self) -> None:
+        """Wait until a batch's worth is queued or the oldest queued event has waited `linger`."""
+        linger = self.transport.linger
+        if linger <= 0:
+            return
+        while not self._batch_full():
+            oldest = self.outbox.oldest_ready()
+            if oldest is None:
+                return
+            delay = oldest + linger - time.monotonic()
+            if delay <= 0:
+                return
+            self._filled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._filled.wait(), delay)
+
+    def _batch_full(self) -> bool:
+        return (
+            self.outbox.queued_events >= self.transport.max_batch_events
+            or self.outbox.queued_bytes >= self.transport.max_batch_bytes
+        )
 
     async def _send(self, batch: Batch) -> None:
         try:

@@ -49,8 +49,14 @@ def origin_from_settings(settings: Settings) -> OriginTransport:
             "region": settings.aws_region or None,
             "concurrency": settings.origin_concurrency,
             "timeout": settings.origin_request_timeout,
-            # One FIFO group per node for its keep-alives, so nodes do not queue behind each other.
+            # One FIFO group per node for its keep-alives, so nodes do not queue behind each other;
+            # and its own buckets for packed events, so each node adds Lambda lanes.
             "keepalive_group": f"keepalive-{node.host}-{node.port}",
+            "events_per_message": settings.events_per_message,
+            "message_bytes": settings.events_message_bytes,
+            "linger": settings.events_linger_ms / 1000,
+            "fifo_groups": settings.events_fifo_groups,
+            "group_prefix": f"{node.host}-{node.port}-b",
         }
         if settings.origin_transport == "sqs":
             return SqsOrigin(settings.events_queue_url, **aws)  # type: ignore[arg-type]

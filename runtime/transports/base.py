@@ -35,6 +35,9 @@ class OriginTransport(Protocol):
     max_batch_events: int
     max_batch_bytes: int
     concurrency: int
+    # Seconds the pump may wait for a batch to fill before sending what it has (0: never waits);
+    # worth it where each request is billed, as on SQS and SNS.
+    linger: float
     # The largest event one delivery can carry, known once `start` returned; the node refuses
     # bigger ones at the door (a handshake, a message) rather than wedge the pump with them.
     max_event_bytes: int
@@ -75,6 +78,7 @@ class NoOrigin:
     max_batch_bytes = 4 << 20
     max_event_bytes = 64 << 20  # only GONE events, which it drops
     concurrency = 1
+    linger = 0.0
 
     async def start(self) -> None:
         return None

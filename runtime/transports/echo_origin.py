@@ -12,6 +12,7 @@ from runtime.wire.commands import Send
 
 class EchoOrigin:
     max_batch_events = 500
+    linger = 0.0
     max_batch_bytes = 4 << 20
     max_event_bytes = 64 << 20  # in process: no message size to respect
     concurrency = 1

@@ -46,6 +46,7 @@ class HttpOrigin:
         self.url = url
         self.concurrency = concurrency
         self.max_batch_events = max_batch_events
+        self.linger = 0.0
         self.max_batch_bytes = max_batch_bytes
         # One event alone must respect the request bound the origin was promised.
         self.max_event_bytes = max_batch_bytes

@@ -24,6 +24,7 @@ class MemoryOrigin:
         concurrency: int = 4,
     ) -> None:
         self.max_batch_events = max_batch_events
+        self.linger = 0.0
         self.max_batch_bytes = max_batch_bytes
         self.max_event_bytes = max_event_bytes
         self.concurrency = concurrency

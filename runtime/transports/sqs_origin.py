@@ -1,5 +1,8 @@
 """Events to an SQS queue (SendMessageBatch), or to an SNS topic in front of queues (PublishBatch).
 
+Events travel packed, many to a message (see runtime/core/sqs_batches.py), unless
+`events_per_message` is 1; the pump lingers up to `linger` seconds for a call's worth to gather.
+
 `deliver` returns once every event of the batch is in the queue or topic, or raises
 OriginUnavailable; the pump then backs off and hands the same batch again. Entries the service
 failed alone are resent alone, a few times, before giving up; events already accepted are
@@ -36,10 +39,13 @@ from runtime.core.sqs_batches import (
     SQS_MAX_CALL_BYTES,
     STRING,
     Entry,
+    bucket_group,
     deduplication_id,
     entries_for,
     group_id,
+    pack_entries,
     plan_calls,
+    unpacked,
 )
 from runtime.transports.base import OriginRefused, OriginUnavailable
 
@@ -53,6 +59,8 @@ ENTRY_BACKOFF_FIRST = 0.05
 ENTRY_BACKOFF_MAX = 1.0
 SDK_ATTEMPTS = 3  # botocore's own tries of one call (throttling, 5xx, connection errors)
 REMEMBERED = 65_536  # message IDs of accepted events, to skip when a batch comes again
+DEFAULT_PACK_BYTES = 64 << 10  # one billed request's worth
+DEFAULT_FIFO_GROUPS = 16
 # Errors with which the service refuses a whole call for what one of its messages holds (too
 # long for the queue's limit, characters it does not take). Retrying the same call cannot help;
 # sending its entries one by one finds the culprit. Other errors (throttling, permissions, a
@@ -121,6 +129,11 @@ class _BatchOrigin:
         max_batch_events: int,
         max_batch_bytes: int | None,
         attempts: int,
+        events_per_message: int,
+        message_bytes: int,
+        linger: float,
+        fifo_groups: int,
+        group_prefix: str,
     ) -> None:
         if not 1 <= concurrency <= 256:
             raise ValueError(f"concurrency must be between 1 and 256 (got {concurrency})")
@@ -131,8 +144,21 @@ class _BatchOrigin:
                 "keepalive_group must be 1 to 128 ASCII letters, digits or punctuation "
                 f"(got {keepalive_group!r})"
             )
+        if events_per_message < 1 or fifo_groups < 1 or message_bytes < 1024 or linger < 0:
+            raise ValueError(
+                "events_per_message and fifo_groups must be at least 1, message_bytes at least "
+                f"1024 and linger not negative (got {events_per_message}, {fifo_groups}, "
+                f"{message_bytes}, {linger})"
+            )
         self.target = target
         self.fifo = target.endswith(".fifo")  # FIFO queues and topics are named so
+        self.events_per_message = events_per_message
+        self.message_bytes = message_bytes
+        self.linger = linger if events_per_message > 1 else 0.0
+        self.fifo_groups = fifo_groups
+        self.group_prefix = group_prefix
+        if events_per_message > 1:
+            max_batch_events = max(max_batch_events, events_per_message * MAX_ENTRIES_PER_CALL)
         self.concurrency = concurrency
         self.timeout = timeout
         self.keepalive_group = keepalive_group
@@ -149,7 +175,13 @@ class _BatchOrigin:
         )
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"{self.service}-origin")
         self._accepted: dict[str, None] = {}
-        self.counters = {"calls": 0, "entriesSent": 0, "entriesResent": 0, "entriesRefused": 0}
+        self.counters = {
+            "calls": 0,
+            "entriesSent": 0,
+            "eventsSent": 0,
+            "entriesResent": 0,
+            "entriesRefused": 0,
+        }
 
     # OriginTransport
 
@@ -177,6 +209,8 @@ class _BatchOrigin:
             for entry in entries_for(events, default_group=self.keepalive_group)
             if entry.message_id not in self._accepted
         ]
+        if self.events_per_message > 1:
+            entries = self._pack(entries, limits)
         plan = plan_calls(
             entries,
             max_entries=MAX_ENTRIES_PER_CALL,
@@ -205,6 +239,23 @@ class _BatchOrigin:
         if refused:
             self._refuse(refused)
 
+    def _pack(self, entries: list[Entry], limits: Limits) -> list[Entry]:
+        """Events packed into messages; on FIFO, each connection's into its bucket's group."""
+        regroup = None
+        if self.fifo:
+            regroup = {
+                entry.group: bucket_group(entry.group, self.fifo_groups, self.group_prefix)
+                for entry in entries
+                if entry.group != self.keepalive_group
+            }
+            regroup[self.keepalive_group] = self.keepalive_group
+        return pack_entries(
+            entries,
+            max_events=self.events_per_message,
+            max_message_bytes=min(self.message_bytes, limits.message_bytes),
+            regroup=regroup,
+        )
+
     @property
     def max_event_bytes(self) -> int:
         """The largest event that fits one message (with its attributes), as far as known."""
@@ -217,6 +268,11 @@ class _BatchOrigin:
     def _refuse(self, refused: list[EntryFailure]) -> NoReturn:
         """Name the events that can never be sent; those behind them go when handed again."""
         self.counters["entriesRefused"] += len(refused)
+        refused = [
+            EntryFailure(event, failure.code, failure.message, True)
+            for failure in refused
+            for event in failure.entry.events
+        ]
         for failure in refused:
             log.error(
                 "event refused by the origin transport; it can never be sent",
@@ -261,14 +317,18 @@ class _BatchOrigin:
             attempt = 0
             while pending:
                 failures = await self._send_call(pending)
-                self.counters["entriesSent"] += len(pending) - len(failures)
-                failed = {failure.entry.index for failure in failures}
+                failed = {id(failure.entry) for failure in failures}
                 for entry in pending:
-                    if entry.index not in failed:
-                        self._remember(entry.message_id)
+                    if id(entry) not in failed:
+                        self.counters["entriesSent"] += 1
+                        self.counters["eventsSent"] += len(entry.events)
+                        for event in entry.events:
+                            self._remember(event.message_id)
                 retry = []
                 for failure in failures:
-                    if failure.sender_fault:
+                    if failure.sender_fault and failure.entry.members:
+                        await self._send_singly(failure.entry, refused, blocked)
+                    elif failure.sender_fault:
                         refused.append(failure)
                         blocked.add(failure.entry.group)
                     elif failure.entry.group not in blocked:
@@ -291,6 +351,30 @@ class _BatchOrigin:
                 )
                 await asyncio.sleep(delay)
                 pending = retry
+
+    async def _send_singly(
+        self, pack: Entry, refused: list[EntryFailure], blocked: set[str]
+    ) -> None:
+        """The service refused a packed message for what it holds: its events go one message
+        each, in order, so only the one it refuses is refused (and the rest of its group waits
+        for the batch to be handed again)."""
+        for single in unpacked(pack):
+            if single.group in blocked:
+                return
+            failures = await self._send_call([single])
+            if not failures:
+                self.counters["entriesSent"] += 1
+                self.counters["eventsSent"] += 1
+                self._remember(single.message_id)
+            elif failures[0].sender_fault:
+                refused.append(failures[0])
+                blocked.add(single.group)
+            else:
+                first = failures[0]
+                raise OriginUnavailable(
+                    f"{self.operation} failed an event of a refused pack ({first.code}: "
+                    f"{first.message})"
+                )
 
     async def _send_call(self, entries: list[Entry]) -> list[EntryFailure]:
         """One batch call; if the service refuses the whole call for what a message holds, the
@@ -351,6 +435,11 @@ class _BatchOrigin:
 
     def _batch_bytes(self, limits: Limits) -> int:
         """Event bytes the pump may put in one batch: what its calls carry, less attributes."""
+        if self.events_per_message > 1:  # one call's worth of full messages
+            packs = min(self.message_bytes, limits.message_bytes) * MAX_ENTRIES_PER_CALL
+            return max(
+                1024, min(packs, limits.call_bytes) - MAX_ENTRIES_PER_CALL * ATTRIBUTE_RESERVE
+            )
         calls = math.ceil(self.max_batch_events / MAX_ENTRIES_PER_CALL)
         per_call = limits.call_bytes - MAX_ENTRIES_PER_CALL * ATTRIBUTE_RESERVE
         return max(1024, calls * per_call)
@@ -387,6 +476,11 @@ class SqsOrigin(_BatchOrigin):
         max_batch_events: int = MAX_ENTRIES_PER_CALL,
         max_batch_bytes: int | None = None,
         attempts: int = SDK_ATTEMPTS,
+        events_per_message: int = 1,
+        message_bytes: int = DEFAULT_PACK_BYTES,
+        linger: float = 0.0,
+        fifo_groups: int = DEFAULT_FIFO_GROUPS,
+        group_prefix: str = "b",
     ) -> None:
         self.queue_url = queue_url
         super().__init__(
@@ -399,6 +493,11 @@ class SqsOrigin(_BatchOrigin):
             max_batch_events=max_batch_events,
             max_batch_bytes=max_batch_bytes,
             attempts=attempts,
+            events_per_message=events_per_message,
+            message_bytes=message_bytes,
+            linger=linger,
+            fifo_groups=fifo_groups,
+            group_prefix=group_prefix,
         )
 
     def _assumed_limits(self) -> Limits:
@@ -437,6 +536,11 @@ class SnsOrigin(_BatchOrigin):
         max_batch_bytes: int | None = None,
         max_message_bytes: int | None = None,
         attempts: int = SDK_ATTEMPTS,
+        events_per_message: int = 1,
+        message_bytes: int = DEFAULT_PACK_BYTES,
+        linger: float = 0.0,
+        fifo_groups: int = DEFAULT_FIFO_GROUPS,
+        group_prefix: str = "b",
     ) -> None:
         self.topic_arn = topic_arn
         self._max_message_bytes = max_message_bytes
@@ -450,6 +554,11 @@ class SnsOrigin(_BatchOrigin):
             max_batch_events=max_batch_events,
             max_batch_bytes=max_batch_bytes,
             attempts=attempts,
+            events_per_message=events_per_message,
+            message_bytes=message_bytes,
+            linger=linger,
+            fifo_groups=fifo_groups,
+            group_prefix=group_prefix,
         )
 
     def _assumed_limits(self) -> Limits:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from runtime.core.sqs_batches import (
     Entry,
     attributes_size,
+    bucket_group,
     chain_calls,
     deduplication_id,
     entries_for,
     group_id,
+    pack_entries,
     plan_calls,
+    unpacked,
 )
 from runtime.wire import events
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
@@ -119,3 +123,143 @@ def test_too_large_entries_are_refused_and_their_followers_held() -> None:
     assert [e.index for e in plan.refused] == [1]
     assert [e.index for e in plan.held] == [3]
     assert [[e.index for e in call] for chain in plan.chains for call in chain] == [[0, 2]]
+
+
+# --- packed messages ----------------------------------------------------------------------------
+
+
+def packed_events(entry: Entry) -> list[dict]:
+    """What a consumer reads from a message: the events of a pack, or the one event."""
+    document = json.loads(entry.body)
+    return document.get("events", [document])
+
+
+def connection_of(event: dict) -> str:
+    return event["requestContext"]["connectionId"]
+
+
+def test_events_pack_into_the_http_origins_body_with_their_shared_attributes() -> None:
+    first, second = ISSUER.issue(), ISSUER.issue()
+    batch = [*messages(first, 3, route="chat"), *messages(second, 2, route="chat")]
+    entries = entries_for(batch, default_group="keepalive")
+    [pack] = pack_entries(entries, max_events=100, max_message_bytes=64 << 10)
+    assert pack.body == '{"events":[' + ",".join(e.decode() for e in batch) + "]}"
+    assert json.loads(pack.body) == {"events": [json.loads(e) for e in batch]}
+    assert pack.attributes() == {"eventType": "MESSAGE", "routeKey": "chat"}
+    assert pack.size == len(pack.body.encode()) + attributes_size("MESSAGE", "chat")
+    assert [member.index for member in pack.events] == [0, 1, 2, 3, 4]
+    ids = ",".join(member.message_id for member in entries)
+    assert pack.message_id == hashlib.sha256(ids.encode()).hexdigest()
+    assert len(pack.message_id) == 64 and deduplication_id(pack.message_id) == pack.message_id
+
+
+def test_a_pack_holds_one_event_type_and_route_and_each_connection_stays_in_order() -> None:
+    """Route A, route B, route A from one connection: the second A may not join the first A's
+    pack (it would overtake B), so reading packs in order gives the connection's order."""
+    one, two = ISSUER.issue(), ISSUER.issue()
+    batch = [
+        events.connect_event(fragment(one), 0, 1, DETAILS),
+        *messages(one, 1, route="a"),
+        *messages(two, 1, route="a"),
+        *messages(one, 1, route="b"),
+        *messages(two, 1, route="a"),  # joins the first "a" pack: `two` has no later pack
+        *messages(one, 1, route="a"),  # may not: `one` is in the "b" pack since
+    ]
+    packs = pack_entries(
+        entries_for(batch, default_group="keepalive"), max_events=100, max_message_bytes=1 << 20
+    )
+    assert [(p.event_type, p.route_key, len(p.events)) for p in packs] == [
+        ("CONNECT", "$connect", 1),
+        ("MESSAGE", "a", 3),
+        ("MESSAGE", "b", 1),
+        ("MESSAGE", "a", 1),
+    ]
+    for connection in (one, two):
+        seen = [
+            event["requestContext"]["messageId"]
+            for pack in packs
+            for event in packed_events(pack)
+            if connection_of(event) == connection
+        ]
+        sent = [
+            json.loads(event)["requestContext"]["messageId"]
+            for event in batch
+            if connection_of(json.loads(event)) == connection
+        ]
+        assert seen == sent
+    for pack in packs:
+        kinds = {
+            (e["requestContext"]["eventType"], e["requestContext"]["routeKey"])
+            for e in packed_events(pack)
+        }
+        assert kinds == {(pack.event_type, pack.route_key)}
+
+
+def test_packs_respect_the_event_count_and_the_byte_bound() -> None:
+    connection = ISSUER.issue()
+    batch = messages(connection, 50, size=500)
+    entries = entries_for(batch, default_group="keepalive")
+    by_count = pack_entries(entries, max_events=7, max_message_bytes=1 << 20)
+    assert [len(p.events) for p in by_count] == [7] * 7 + [1]
+    bound = 4096
+    by_bytes = pack_entries(entries, max_events=1000, max_message_bytes=bound)
+    assert all(p.size <= bound for p in by_bytes)
+    assert all(p.size + by_bytes[0].events[0].size > bound for p in by_bytes[:-1])  # full
+    assert sum(len(p.events) for p in by_bytes) == 50
+    assert [json.loads(e) for p in by_bytes for e in [m.body for m in p.events]] == [
+        json.loads(e) for e in batch
+    ]
+    for pack in by_bytes:
+        assert len(pack.body.encode()) + attributes_size("MESSAGE", "$default") == pack.size
+
+
+def test_an_event_too_large_to_share_a_message_travels_alone_as_itself() -> None:
+    connection = ISSUER.issue()
+    small, large, after = (
+        messages(connection, 1, size=100)[0],
+        messages(connection, 1, size=5000)[0],
+        messages(connection, 1, size=100)[0],
+    )
+    packs = pack_entries(
+        entries_for([small, large, after], default_group="k"),
+        max_events=100,
+        max_message_bytes=4096,
+    )
+    assert [len(p.events) for p in packs] == [1, 1, 1]  # order kept: `after` may not overtake
+    assert packs[0].members and not packs[1].members and packs[2].members
+    assert packs[1].body == large.decode()
+    assert packs[1].message_id == json.loads(large)["requestContext"]["messageId"]
+
+
+def test_on_fifo_a_connections_packs_share_its_bucket_and_buckets_spread() -> None:
+    connections = [ISSUER.issue() for _ in range(64)]
+    batch = [event for connection in connections for event in messages(connection, 2)]
+    entries = entries_for(batch, default_group="keepalive-n")
+    regroup = {e.group: bucket_group(e.group, 8, "n1-b") for e in entries}
+    packs = pack_entries(entries, max_events=1000, max_message_bytes=1 << 20, regroup=regroup)
+    assert {p.group for p in packs} == {f"n1-b{n}" for n in range(8)}  # 64 connections fill 8
+    for pack in packs:
+        for event in packed_events(pack):
+            assert bucket_group(connection_of(event), 8, "n1-b") == pack.group
+    # Stable: the same connection maps to the same bucket every time.
+    assert bucket_group(connections[0], 8, "n1-b") == bucket_group(connections[0], 8, "n1-b")
+    # Keep-alives (no connection) keep their node's own group.
+    keepalives = entries_for(
+        events.keepalive_events(NODE, connections[:3], 3, 1000), default_group="keepalive-n"
+    )
+    [pack] = pack_entries(
+        keepalives, max_events=10, max_message_bytes=1 << 20, regroup={"keepalive-n": "keepalive-n"}
+    )
+    assert pack.group == "keepalive-n"
+
+
+def test_a_refused_pack_unpacks_into_its_events_in_its_group() -> None:
+    connection = ISSUER.issue()
+    entries = entries_for(messages(connection, 3), default_group="k")
+    [pack] = pack_entries(
+        entries, max_events=10, max_message_bytes=1 << 20, regroup={connection: "b3"}
+    )
+    singles = unpacked(pack)
+    assert [s.body for s in singles] == [e.body for e in entries]
+    assert {s.group for s in singles} == {"b3"}
+    assert [s.index for s in singles] == [0, 1, 2]

@@ -15,6 +15,7 @@ from infra.config import (
     load_environment,
     parse_environment,
 )
+from runtime.config import load
 from tests.infra.synth import EDGE, cdk_json_context
 
 
@@ -160,6 +161,10 @@ def test_graphql_functions_by_arn_per_region_with_an_alias_or_a_version() -> Non
             r"graphqlOriginFunction must name a function for every region; missing \['eu-west-1'\]",
         ),
         ({"graphqlOnly": "yes"}, r"graphqlOnly must be true or false"),
+        ({"eventsPerMessage": 0}, r"eventsPerMessage must be an integer from 1 to 10000"),
+        ({"eventsMessageBytes": 300_000}, r"eventsMessageBytes must be an integer from 1024"),
+        ({"eventsLingerMs": -1}, r"eventsLingerMs must be an integer from 0 to 1000"),
+        ({"eventsFifoGroups": 2000}, r"eventsFifoGroups must be an integer from 1 to 1024"),
         ({"graphqlOnly": True}, r"environments\.dev\.graphqlOnly needs graphqlOriginFunction"),
         (
             {"graphqlOnly": True, "graphqlOriginFunction": "gql", "exampleOrigin": True},
@@ -207,3 +212,39 @@ def test_the_app_fails_with_the_message_and_no_traceback(
     assert capsys.readouterr().err.strip() == (
         "error: context env must be one of: dev, prod (got 'staging')"
     )
+
+
+def test_event_packing_reaches_the_node_settings_of_the_same_names() -> None:
+    config = parse_environment(
+        "dev",
+        {
+            "regions": ["us-east-1"],
+            "eventsPerMessage": 1,
+            "eventsMessageBytes": 131072,
+            "eventsLingerMs": 20,
+            "eventsFifoGroups": 4,
+        },
+    )
+    environment = config.event_packing.node_environment()
+    assert environment == {
+        "EVENTS_PER_MESSAGE": "1",
+        "EVENTS_MESSAGE_BYTES": "131072",
+        "EVENTS_LINGER_MS": "20",
+        "EVENTS_FIFO_GROUPS": "4",
+    }
+    settings = load(
+        {},
+        environ={
+            **environment,
+            "ORIGIN_TRANSPORT": "sqs",
+            "EVENTS_QUEUE_URL": "q",
+            "COMMAND_LISTEN": "",
+            "LOCAL_ONLY": "true",
+        },
+    )
+    assert (
+        settings.events_per_message,
+        settings.events_message_bytes,
+        settings.events_linger_ms,
+        settings.events_fifo_groups,
+    ) == (1, 131072, 20, 4)

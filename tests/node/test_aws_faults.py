@@ -1,13 +1,15 @@
 """A node on AWS messaging when things go wrong: the endpoint vanishes mid-stream and comes back,
-and a client message too big for one SQS message once encoded."""
+and a client message too big for one SQS message once encoded. Each with events one per message
+and packed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
+from typing import Any
 
+import pytest
 from moto.server import ThreadedMotoServer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -17,11 +19,22 @@ from runtime.provision import provision
 from runtime.transports.sqs_origin import SqsOrigin
 from tests.aws import MotoEndpoint
 from tests.conftest import StartNode
-from tests.transports.test_sqs_origin import areceive
+from tests.transports.test_sqs_origin import areceive_events
+
+# One event per message (the old shape), and packed as nodes send them by default.
+PACKING = pytest.mark.parametrize(
+    "packing",
+    [{}, {"events_per_message": 1000, "linger": 0.01, "group_prefix": "n-b"}],
+    ids=["one-per-message", "packed"],
+)
 
 
+@PACKING
 async def test_no_message_lost_while_aws_is_away(
-    start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str
+    start_node: StartNode,
+    moto_endpoint: MotoEndpoint,
+    environment_name: str,
+    packing: dict[str, Any],
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -36,6 +49,7 @@ async def test_no_message_lost_while_aws_is_away(
         endpoint_url=f"http://127.0.0.1:{port}",
         attempts=1,
         timeout=2,
+        **packing,
     )
     node = await start_node(origin=origin, origin_unavailable_seconds=60)
     try:
@@ -49,20 +63,25 @@ async def test_no_message_lost_while_aws_is_away(
             assert node.node.pump.failures >= 1  # the node noticed, and kept everything
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             await asyncio.to_thread(server.start)
-            received = await areceive(sqs, resources.events_queue_url, 101)
+            _, events = await areceive_events(sqs, resources.events_queue_url, 101)
     finally:
         await asyncio.to_thread(server.stop)
-    events = [json.loads(message["Body"]) for message in received]
     assert [event.get("body") for event in events] == [None] + [f"m{i}" for i in range(100)]
     assert [e["requestContext"]["sequenceNumber"] for e in events] == list(range(101))
 
 
+@PACKING
 async def test_message_too_big_for_sqs_once_encoded_closes_1009(
-    start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str
+    start_node: StartNode,
+    moto_endpoint: MotoEndpoint,
+    environment_name: str,
+    packing: dict[str, Any],
 ) -> None:
     sqs = moto_endpoint.client("sqs")
     resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
-    origin = SqsOrigin(resources.events_queue_url, endpoint_url=moto_endpoint.url, attempts=1)
+    origin = SqsOrigin(
+        resources.events_queue_url, endpoint_url=moto_endpoint.url, attempts=1, **packing
+    )
     node = await start_node(origin=origin)
     async with connect(node.ws_url, max_size=None) as client:
         await client.send("fine")
@@ -72,8 +91,7 @@ async def test_message_too_big_for_sqs_once_encoded_closes_1009(
         with contextlib.suppress(ConnectionClosed):
             await asyncio.wait_for(client.recv(), 5)
         assert client.close_code == 1009
-    received = await areceive(sqs, resources.events_queue_url, 3)
-    events = [json.loads(message["Body"]) for message in received]
+    _, events = await areceive_events(sqs, resources.events_queue_url, 3)
     kinds = [event["requestContext"]["eventType"] for event in events]
     assert kinds == ["CONNECT", "MESSAGE", "DISCONNECT"]
     assert [e["requestContext"]["sequenceNumber"] for e in events] == [0, 1, 2]
@@ -81,15 +99,21 @@ async def test_message_too_big_for_sqs_once_encoded_closes_1009(
     assert node.node.counters["messagesTooLargeForOrigin"] == 1
 
 
+@PACKING
 async def test_client_limit_lowered_to_fit_a_small_queue(
-    start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str
+    start_node: StartNode,
+    moto_endpoint: MotoEndpoint,
+    environment_name: str,
+    packing: dict[str, Any],
 ) -> None:
     sqs = moto_endpoint.client("sqs")
     resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
     sqs.set_queue_attributes(
         QueueUrl=resources.events_queue_url, Attributes={"MaximumMessageSize": "262144"}
     )
-    origin = SqsOrigin(resources.events_queue_url, endpoint_url=moto_endpoint.url, attempts=1)
+    origin = SqsOrigin(
+        resources.events_queue_url, endpoint_url=moto_endpoint.url, attempts=1, **packing
+    )
     node = await start_node(origin=origin, max_message_bytes=256 * 1024)
     async with connect(node.ws_url, max_size=None) as client:
         await client.send(bytes(180 * 1024))  # fits once base64-encoded
@@ -97,6 +121,6 @@ async def test_client_limit_lowered_to_fit_a_small_queue(
         with contextlib.suppress(ConnectionClosed):
             await asyncio.wait_for(client.recv(), 5)
         assert client.close_code == 1009
-    received = await areceive(sqs, resources.events_queue_url, 3)
-    kinds = [json.loads(m["Body"])["requestContext"]["eventType"] for m in received]
+    _, events = await areceive_events(sqs, resources.events_queue_url, 3)
+    kinds = [event["requestContext"]["eventType"] for event in events]
     assert kinds == ["CONNECT", "MESSAGE", "DISCONNECT"]

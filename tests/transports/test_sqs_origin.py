@@ -4,6 +4,8 @@ connection, failed entries resent alone, an unreachable endpoint retried until i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import socket
 import time
@@ -95,6 +97,27 @@ def receive(sqs: Any, queue_url: str, count: int, timeout: float = 10.0) -> list
 
 async def areceive(sqs: Any, queue_url: str, count: int) -> list[dict[str, Any]]:
     return await asyncio.to_thread(receive, sqs, queue_url, count)
+
+
+def unpack(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of one received message: a pack's, or the message's own event."""
+    document = json.loads(message["Body"])
+    return document.get("events", [document])
+
+
+async def areceive_events(
+    sqs: Any, queue_url: str, count: int, timeout: float = 20.0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read messages until they hold `count` events: (messages, their events in order)."""
+    received: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count:
+        assert time.monotonic() < deadline, f"{len(found)} of {count} events arrived"
+        more = await areceive(sqs, queue_url, 1)
+        received += more
+        found += [event for message in more for event in unpack(message)]
+    return received, found
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -383,3 +406,198 @@ async def test_unreachable_endpoint_then_recovery_through_a_node(
     bodies = [json.loads(m["Body"]).get("body") for m in received]
     assert bodies == [None, "m0", "m1", "m2", "m3", "m4"]
     assert origin.limits is not None
+
+
+# --- packed events ------------------------------------------------------------------------------
+
+
+def packed_origin(
+    kind: type[SqsOrigin] | type[SnsOrigin], target: str, url: str, **extra: Any
+) -> Any:
+    settings: dict[str, Any] = {
+        "endpoint_url": url,
+        "events_per_message": 1000,
+        "linger": 0.05,
+        "fifo_groups": 4,
+        "group_prefix": "n1-b",
+    }
+    return kind(target, **{**settings, **extra})
+
+
+async def send_from_clients(ws_url: str, clients: int, count: int, routes: int = 1) -> None:
+    """`clients` connections sending `count` messages each, interleaved, over `routes` routes
+    (a connection changing routes starts a new message: its order must hold on FIFO)."""
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(connect(ws_url)) for _ in range(clients)]
+        for index in range(count):
+            for client in sockets:
+                await client.send(json.dumps({"action": f"r{index % routes}", "n": index}))
+
+
+@pytest.mark.parametrize("alternate", [False, True], ids=["one-route", "routes-alternating"])
+async def test_packed_events_reach_a_fifo_queue_in_order_per_connection_in_few_messages(
+    start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str, alternate: bool
+) -> None:
+    sqs = moto_endpoint.client("sqs")
+    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    origin = packed_origin(SqsOrigin, resources.events_queue_url, moto_endpoint.url)
+    calls = BatchCalls(origin.client, "send_message_batch", "Entries")
+    node = await start_node(origin=origin, route_selection_expression="$request.body.action")
+    clients, count = 6, 60
+    await send_from_clients(node.ws_url, clients, count, routes=2 if alternate else 1)
+    expected = clients * (count + 2)  # CONNECT, the messages, DISCONNECT
+    received, _ = await areceive_events(sqs, resources.events_queue_url, expected)
+    if not alternate:
+        assert len(received) < expected / 5  # packed
+    by_connection: dict[str, list[int]] = {}
+    for message in received:
+        group = message["Attributes"]["MessageGroupId"]
+        assert group in {f"n1-b{n}" for n in range(4)}
+        kinds = {
+            (e["requestContext"]["eventType"], e["requestContext"]["routeKey"])
+            for e in unpack(message)
+        }
+        assert kinds == {
+            attributes(message)
+        }  # one type and route per message, as its attributes say
+        assert len(message["Body"].encode()) <= 64 << 10
+        for event in unpack(message):
+            connection = event["requestContext"]["connectionId"]
+            by_connection.setdefault(connection, []).append(
+                event["requestContext"]["sequenceNumber"]
+            )
+    assert len(by_connection) == clients
+    for sequence in by_connection.values():  # FIFO hands a group's messages in order
+        assert sequence == list(range(count + 2))
+    for call in calls.calls:
+        for entry in call:
+            members = json.loads(entry["MessageBody"])["events"]
+            ids = ",".join(e["requestContext"]["messageId"] for e in members)
+            assert entry["MessageDeduplicationId"] == hashlib.sha256(ids.encode()).hexdigest()
+    assert origin.stats()["eventsSent"] == expected
+
+
+async def test_packed_events_through_sns_to_a_standard_queue(
+    start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    sqs, sns = moto_endpoint.client("sqs"), moto_endpoint.client("sns")
+    names = ResourceNames(environment_name, fifo=False)
+    resources = provision(sqs, sns, None, names, events_topic=True)
+    assert resources.events_topic_arn is not None
+    origin = packed_origin(SnsOrigin, resources.events_topic_arn, moto_endpoint.url)
+    calls = BatchCalls(origin.client, "publish_batch", "PublishBatchRequestEntries")
+    node = await start_node(origin=origin)
+    await send_from_clients(node.ws_url, 3, 40)
+    expected = 3 * 42
+    received, _ = await areceive_events(sqs, resources.events_queue_url, expected)
+    assert all("MessageGroupId" not in e for call in calls.calls for e in call)
+    assert len(received) < expected / 5
+    for message in received:
+        events_ = unpack(message)
+        assert {e["requestContext"]["eventType"] for e in events_} == {attributes(message)[0]}
+    ids = [e["requestContext"]["messageId"] for m in received for e in unpack(m)]
+    assert len(ids) == len(set(ids)) == expected
+
+
+async def test_lingering_gathers_a_trickle_into_one_message(
+    start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    sqs = moto_endpoint.client("sqs")
+    names = ResourceNames(environment_name, fifo=False)
+    resources = provision(sqs, moto_endpoint.client("sns"), None, names)
+    origin = packed_origin(SqsOrigin, resources.events_queue_url, moto_endpoint.url, linger=0.5)
+    calls = BatchCalls(origin.client, "send_message_batch", "Entries")
+    node = await start_node(origin=origin)
+    async with connect(node.ws_url) as client:
+        await wait_until(lambda: len(calls.calls) == 1)  # the CONNECT, after the linger
+        started = time.monotonic()
+        for index in range(10):
+            await client.send(f"trickle {index}")
+            await asyncio.sleep(0.02)
+        await wait_until(lambda: len(calls.calls) == 2)
+        assert time.monotonic() - started >= 0.45  # held for the linger, not sent at once
+        [[entry]] = calls.calls[1:]
+        assert [e["body"] for e in json.loads(entry["MessageBody"])["events"]] == [
+            f"trickle {index}" for index in range(10)
+        ]
+
+
+async def test_a_pack_the_service_refuses_is_narrowed_to_the_event_it_refuses(
+    moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    sqs = moto_endpoint.client("sqs")
+    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    origin = packed_origin(SqsOrigin, resources.events_queue_url, moto_endpoint.url)
+    real = origin.client.send_message_batch
+
+    def refuse_poison(**kwargs: Any) -> dict[str, Any]:
+        poisoned = [e for e in kwargs["Entries"] if "poison" in e["MessageBody"]]
+        passing = [e for e in kwargs["Entries"] if e not in poisoned]
+        response = real(**{**kwargs, "Entries": passing}) if passing else {}
+        failed = [
+            {"Id": e["Id"], "Code": "InvalidMessageContents", "Message": "no", "SenderFault": True}
+            for e in poisoned
+        ]
+        return {**response, "Failed": [*response.get("Failed", []), *failed]}
+
+    origin.client.send_message_batch = refuse_poison
+    await origin.start()
+    first, second = ISSUER.issue(), ISSUER.issue()
+    batch = [
+        *message_events(first, 2),
+        message_events(first, 1, size=20)[0].replace(b"0...", b"poison"),
+        *message_events(first, 1),
+        *message_events(second, 3),
+    ]
+    poison_id = json.loads(batch[2])["requestContext"]["messageId"]
+    try:
+        with pytest.raises(OriginRefused, match=poison_id) as caught:
+            await origin.deliver(batch)
+        assert caught.value.refused == (2,)
+        survivors = [event for index, event in enumerate(batch) if index != 2]
+        await origin.deliver(survivors)  # the node hands back what is left: only the rest goes
+    finally:
+        await origin.close()
+    _, found = await areceive_events(sqs, resources.events_queue_url, 6)
+    got = [event["requestContext"]["messageId"] for event in found]
+    assert sorted(got) == sorted(json.loads(e)["requestContext"]["messageId"] for e in survivors)
+
+
+async def test_packs_the_service_fails_are_resent_and_arrive_once_in_order(
+    moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    sqs = moto_endpoint.client("sqs")
+    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    origin = packed_origin(SqsOrigin, resources.events_queue_url, moto_endpoint.url)
+    real = origin.client.send_message_batch
+    failed_once: list[str] = []
+
+    def fail_every_other_first(**kwargs: Any) -> dict[str, Any]:
+        """The service fails every other entry of the first call (not the sender's fault)."""
+        entries = kwargs["Entries"]
+        failing = entries[::2] if not failed_once else []
+        failed_once.extend(e["Id"] for e in failing)
+        passing = [e for e in entries if e not in failing]
+        response = real(**{**kwargs, "Entries": passing}) if passing else {}
+        failed = [
+            {"Id": e["Id"], "Code": "InternalError", "Message": "x", "SenderFault": False}
+            for e in failing
+        ]
+        return {**response, "Failed": [*response.get("Failed", []), *failed]}
+
+    origin.client.send_message_batch = fail_every_other_first
+    await origin.start()
+    connections = [ISSUER.issue() for _ in range(12)]
+    batch = [event for c in connections for event in message_events(c, 5)]
+    try:
+        await origin.deliver(batch)
+    finally:
+        await origin.close()
+    assert failed_once  # some packs failed and went again
+    assert origin.stats()["entriesResent"] == len(failed_once)
+    _, found = await areceive_events(sqs, resources.events_queue_url, len(batch))
+    ids = [event["requestContext"]["messageId"] for event in found]
+    assert sorted(ids) == sorted(json.loads(e)["requestContext"]["messageId"] for e in batch)
+    for connection in connections:
+        mine = [e for e in found if e["requestContext"]["connectionId"] == connection]
+        assert [e["body"] for e in mine] == [f"{i}".ljust(8, ".") for i in range(5)]
