@@ -16,6 +16,7 @@ from runtime.origin.client import (
     PublishFailure,
 )
 from runtime.origin.events import (
+    CommandBuffer,
     EventFormatError,
     GatewayRecord,
     event_type,
@@ -23,6 +24,7 @@ from runtime.origin.events import (
     lazy_handler,
     message_data,
     parse_event_body,
+    parse_events,
     read_events,
     read_records,
 )
@@ -30,6 +32,7 @@ from runtime.origin.events import (
 __all__ = [
     "ApiGatewayOrigin",
     "ApiGatewaySettings",
+    "CommandBuffer",
     "CommandPublishError",
     "EventFormatError",
     "GatewayClient",
@@ -43,6 +46,7 @@ __all__ = [
     "lazy_handler",
     "message_data",
     "parse_event_body",
+    "parse_events",
     "read_events",
     "read_records",
 ]

@@ -17,9 +17,10 @@ Settings (environment variables, read at the first invocation):
   as a DISCONNECT with code 1006; `none`: nowhere; any other name: that route's function, as is.
 - `WSGW_ASYNC_CONNECT`: `skip` (default) leaves out the CONNECT events the node marks
   `connectHandled` (it called $connect during the handshake already); `run` hands them too.
-- `WSGW_POST_VIA`: `commands` (default): posts and deletes are buffered while an event is handled
-  and published through the SNS commands topic when its function returns; `connections`: each is
-  an HTTP call to the node's @connections API at once, which answers GoneException exactly.
+- `WSGW_POST_VIA`: `commands` (default): posts and deletes are buffered and published through the
+  SNS commands topic once the invocation's events are handled (once per SQS batch, in as few
+  messages as fit; for a bare event, when its function returns); `connections`: each is an HTTP
+  call to the node's @connections API at once, which answers GoneException exactly.
 - `WSGW_CONNECTIONS_URL` (a node's command listener, `http://10.0.0.5:8081`) or
   `WSGW_CONNECTIONS_PORT` (every node's command port, reached at the address inside each
   connection ID): where the @connections API is. `WSGW_CONNECTIONS_TOKEN` goes with each call as
@@ -27,9 +28,10 @@ Settings (environment variables, read at the first invocation):
 - GatewayClient's own: `WSGW_ENVIRONMENT` (required with `WSGW_POST_VIA=commands`) and
   `WSGW_ACCOUNT_ID`.
 
-Two invocation shapes: an SQS batch from the events queue, answered with `batchItemFailures`;
-and a bare API Gateway event (the node's synchronous $connect call invokes this same entry
-point), answered with the function's own result.
+Two invocation shapes: an SQS batch from the events queue, answered with `batchItemFailures`
+(a record may hold many events packed by the node; each goes to its function on its own, as
+API Gateway would have called it); and a bare API Gateway event (the node's synchronous
+$connect call invokes this same entry point), answered with the function's own result.
 
 How boto3 calls land here: botocore emits `before-call.<service>.<operation>` just before it
 would send a request, and sends nothing when a handler answers with `(http_response, parsed)`:
@@ -68,7 +70,7 @@ from botocore import parsers
 from botocore.awsrequest import AWSResponse, HeadersDict
 from botocore.exceptions import EndpointConnectionError
 
-from runtime.origin.client import GatewayClient, MessageTooLarge
+from runtime.origin.client import GatewayClient, MessageTooLarge, Savepoint
 from runtime.origin.events import EventFormatError, handle_records, read_records
 from runtime.wire.connection_id import InvalidConnectionId, parse_connection_id
 
@@ -437,7 +439,10 @@ class ManagementApi:
 
     Posts and deletes go into this thread's GatewayClient (one per thread: it is not
     thread-safe); while an event is handled on the thread they wait for its function to return,
-    else (a thread the function started) they are published at once.
+    and in an SQS batch for the batch's end, else (a thread the function started) they are
+    published at once. For an SQS batch it is `handle_records`' CommandBuffer: a connection a
+    function deleted counts as closed (GoneException) for the rest of the batch, and from the
+    batch's publish on for good; if its record fails instead, the delete is forgotten with it.
     """
 
     def __init__(
@@ -458,9 +463,10 @@ class ManagementApi:
         return gateway
 
     @contextmanager
-    def handling(self, event: Mapping[str, Any] | None) -> Iterator[None]:
-        """Buffer the calls made while one event is handled; publish them when it is done, or
-        drop them if it fails (its record comes back and makes them again)."""
+    def handling(self, event: Mapping[str, Any] | None, *, publish: bool = True) -> Iterator[None]:
+        """Buffer the calls made while one event is handled, or drop them if it fails (its record
+        comes back and makes them again). With `publish`, publish them when it is done; without
+        (an event of an SQS batch), leave them to `flush` after the batch's last event."""
         gateway = self.gateway()
         mark = gateway.savepoint()
         outer: _Handling | None = getattr(self._local, "handling", None)
@@ -468,15 +474,46 @@ class ManagementApi:
         _enter(self)
         try:
             yield
-            gateway.flush()
+            if publish:
+                gateway.flush()
         except BaseException:
             gateway.rollback(mark)
             raise
         finally:
             self._local.handling = outer
             _leave(self)
-        for connection_id in handling.closing:
+        if publish:
+            for connection_id in handling.closing:
+                self.closed.add(connection_id)
+        else:
+            self._unpublished_closes().extend(handling.closing)
+
+    # The batch's commands, as handle_records' CommandBuffer ------------------------------------
+
+    def savepoint(self) -> tuple[Savepoint, int]:
+        """A mark in this thread's buffered commands and in the deletes among them."""
+        return self.gateway().savepoint(), len(self._unpublished_closes())
+
+    def rollback(self, mark: tuple[Savepoint, int]) -> None:
+        """Drop what was buffered since `mark`: the record that made it comes back."""
+        savepoint, closes = mark
+        self.gateway().rollback(savepoint)
+        del self._unpublished_closes()[closes:]
+
+    def flush(self) -> None:
+        """Publish this thread's buffered commands; the connections they delete are closed."""
+        closes = self._unpublished_closes()
+        self.gateway().flush()
+        for connection_id in closes:
             self.closed.add(connection_id)
+        closes.clear()
+
+    def _unpublished_closes(self) -> list[str]:
+        """Connections deleted by handled events of this thread's batch, not yet published."""
+        closes: list[str] | None = getattr(self._local, "unpublished_closes", None)
+        if closes is None:
+            closes = self._local.unpublished_closes = []
+        return closes
 
     def close(self, connection_id: str, code: int, reason: str) -> None:
         """A close of our own (a refused CONNECT), buffered with the event's other calls."""
@@ -491,7 +528,7 @@ class ManagementApi:
             parse_connection_id(connection_id)
         except InvalidConnectionId as exc:
             return error_answer(410, "GoneException", f"Invalid connectionId: {exc}")
-        if connection_id in self.closed:
+        if connection_id in self.closed or connection_id in self._unpublished_closes():
             return error_answer(410, "GoneException", f"connection {connection_id} is gone")
         if operation == "GetConnection" or self.settings.post_via == "connections":
             return self._over_http(operation, connection_id, _payload(data), url)
@@ -739,11 +776,15 @@ def install() -> None:
 class ApiGatewayOrigin:
     """The Lambda entry point for API Gateway handlers; see the module docstring.
 
-    SQS batch: each record's event goes to its route's function in order; a record fails (and
-    comes back) if its function raises, and on a FIFO queue its connection's later records wait
-    with it. KEEPALIVE never reaches a function. An asynchronous CONNECT whose $connect answers
-    a non-2xx statusCode is refused as API Gateway would have refused it: the connection is
-    closed with 4000 + the status (4401 for 401) and the record succeeds.
+    SQS batch: each event of each record (a record holds many when the node packs them) goes to
+    its route's function, in order. A record fails (and comes back, all its events) at the first
+    of its events whose function raises: its later events are not handled now, the posts and
+    deletes of all its events are dropped, and on a FIFO queue its group's later records wait
+    with it. The other records' posts and deletes are published once, after the batch's last
+    event. A statusCode in a function's answer does not fail its event. KEEPALIVE never reaches
+    a function. An asynchronous CONNECT whose $connect answers a non-2xx statusCode is refused
+    as API Gateway would have refused it: the connection is closed with 4000 + the status (4401
+    for 401) and the event succeeds.
 
     Bare event: the function's result comes back unchanged (None as {"statusCode": 200}); an
     exception goes up to the caller (the node refuses the handshake with its error status).
@@ -777,7 +818,7 @@ class ApiGatewayOrigin:
             def on_event(event: Event) -> None:
                 self._handle(routes, event, context, synchronous=False)
 
-            failed = handle_records(records, on_event, self.management.gateway())
+            failed = handle_records(records, on_event, self.management)
             return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
         if _is_bare_event(lambda_event):
             result = self._handle(routes, dict(lambda_event), context, synchronous=True)
@@ -797,7 +838,7 @@ class ApiGatewayOrigin:
         if target is None:
             return None
         function, handed = target
-        with self.management.handling(handed):
+        with self.management.handling(handed, publish=synchronous):
             result = function(handed, context)
             if kind == "CONNECT" and not synchronous:
                 self._refuse_if_told(handed, result)

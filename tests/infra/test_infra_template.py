@@ -664,7 +664,7 @@ def test_example_origin_consumes_events_with_partial_batch_failures(
     if names.fifo:  # SQS FIFO: at most 10 per batch, no batching window
         assert mapping["BatchSize"] == 10 and "MaximumBatchingWindowInSeconds" not in mapping
     else:
-        assert mapping["BatchSize"] == 100 and mapping["MaximumBatchingWindowInSeconds"] == 1
+        assert mapping["BatchSize"] == 10 and mapping["MaximumBatchingWindowInSeconds"] == 1
     visibility = stack.data["Resources"][queue(stack, names.events_queue)]["Properties"]
     assert visibility["VisibilityTimeout"] >= 6 * function["Timeout"]
 

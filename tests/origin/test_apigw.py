@@ -13,7 +13,10 @@ import asyncio
 import json
 import os
 import socket
+import sys
 import threading
+import types
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -770,3 +773,146 @@ def test_a_bad_function_fails_the_first_invocation_naming_its_setting(
 )
 def test_connect_answers_are_read_as_api_gateway_reads_them(result: Any, status: int) -> None:
     assert answer_status(result) == status
+
+
+# Packed records: the node puts many events in one SQS message --------------------------------
+
+
+def packed(*events: bytes) -> str:
+    """A body as the node packs events: compact `{"events":[...]}` around each event's JSON."""
+    return '{"events":[' + ",".join(event.decode() for event in events) + "]}"
+
+
+def batch_of(system: System, *bodies: tuple[str, str]) -> dict[str, Any]:
+    """A Lambda batch from the FIFO events queue: one record per (message group, body)."""
+    return {
+        "Records": [
+            {
+                "messageId": str(uuid.uuid4()),
+                "receiptHandle": f"handle-{index}",
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "1", "MessageGroupId": group},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": system.queue.arn,
+                "awsRegion": REGION,
+            }
+            for index, (group, body) in enumerate(bodies)
+        ]
+    }
+
+
+def failed_ids(response: dict[str, Any]) -> list[str]:
+    return [item["itemIdentifier"] for item in response["batchItemFailures"]]
+
+
+def test_a_packed_record_runs_each_event_through_its_function(system: System) -> None:
+    counter = CallCounter()
+    origin = system.origin(counter, WSGW_HANDLER=CHAT)
+    ann, bob, eve = member("ann"), member("bob"), Connection([("token", "wrong")])
+    system.queue.put([packed(ann.connect(), bob.connect(), eve.connect())])
+    system.queue.run(origin)
+    assert system.rows() == {ann.id: "ann", bob.id: "bob"}
+    assert [(c["connectionIds"], c["code"]) for c in system.commands()] == [([eve.id], 4401)]
+    counter.calls.clear()
+
+    system.queue.put([packed(ann.say("one"), bob.say("two"), ann.say("three"))])
+    system.queue.run(origin)
+
+    sent = [(c["connectionIds"][0], json.loads(c["data"])) for c in system.commands()]
+    said = [(data["from"], data["message"]) for _, data in sent]
+    assert said == [("ann", "one")] * 2 + [("bob", "two")] * 2 + [("ann", "three")] * 2
+    assert sorted(target for target, _ in sent[:2]) == sorted([ann.id, bob.id])
+    assert counter.calls == {"PublishBatch": 1}  # the whole batch's posts in one publish
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A handler module, importable by name for WSGW_HANDLER, whose bodies say what to do:
+    `delete:<id>`, `post:<id>` (a GoneException is noted, as a handler would clean up), `fail`,
+    anything else is echoed. It notes every attempt."""
+    module = types.ModuleType("scripted_apigw_handler")
+    attempts: list[str] = []
+    gone: list[str] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        request = event["requestContext"]
+        body = event["body"]
+        attempts.append(body)
+        apigw = boto3.client(
+            "apigatewaymanagementapi",
+            endpoint_url=f"https://{request['domainName']}/{request['stage']}",
+        )
+        command, _, target = body.partition(":")
+        if command == "delete":
+            apigw.delete_connection(ConnectionId=target)
+        elif command == "post":
+            try:
+                apigw.post_to_connection(ConnectionId=target, Data=body.encode())
+            except apigw.exceptions.GoneException:
+                gone.append(target)
+        elif command == "fail":
+            raise RuntimeError("the handler failed")
+        else:
+            apigw.post_to_connection(ConnectionId=request["connectionId"], Data=body.encode())
+        return {"statusCode": 200}
+
+    module.handler = handler  # type: ignore[attr-defined]
+    module.attempts = attempts  # type: ignore[attr-defined]
+    module.gone = gone  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module
+
+
+def test_a_failing_event_fails_its_packed_record_and_drops_all_its_posts(
+    system: System, scripted: types.ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    counter = CallCounter()
+    origin = system.origin(counter, WSGW_HANDLER="scripted_apigw_handler.handler")
+    ann, bob = Connection(), Connection()
+    failing = packed(
+        ann.message("$default", "one"),
+        ann.message("$default", "fail"),
+        ann.message("$default", "three"),
+    )
+    batch = batch_of(system, ("b-1", failing), ("b-2", bob.message("$default", "four").decode()))
+
+    response = origin(batch, None)
+
+    assert failed_ids(response) == [batch["Records"][0]["messageId"]]
+    assert scripted.attempts == ["one", "fail", "four"]  # "three" waits for the retry
+    assert [(c["connectionIds"], c["data"]) for c in system.commands()] == [([bob.id], "four")]
+    assert counter.calls == {"PublishBatch": 1}
+    [failure] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert getattr(failure, "eventIndex", None) == 1
+    assert getattr(failure, "connectionId", None) == ann.id
+
+
+def test_a_delete_counts_within_the_batch_and_is_forgotten_with_its_failed_record(
+    system: System, scripted: types.ModuleType
+) -> None:
+    origin = system.origin(WSGW_HANDLER="scripted_apigw_handler.handler")
+    ann, target = Connection(), issuer(REGION).issue()
+
+    def say(*bodies: str) -> dict[str, Any]:
+        texts = [ann.message("$default", body) for body in bodies]
+        return batch_of(system, ("b-1", packed(*texts)))
+
+    response = origin(say(f"delete:{target}", f"post:{target}", "fail"), None)
+    assert len(failed_ids(response)) == 1
+    assert scripted.gone == [target]  # as on API Gateway: deleted, then gone at once
+    assert system.commands() == []  # the delete went with its record: the retry makes it again
+
+    response = origin(say(f"post:{target}"), None)
+    assert failed_ids(response) == []
+    assert scripted.gone == [target]  # not gone: the failed record's delete was forgotten
+    assert [(c["action"], c["connectionIds"]) for c in system.commands()] == [("send", [target])]
+
+    response = origin(say(f"delete:{target}", f"post:{target}"), None)
+    assert failed_ids(response) == []
+    assert scripted.gone == [target, target]
+    assert [(c["action"], c["connectionIds"]) for c in system.commands()] == [("close", [target])]
+
+    origin(say(f"post:{target}"), None)
+    assert scripted.gone == [target, target, target]  # published, so known gone for good
+    assert system.commands() == []

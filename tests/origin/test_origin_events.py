@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from runtime.origin.events import (
     lazy_handler,
     message_data,
     parse_event_body,
+    parse_events,
     read_events,
     read_records,
 )
@@ -28,7 +31,14 @@ from runtime.wire.events import (
     message_event,
 )
 from tests.aws import MotoEndpoint
-from tests.origin.harness import client, client_factory, commands_on, issuer, provision_region
+from tests.origin.harness import (
+    CallCounter,
+    client,
+    client_factory,
+    commands_on,
+    issuer,
+    provision_region,
+)
 
 NODE = NodeContext(stage="test", region="us-east-1")
 DETAILS = HandshakeDetails("/", [("Host", "gw.example.com")], [("room", "a")], "203.0.113.9", None)
@@ -361,3 +371,285 @@ def test_lazy_handler_builds_once_at_the_first_call() -> None:
     for _ in range(3):
         assert handler({"Records": []}, None) == {"batchItemFailures": []}
     assert built == [1]
+
+
+# Packed records: many events to one SQS message ---------------------------------------------
+
+
+def packed(*events: str) -> str:
+    """A body as the node packs events: compact `{"events":[...]}` around each event's JSON."""
+    return '{"events":[' + ",".join(events) + "]}"
+
+
+def message_id_of(event_json: str) -> str:
+    return str(json.loads(event_json)["requestContext"]["messageId"])
+
+
+@pytest.fixture
+def sns_envelope(moto_endpoint: MotoEndpoint, environment_name: str) -> Callable[[str], str]:
+    """A body as an SQS queue gets it from SNS without raw delivery: a real notification."""
+    sqs, sns = client(moto_endpoint, "sqs", "us-east-1"), client(moto_endpoint, "sns", "us-east-1")
+    topic = sns.create_topic(Name=f"{environment_name}-packed-events")["TopicArn"]
+    url = sqs.create_queue(QueueName=f"{environment_name}-packed-enveloped")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)  # raw delivery off
+
+    def wrap(body: str) -> str:
+        sns.publish(TopicArn=topic, Message=body)  # moto delivers before Publish returns
+        [received] = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"]
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=received["ReceiptHandle"])
+        assert json.loads(received["Body"])["Type"] == "Notification"
+        return str(received["Body"])
+
+    return wrap
+
+
+@pytest.fixture(params=["raw", "sns"])
+def delivered(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Each body as SQS hands it to Lambda: as the node sent it, or inside an SNS notification."""
+    if request.param == "raw":
+        return lambda body: body
+    wrap: Callable[[str], str] = request.getfixturevalue("sns_envelope")
+    return wrap
+
+
+def test_a_packed_body_parses_to_its_events_in_order(delivered: Callable[[str], str]) -> None:
+    connection_id = ISSUER.issue()
+    members = [message(connection_id, text, n) for n, text in enumerate(["one", "two", "three"])]
+    single = message(connection_id, "four", 4)
+    lambda_event = {
+        "Records": [
+            record(delivered(packed(*members)), "m1", "b-3"),
+            record(delivered(single), "m2", "b-3"),
+            record(delivered(packed(message(connection_id, "five", 5))), "m3", "b-3"),
+        ]
+    }
+    records = read_records(lambda_event)
+
+    assert records[0].events() == [json.loads(member) for member in members]
+    assert [message_data(event) for event in read_events(lambda_event)] == [
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+    ]
+    assert message_data(records[1].event()) == "four"
+    assert message_data(records[2].event()) == "five"  # packed alone: still one event
+    with pytest.raises(EventFormatError, match=r"record m1 holds 3 packed events.*events\(\)"):
+        records[0].event()
+    with pytest.raises(EventFormatError, match="holds 3 packed events, not one"):
+        parse_event_body(records[0].body)
+
+
+def test_an_event_with_an_events_member_is_still_one_event() -> None:
+    """Only an object without requestContext is packed: an event may carry any other member."""
+    event = json.loads(message(ISSUER.issue(), "x"))
+    event["events"] = []
+    assert parse_events(json.dumps(event)) == [event]
+
+
+MALFORMED_PACKS = [
+    ('{"events":[]}', 'empty "events" list'),
+    ('{"events":{"a":1}}', 'has "events" but it is not a list'),
+    ('{"events":"[]"}', 'has "events" but it is not a list'),
+    ('{"events":[1]}', r"events\[0\] of 1 is not a gateway event"),
+    ('{"events":[{"body":"x"}]}', r"events\[0\] of 1 is not a gateway event"),
+    ('{"events":[{"requestContext":{"eventType":""}}]}', r"events\[0\] of 1 is not a gateway"),
+    ("GOOD_THEN_BAD", r"events\[1\] of 2 is not a gateway event"),
+]
+
+
+def malformed_body(body: str) -> str:
+    if body == "GOOD_THEN_BAD":  # the good event must not run: the record is checked first
+        return packed(message(ISSUER.issue(), "never handled"), '{"requestContext":[]}')
+    return body
+
+
+@pytest.mark.parametrize(("body", "expected"), MALFORMED_PACKS)
+def test_malformed_packed_bodies_are_named(body: str, expected: str) -> None:
+    with pytest.raises(EventFormatError, match=expected):
+        parse_events(malformed_body(body))
+
+
+@pytest.mark.parametrize(("body", "expected"), MALFORMED_PACKS)
+def test_a_malformed_packed_record_fails_alone_with_a_clear_log(
+    body: str,
+    expected: str,
+    delivered: Callable[[str], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = Recorder()
+    handler = gateway_handler(recorder)
+    first, second = ISSUER.issue(), ISSUER.issue()
+    lambda_event = {
+        "Records": [
+            record(delivered(packed(message(first, "before"))), "m1", "b-1"),
+            record(delivered(malformed_body(body)), "m2", "b-2"),
+            record(delivered(packed(message(second, "after"))), "m3", "b-3"),
+        ]
+    }
+
+    response = handler(lambda_event, None)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
+    assert recorder.handled == ["before", "after"]
+    [failure] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "holds no gateway events" in failure.getMessage()
+    assert (getattr(failure, "messageId", None), getattr(failure, "messageGroupId", None)) == (
+        "m2",
+        "b-2",
+    )
+    assert failure.exc_info is not None
+    assert isinstance(failure.exc_info[1], EventFormatError)
+    assert re.search(expected, str(failure.exc_info[1]))
+
+
+class Attempts:
+    """An event handler that counts the attempts at each message and fails on 'fail...'."""
+
+    def __init__(self, gateway: GatewayClient | None = None) -> None:
+        self.gateway = gateway
+        self.attempts: list[str] = []
+
+    def __call__(self, event: Event) -> None:
+        data = message_data(event)
+        assert isinstance(data, str)
+        self.attempts.append(data)
+        if self.gateway is not None:
+            self.gateway.send(event["requestContext"]["connectionId"], data)
+        if data.startswith("fail"):
+            raise RuntimeError(f"cannot handle {data}")
+
+
+def test_packed_and_single_records_are_handled_event_by_event_in_order(
+    delivered: Callable[[str], str],
+) -> None:
+    attempts = Attempts()
+    handler = gateway_handler(attempts)
+    ids = [ISSUER.issue() for _ in range(3)]
+    lambda_event = {
+        "Records": [
+            record(delivered(packed(*(message(ids[n % 3], f"p{n}", n) for n in range(3)))), "m1"),
+            record(delivered(message(ids[0], "s1", 3)), "m2"),
+            record(delivered(packed(message(ids[1], "p3", 4), message(ids[1], "p4", 5))), "m3"),
+            record(delivered(message(ids[2], "s2", 6)), "m4"),
+        ]
+    }
+
+    assert handler(lambda_event, None) == {"batchItemFailures": []}
+    assert attempts.attempts == ["p0", "p1", "p2", "s1", "p3", "p4", "s2"]
+
+
+def test_a_failing_event_fails_its_packed_record_and_drops_all_its_commands(
+    moto_endpoint: MotoEndpoint,
+    environment_name: str,
+    delivered: Callable[[str], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    resources = provision_region(moto_endpoint, environment_name, "us-east-1")
+    counter = CallCounter()
+    gateway = GatewayClient(
+        environment=environment_name,
+        account="123456789012",
+        region="us-east-1",
+        client_factory=client_factory(moto_endpoint, counter),
+    )
+    attempts = Attempts(gateway)
+    handler = gateway_handler(attempts, gateway=gateway)
+    ann, bob, cy = ISSUER.issue(), ISSUER.issue(), ISSUER.issue()
+    failing = [message(ann, "one", 1), message(bob, "fail-two", 1), message(ann, "three", 2)]
+    lambda_event = {
+        "Records": [
+            record(delivered(message(cy, "before", 1)), "m0", "b-4"),
+            record(delivered(packed(*failing)), "m1", "b-3"),
+            record(delivered(packed(message(cy, "four", 2), message(cy, "five", 3))), "m2", "b-4"),
+        ]
+    }
+
+    response = handler(lambda_event, None)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    # "one" ran once, "fail-two" failed, "three" waits for the retry of m1.
+    assert attempts.attempts == ["before", "one", "fail-two", "four", "five"]
+    bodies, commands = commands_on(
+        client(moto_endpoint, "sqs", "us-east-1"), resources.commands_queue_url
+    )
+    assert [(c["connectionIds"], c["data"]) for c in commands] == [
+        ([cy], "before"),
+        ([cy], "four"),
+        ([cy], "five"),
+    ]  # nothing of m1: its events run again, so their commands would be sent twice
+    assert len(bodies) == 1
+    assert counter.calls.get("PublishBatch") == 1  # one flush for the invocation
+    assert gateway.pending_commands == 0
+    [failure] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert {
+        name: getattr(failure, name, None)
+        for name in (
+            "messageId",
+            "messageGroupId",
+            "eventMessageId",
+            "eventType",
+            "connectionId",
+            "eventIndex",
+            "eventCount",
+        )
+    } == {
+        "messageId": "m1",
+        "messageGroupId": "b-3",
+        "eventMessageId": message_id_of(failing[1]),
+        "eventType": "MESSAGE",
+        "connectionId": bob,
+        "eventIndex": 1,
+        "eventCount": 3,
+    }
+    assert "events[1] of 3" in failure.getMessage()
+    assert failure.exc_info is not None
+
+
+def test_a_fifo_group_stops_at_its_failed_packed_record_and_other_groups_go_on(
+    delivered: Callable[[str], str],
+) -> None:
+    attempts = Attempts()
+    handler = gateway_handler(attempts)
+    a, b, c = ISSUER.issue(), ISSUER.issue(), ISSUER.issue()  # a and c share bucket b-3
+    lambda_event = {
+        "Records": [
+            record(
+                delivered(packed(message(a, "a1"), message(c, "fail-c1"), message(a, "a2", 2))),
+                "m1",
+                "b-3",
+            ),
+            record(delivered(packed(message(b, "b1"), message(b, "b2", 2))), "m2", "b-4"),
+            record(delivered(packed(message(c, "c2", 2), message(a, "a3", 3))), "m3", "b-3"),
+            record(delivered(message(b, "b3", 3)), "m4", "b-4"),
+            record(delivered(message(a, "a4", 4)), "m5", "b-3"),
+        ]
+    }
+
+    response = handler(lambda_event, None)
+
+    assert [item["itemIdentifier"] for item in response["batchItemFailures"]] == [
+        "m1",
+        "m3",
+        "m5",
+    ]
+    assert attempts.attempts == ["a1", "fail-c1", "b1", "b2", "b3"]
+
+
+def test_a_standard_queue_goes_on_after_a_failed_packed_record() -> None:
+    attempts = Attempts()
+    handler = gateway_handler(attempts)
+    a = ISSUER.issue()
+    lambda_event = {
+        "Records": [
+            record(packed(message(a, "fail-1"), message(a, "2", 2)), "m1", arn=STANDARD_ARN),
+            record(packed(message(a, "3", 3)), "m2", arn=STANDARD_ARN),
+        ]
+    }
+
+    assert handler(lambda_event, None) == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    assert attempts.attempts == ["fail-1", "3"]
