@@ -55,6 +55,7 @@ bench: install
 	$(PY) -m bench.graphql
 	$(PY) -m bench.attacks
 	$(PY) -m bench.handshakes
+	$(PY) -m bench.aws
 	$(PY) -m bench.charts
 
 # Every Autobahn case, compression ones included; the summary goes to docs/conformance.md.

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from runtime.provision import provision
 from runtime.transports.sqs_origin import SqsOrigin
 from tests.aws import MotoEndpoint
 from tests.conftest import StartNode
+from tests.processes import start_process
 from tests.transports.test_sqs_origin import areceive_events
 
 # One event per message (the old shape), and packed as nodes send them by default.
@@ -124,3 +127,43 @@ async def test_client_limit_lowered_to_fit_a_small_queue(
     _, events = await areceive_events(sqs, resources.events_queue_url, 3)
     kinds = [event["requestContext"]["eventType"] for event in events]
     assert kinds == ["CONNECT", "MESSAGE", "DISCONNECT"]
+
+
+async def test_sigterm_drains_packed_events_to_a_fifo_queue(
+    moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    """A node process with its default packing: SIGTERM closes every client with 1001 and every
+    DISCONNECT reaches the queue, packed, before the process exits."""
+    sqs = moto_endpoint.client("sqs")
+    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    process, addresses = await start_process(
+        "--listen", "127.0.0.1:0",
+        "--command-listen", "",
+        "--origin-transport", "sqs",
+        "--events-queue-url", resources.events_queue_url,
+        "--events-linger-ms", "50",
+        "--events-fifo-groups", "4",
+        "--drain-seconds", "5",
+        expect=("websocketAddress",),
+        env=moto_endpoint.environment(),
+    )  # fmt: skip
+    try:
+        url = f"ws://{addresses['websocketAddress']}"
+        clients = list(await asyncio.gather(*(connect(url) for _ in range(30))))
+        for client in clients:
+            await client.send("before the drain")
+        process.send_signal(signal.SIGTERM)
+        for client in clients:
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(client.recv(), 5)
+            assert client.close_code == 1001
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    messages, events = await areceive_events(sqs, resources.events_queue_url, 90)
+    assert len(messages) < 45  # packed (about 3 event types x 4 groups, if nothing straggles)
+    kinds = Counter(event["requestContext"]["eventType"] for event in events)
+    assert kinds == {"CONNECT": 30, "MESSAGE": 30, "DISCONNECT": 30}
+    assert {e["disconnectStatusCode"] for e in events if "disconnectStatusCode" in e} == {1001}
