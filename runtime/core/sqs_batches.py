@@ -16,6 +16,7 @@ what this module decides.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -39,6 +40,15 @@ _NOT_SQS_TEXT = re.compile("[\ufffe\uffff]")
 _NOT_ATTRIBUTE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # MessageGroupId / MessageDeduplicationId: 1 to 128 of a-z A-Z 0-9 and ASCII punctuation.
 _FIFO_ID = re.compile(r"[\x21-\x7e]{1,128}")
+_SURROGATE_LEAD = b"\xef\xbf"  # how U+FFFE and U+FFFF begin in UTF-8
+# The head of an event of a connection as runtime/wire/events.py writes it, fields in its order;
+# matched from the first character, so nothing a client sends can stand in for these fields.
+_EVENT_HEAD = re.compile(
+    r'\{"requestContext":\{"eventType":"([A-Z]+)","routeKey":("(?:[^"\\]|\\.)*"),'
+    r'"messageId":"([0-9A-Za-z_=-]+)","requestId":"[^"]*","extendedRequestId":"[^"]*",'
+    r'"requestTime":"[^"]*","requestTimeEpoch":\d+,"messageDirection":"IN",'
+    r'"sequenceNumber":\d+,"connectionId":"([^"\\]+)"'
+)
 PACK_HEAD = '{"events":['
 PACK_TAIL = "]}"
 PACK_OVERHEAD = len(PACK_HEAD) + len(PACK_TAIL)
@@ -76,23 +86,33 @@ def entries_for(events: Sequence[bytes], *, default_group: str) -> list[Entry]:
     entries = []
     for index, event in enumerate(events):
         text = event.decode("utf-8")
-        context = _request_context(event, text)
         size = len(event)
-        if _NOT_SQS_TEXT.search(text):  # same JSON value, in characters SQS accepts
+        if _SURROGATE_LEAD in event and _NOT_SQS_TEXT.search(text):
+            # The same JSON value, in characters SQS accepts.
             text = _NOT_SQS_TEXT.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
             size = len(text.encode("utf-8"))
-        event_type = _attribute(context.get("eventType"), "UNKNOWN")
-        route_key = _attribute(context.get("routeKey"), "$default")
-        connection_id = context.get("connectionId")
-        group = group_id(connection_id) if isinstance(connection_id, str) else default_group
-        message_id = context.get("messageId")
-        if not isinstance(message_id, str) or not message_id:
-            message_id = hashlib.sha256(event).hexdigest()
+        head = _EVENT_HEAD.match(text)
+        if head is not None:  # the node's own layout: no need to parse the whole context
+            event_type, route_json, message_id, connection_id = head.groups()
+            route_key = _attribute(
+                json.loads(route_json) if "\\" in route_json else route_json[1:-1], "$default"
+            )
+            group = group_id(connection_id)
+        else:
+            context = _request_context(event, text)
+            event_type = _attribute(context.get("eventType"), "UNKNOWN")
+            route_key = _attribute(context.get("routeKey"), "$default")
+            connection = context.get("connectionId")
+            group = group_id(connection) if isinstance(connection, str) else default_group
+            message_id = context.get("messageId")
+            if not isinstance(message_id, str) or not message_id:
+                message_id = hashlib.sha256(event).hexdigest()
         size += attributes_size(event_type, route_key)
         entries.append(Entry(index, text, size, group, message_id, event_type, route_key))
     return entries
 
 
+@functools.lru_cache(maxsize=1024)
 def attributes_size(event_type: str, route_key: str) -> int:
     return (
         len("eventType")
@@ -118,6 +138,11 @@ def deduplication_id(message_id: str) -> str:
 def bucket_group(connection_id: str, groups: int, prefix: str) -> str:
     """The FIFO group of a connection's packed events: the same bucket for all of them."""
     bucket = zlib.crc32(connection_id.encode("utf-8", "surrogatepass")) % groups
+    return _bucket_name(prefix, bucket)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bucket_name(prefix: str, bucket: int) -> str:
     return group_id(f"{prefix}{bucket}")
 
 
@@ -291,4 +316,9 @@ def _attribute(value: object, default: str) -> str:
     """A message attribute value: non-empty, in characters SQS accepts."""
     if not isinstance(value, str) or not value:
         return default
+    return _attribute_text(value)
+
+
+@functools.lru_cache(maxsize=1024)  # route keys repeat: the node's and the app's few
+def _attribute_text(value: str) -> str:
     return _NOT_ATTRIBUTE_TEXT.sub("\ufffd", value)

@@ -243,10 +243,11 @@ class _BatchOrigin:
         """Events packed into messages; on FIFO, each connection's into its bucket's group."""
         regroup = None
         if self.fifo:
+            groups = {entry.group for entry in entries}
             regroup = {
-                entry.group: bucket_group(entry.group, self.fifo_groups, self.group_prefix)
-                for entry in entries
-                if entry.group != self.keepalive_group
+                group: bucket_group(group, self.fifo_groups, self.group_prefix)
+                for group in groups
+                if group != self.keepalive_group
             }
             regroup[self.keepalive_group] = self.keepalive_group
         return pack_entries(

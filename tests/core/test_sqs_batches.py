@@ -263,3 +263,30 @@ def test_a_refused_pack_unpacks_into_its_events_in_its_group() -> None:
     assert [s.body for s in singles] == [e.body for e in entries]
     assert {s.group for s in singles} == {"b3"}
     assert [s.index for s in singles] == [0, 1, 2]
+
+
+def test_the_fast_reading_of_the_nodes_events_agrees_with_a_full_parse() -> None:
+    """Entries read the head of the node's own events without parsing them; whatever a client
+    or an authorizer puts in an event cannot change what they read."""
+    connection = ISSUER.issue()
+    spoofing = {"routeKey": "$connect", "eventType": "CONNECT", "connectionId": "someone-else"}
+    part = events.connection_fragment(NODE, connection, 1, DETAILS, authorizer=spoofing)
+    batch = [
+        events.connect_event(part, 0, 1, DETAILS),
+        events.message_event(part, 1, 2, 'route "quoted" \\ é \u2028', '"routeKey":"evil"'),
+        events.message_event(part, 2, 2, "$default", b"\x00binary"),
+        events.message_event(part, 3, 2, "plain", "text with \ufffe inside"),
+        events.disconnect_event(part, 4, 3, 1000, '"connectionId":"x"'),
+        *events.keepalive_events(NODE, [connection], 5, 1000),
+        events.gone_event(NODE, connection, "send", 6),
+    ]
+    entries = entries_for(batch, default_group="keepalive")
+    for event, entry in zip(batch, entries, strict=True):
+        context = json.loads(event)["requestContext"]
+        assert entry.event_type == context["eventType"]
+        assert entry.route_key == context["routeKey"]
+        assert entry.message_id == context["messageId"]
+        expected_group = context.get("connectionId", "keepalive")
+        assert entry.group == group_id(expected_group)
+        assert json.loads(entry.body) == json.loads(event)
+    assert entries[1].route_key == 'route "quoted" \\ é \u2028'
