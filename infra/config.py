@@ -108,8 +108,8 @@ class EventPacking:
 
     per_message: int = 1000
     message_bytes: int = 64 * 1024  # one billed request
-    linger_ms: int = 10
-    fifo_groups: int = 16
+    linger_ms: int = 20
+    fifo_groups: int = 4
 
     def node_environment(self) -> dict[str, str]:
         return {

@@ -213,8 +213,8 @@ class Settings:
     events_topic_arn: str = ""
     events_per_message: int = 1000
     events_message_bytes: int = 64 * 1024
-    events_linger_ms: int = 10
-    events_fifo_groups: int = 16
+    events_linger_ms: int = 20
+    events_fifo_groups: int = 4
     commands_queue_url: str = ""
     commands_workers: int = 2
     aws_region: str = ""

@@ -22,6 +22,7 @@ import logging
 import math
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ ENTRY_BACKOFF_MAX = 1.0
 SDK_ATTEMPTS = 3  # botocore's own tries of one call (throttling, 5xx, connection errors)
 REMEMBERED = 65_536  # message IDs of accepted events, to skip when a batch comes again
 DEFAULT_PACK_BYTES = 64 << 10  # one billed request's worth
-DEFAULT_FIFO_GROUPS = 16
+DEFAULT_FIFO_GROUPS = 4
 # Errors with which the service refuses a whole call for what one of its messages holds (too
 # long for the queue's limit, characters it does not take). Retrying the same call cannot help;
 # sending its entries one by one finds the culprit. Other errors (throttling, permissions, a
@@ -174,7 +175,9 @@ class _BatchOrigin:
             config=client_config(timeout, concurrency, attempts),
         )
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"{self.service}-origin")
-        self._accepted: dict[str, None] = {}
+        # Oldest first. An OrderedDict, since a dict's oldest key, once many were deleted before
+        # it, is found only by walking past their slots: a cost per event that grows with them.
+        self._accepted: OrderedDict[str, None] = OrderedDict()
         self.counters = {
             "calls": 0,
             "entriesSent": 0,
@@ -448,7 +451,7 @@ class _BatchOrigin:
     def _remember(self, message_id: str) -> None:
         self._accepted[message_id] = None
         if len(self._accepted) > REMEMBERED:
-            del self._accepted[next(iter(self._accepted))]
+            self._accepted.popitem(last=False)
 
     def _fifo_fields(self, entry: Entry) -> dict[str, str]:
         if not self.fifo:

@@ -280,8 +280,8 @@ def test_container_is_configured_by_environment_variables(stack: SynthesizedStac
         "SERVICE_NAME": f"wsgw-{stack.environment}-nodes",
         "EVENTS_PER_MESSAGE": str(stack.settings.get("eventsPerMessage", 1000)),
         "EVENTS_MESSAGE_BYTES": str(stack.settings.get("eventsMessageBytes", 65536)),
-        "EVENTS_LINGER_MS": str(stack.settings.get("eventsLingerMs", 10)),
-        "EVENTS_FIFO_GROUPS": str(stack.settings.get("eventsFifoGroups", 16)),
+        "EVENTS_LINGER_MS": str(stack.settings.get("eventsLingerMs", 20)),
+        "EVENTS_FIFO_GROUPS": str(stack.settings.get("eventsFifoGroups", 4)),
         **(
             {"GRAPHQL_ORIGIN_FUNCTION": stack.settings["graphqlOriginFunction"]}
             if "graphqlOriginFunction" in stack.settings
