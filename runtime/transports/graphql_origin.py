@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
@@ -99,7 +99,9 @@ class OriginSlots:
         self.counters: Counter[str] = Counter()
         self._held: Counter[Requester] = Counter()
         self._queues: dict[Requester, deque[asyncio.Future[None]]] = {}
-        self._turns: dict[Requester, None] = {}  # waiting with room in their share, in turn
+        # Waiting with room in their share, in turn. Ordered, so that taking the first is O(1)
+        # (a dict's first key is found past every slot deleted before it).
+        self._turns: OrderedDict[Requester, None] = OrderedDict()
         self._sent: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -196,8 +198,7 @@ class OriginSlots:
 
     def _hand_out(self) -> None:
         while self.busy < self.size and self._turns:
-            requester = next(iter(self._turns))
-            del self._turns[requester]
+            requester, _ = self._turns.popitem(last=False)
             waiter = self._next_waiter(requester)
             if waiter is None:
                 continue
