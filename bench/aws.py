@@ -1334,6 +1334,13 @@ class AwsBench:
             "deliveries": deliveries,
             "pipelines": pipelines,
             "event_source_mapping": asdict(self.mapping),
+            "node": {  # what bench.cost models the measured counts at
+                "events_linger_ms": NODE.events_linger_ms,
+                "events_per_message": NODE.events_per_message,
+                "events_message_bytes": NODE.events_message_bytes,
+                "events_fifo_groups": NODE.events_fifo_groups,
+                "commands_workers": NODE.commands_workers,
+            },
         }
 
 

@@ -15,12 +15,15 @@ where it came from:
 - the sizes of an event and a command: encoded by the node's and the SDK's own encoders;
 - prices: bench/prices.py (us-east-1 list prices, no free tier).
 
-SQS and SNS requests, unless a benchmark measured them, are counted from how the node sends: its
-pump sends a batch once the oldest event has waited the linger (or the batch is full), packs the
-batch into messages (on FIFO, one message per bucket of connections) and sends them 10 to a call;
-SQS and SNS bill a call per 64 KiB. Lambda takes the messages (FIFO: at most 10 a batch, a
-receive taken to get one node's batch; standard: 100 a batch over a 1 s window), and each
-invocation publishes its replies in one SNS message that a node receives and deletes.
+SQS and SNS requests are counted from how the node sends: its pump sends a batch once the
+oldest event has waited the linger (or the batch is full), packs the batch into messages (on
+FIFO, one message per bucket of connections) and sends them 10 to a call; SQS and SNS bill a call
+per 64 KiB. Lambda takes the messages (FIFO: at most 10 a batch, a receive taken to get one
+node's batch; standard: a receive a message while its pollers keep up, 10 a batch within a 1 s
+window), and each invocation publishes its replies in one SNS message that a node receives and
+deletes. When bench.aws has counted the billed requests end to end, the count is calibrated: the
+model is run at the benchmark's own conditions (one node, its rate, its message size, its node
+settings), and every SQS and SNS request is multiplied by measured / modelled there.
 Every rate is a monthly mean: bursts cost more, and so does what docs/cost.md lists as not counted.
 """
 
@@ -32,7 +35,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +144,11 @@ class Measured:
     billed_per_1000: float | None = _spec(
         "SQS+SNS requests billed per 1,000 client messages with one reply (None: modelled)"
     )
+    billed_rate: float | None = _spec(
+        "client messages a second to the one node of that count", "per second", None
+    )
+    billed_connections: int | None = _spec("clients sending them", "connections", None)
+    billed_message_bytes: int | None = _spec("bytes per message in that count", "bytes", None)
 
 
 @dataclass(frozen=True)
@@ -305,8 +313,9 @@ def lambda_takes(
     """(invocations, receives, deletes) a second of Lambda's poll of the events queue.
 
     FIFO: batches of 10 at most, no window, and a receive is taken to get one node batch's
-    burst of messages (generous: fewer a receive costs more). Standard: each poller gathers up
-    to 100 messages over a 1 s window; deletes go 10 a call."""
+    burst of messages (generous: fewer a receive costs more). Standard: each poller gathers a
+    batch over the window, receiving as its long polls return (one message a receive while the
+    pollers keep up, as bench.aws counts them); deletes go 10 a call, one call a batch at least."""
     if messages <= 0:
         return 0.0, assume.lambda_pollers / assume.long_poll_seconds, 0.0
     if fifo:
@@ -314,8 +323,8 @@ def lambda_takes(
         return invocations, invocations, invocations
     by_window = assume.lambda_pollers / assume.standard_lambda_window
     invocations = min(messages, max(messages / assume.standard_lambda_batch, by_window))
-    calls = max(messages / MAX_ENTRIES_PER_CALL, invocations)
-    return invocations, calls, calls
+    deletes = max(messages / MAX_ENTRIES_PER_CALL, invocations)
+    return invocations, poller_receives(messages, assume.lambda_pollers, assume), deletes
 
 
 def poller_receives(messages: float, pollers: float, assume: Assumptions) -> float:
@@ -871,12 +880,69 @@ def read_measured(
             f"{results.name}/aws.json round_trips_per_second.{kind} (bench.aws)"
         )
     measured_per_1000 = _per_kind(aws.get("billed_per_1000"), kind)
+    plan = aws.get("plan") or {}
+    conditions: tuple[float | None, int | None, int | None] = (None, None, None)
     if measured_per_1000 is not None:
         per_1000 = measured_per_1000
         sources["billed_per_1000"] = f"{results.name}/aws.json billed_per_1000.{kind} (bench.aws)"
+        try:
+            conditions = (
+                float(plan["billed_rate"]),
+                int(plan["connections"]),
+                int(plan["payload_bytes"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise CostError(
+                f"{results}/aws.json has billed_per_1000 but not the plan it was counted at "
+                "(plan.billed_rate, plan.connections, plan.payload_bytes): run bench.aws again"
+            ) from None
+        for name in ("billed_rate", "billed_connections", "billed_message_bytes"):
+            sources[name] = f"{results.name}/aws.json plan (bench.aws)"
     if billed_flag is not None:
-        per_1000, sources["billed_per_1000"] = billed_flag, "flag"
-    return Measured(rss, base, round_trips, per_1000), sources
+        per_1000, sources["billed_per_1000"] = billed_flag, "flag (for this load, not calibrated)"
+        conditions = (None, None, None)
+    return Measured(rss, base, round_trips, per_1000, *conditions), sources
+
+
+def bench_node_settings(results: Path) -> NodeSettings:
+    """The node settings bench.aws counted its billed requests with: the ones its results
+    record, else the node's defaults (which every node there keeps)."""
+    defaults = Settings()
+    recorded = (_read_json(results / "aws.json") or {}).get("node") or {}
+    return NodeSettings(
+        events_linger_ms=int(recorded.get("events_linger_ms", defaults.events_linger_ms)),
+        events_per_message=int(recorded.get("events_per_message", defaults.events_per_message)),
+        events_message_bytes=int(
+            recorded.get("events_message_bytes", defaults.events_message_bytes)
+        ),
+        events_fifo_groups=int(recorded.get("events_fifo_groups", defaults.events_fifo_groups)),
+        origin_batch_events=defaults.origin_batch_events,
+        commands_workers=int(recorded.get("commands_workers", defaults.commands_workers)),
+        ping_interval=defaults.ping_interval,
+        keepalive_ids_per_event=KEEPALIVE_IDS_PER_EVENT,
+    )
+
+
+def bench_region(
+    measured: Measured, node: NodeSettings, deployment: Deployment, assume: Assumptions
+) -> Region | None:
+    """The model run at the conditions bench.aws counted billed requests at: one node, its
+    clients and their rate, its message size, events straight to the queue, no KEEPALIVE (the
+    benchmark's nodes send none) and no new connections. None when nothing was counted."""
+    if measured.billed_rate is None or not measured.billed_connections:
+        return None
+    connections = measured.billed_connections
+    load = Load(
+        connections=connections,
+        messages_per_minute=measured.billed_rate * 60 / connections,
+        replies=1,
+        regions=1,
+        message_bytes=measured.billed_message_bytes or DEFAULT_MESSAGE_BYTES,
+        connection_hours=math.inf,
+    )
+    one_node = replace(deployment, min_tasks=1, events_via="sqs", keepalive_seconds=math.inf)
+    sizes = measure_sizes(load.message_bytes)
+    return region_traffic(load, one_node, node, measured, assume, sizes)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -925,6 +991,8 @@ class Report:
     project: Bill
     api_gateway: Bill
     modelled_per_1000: float
+    modelled_at_bench: float | None  # the model at bench.aws's conditions, when it counted
+    scale: float  # what the SQS and SNS requests are priced at, per modelled request
     inputs: tuple[Input, ...]
     warnings: tuple[str, ...]
 
@@ -969,8 +1037,11 @@ def build(args: argparse.Namespace) -> Report:
     region = region_traffic(load, deployment, node, measured, assume, sizes)
     per_1000 = modelled_per_1000(region)
     scale = 1.0
-    if measured.billed_per_1000 is not None and per_1000 > 0:
-        scale = measured.billed_per_1000 / per_1000
+    at_bench = bench_region(measured, bench_node_settings(args.results), deployment, assume)
+    modelled_at_bench = modelled_per_1000(at_bench) if at_bench is not None else None
+    if measured.billed_per_1000 is not None:
+        basis = modelled_at_bench if modelled_at_bench is not None else per_1000
+        scale = measured.billed_per_1000 / basis if basis > 0 else 1.0
     inputs = (
         *input_rows(load, load_sources, "flag"),
         *input_rows(deployment, deployment_sources),
@@ -987,13 +1058,19 @@ def build(args: argparse.Namespace) -> Report:
         project=project_bill(load, deployment, node, region, assume, scale),
         api_gateway=api_gateway_bill(load, deployment, region, assume),
         modelled_per_1000=per_1000,
+        modelled_at_bench=modelled_at_bench,
+        scale=scale,
         inputs=inputs,
-        warnings=tuple(warnings(deployment, measured, region, per_1000)),
+        warnings=tuple(warnings(measured, modelled_at_bench, deployment, region, per_1000)),
     )
 
 
 def warnings(
-    deployment: Deployment, measured: Measured, region: Region, per_1000: float
+    measured: Measured,
+    modelled_at_bench: float | None,
+    deployment: Deployment,
+    region: Region,
+    per_1000: float,
 ) -> list[str]:
     found = []
     if region.tasks > deployment.max_tasks:
@@ -1005,11 +1082,14 @@ def warnings(
     if region.tasks > MAX_TASKS:
         found.append(f"{region.tasks} tasks per region exceed infra.config's {MAX_TASKS}")
     given = measured.billed_per_1000
-    if given is not None and per_1000 > 0 and not 0.5 <= given / per_1000 <= 2:
+    basis, where = per_1000, "for this load"
+    if modelled_at_bench is not None:
+        basis, where = modelled_at_bench, "at the benchmark's conditions"
+    if given is not None and basis > 0 and not 0.5 <= given / basis <= 2:
         found.append(
-            f"SQS+SNS requests per 1,000 messages: {given:,.0f} given, {per_1000:,.0f} modelled "
-            "for this load; a figure measured at another rate per node does not carry over "
-            "(the linger packs more events when more arrive)"
+            f"SQS+SNS requests per 1,000 messages: {given:,.0f} given, {basis:,.0f} modelled "
+            f"{where}; the model and the count disagree by more than 2x, so the calibrated "
+            "figure is doubtful"
         )
     if region.connects > 500:
         found.append(
@@ -1093,7 +1173,9 @@ def render(report: Report) -> str:
         f"| SQS/SNS messages per batch | {_number(region.batch_messages)} |",
         f"| Lambda invocations a second | {_number(region.lambda_invocations)} |",
         f"| events per invocation | {per_invocation} |",
-        f"| SQS+SNS requests billed per 1,000 messages | {_number(report.modelled_per_1000)} |",
+        f"| SQS+SNS requests billed per 1,000 messages, modelled | "
+        f"{_number(report.modelled_per_1000)} |",
+        *calibration_rows(report),
         "",
         "### Inputs",
         "",
@@ -1117,6 +1199,24 @@ def render(report: Report) -> str:
     if report.warnings:
         out += ["", "### Warnings", "", *(f"- {text}" for text in report.warnings)]
     return "\n".join(out)
+
+
+def calibration_rows(report: Report) -> list[str]:
+    """How the modelled SQS and SNS requests were scaled to what a benchmark counted."""
+    if report.scale == 1.0 and report.modelled_at_bench is None:
+        return []
+    rows = []
+    if report.modelled_at_bench is not None:
+        rows.append(
+            "| the same, modelled at bench.aws's conditions (one node, its rate and sizes) | "
+            f"{_number(report.modelled_at_bench)} |"
+        )
+    rows += [
+        f"| measured / modelled: every SQS and SNS request priced at | {report.scale:.3f} |",
+        "| SQS+SNS requests billed per 1,000 messages, priced | "
+        f"{_number(report.modelled_per_1000 * report.scale)} |",
+    ]
+    return rows
 
 
 def as_json(report: Report) -> dict[str, Any]:
@@ -1143,6 +1243,8 @@ def as_json(report: Report) -> dict[str, Any]:
         "region": asdict(report.region),
         "alb_lcus": report.lcus,
         "modelled_billed_per_1000": report.modelled_per_1000,
+        "modelled_billed_per_1000_at_bench": report.modelled_at_bench,
+        "billed_scale": report.scale,
         "inputs": [asdict(row) for row in report.inputs],
         "prices": {
             "region": prices.REGION,

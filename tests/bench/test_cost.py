@@ -147,14 +147,17 @@ def test_lambda_takes_fifo_bursts_and_standard_windows() -> None:
     assert cost.lambda_takes(30, 3, True, ASSUME) == (10, 10, 10)
     assert cost.lambda_takes(30, 25, True, ASSUME) == (3, 3, 3)  # 10 a batch at most
     # Standard, 10 a batch: 5 pollers each invoke once a second at least (the 1 s window), never
-    # more often than messages arrive; a receive and a delete an invocation.
-    assert cost.lambda_takes(20, 1, False, ASSUME) == (5, 5, 5)  # the window: 4 a batch
+    # more often than messages arrive; a delete an invocation. Their long polls return as
+    # messages arrive: a receive a message while the 5 keep up (50 receives/s each), as
+    # bench.aws counted them, and 10 a receive only beyond.
+    assert cost.lambda_takes(20, 1, False, ASSUME) == (5, 20, 5)  # the window: 4 a batch
     assert cost.lambda_takes(2, 1, False, ASSUME) == (2, 2, 2)  # one message a batch
-    assert cost.lambda_takes(300, 1, False, ASSUME) == (30, 30, 30)  # full batches of 10
-    # Batches over 10 (standard queues allow them) still take 10 a receive, 10 a delete.
+    assert cost.lambda_takes(300, 1, False, ASSUME) == (30, 250, 30)  # full batches of 10
+    assert cost.lambda_takes(5000, 1, False, ASSUME) == (500, 500, 500)  # 10 a receive
+    # Batches over 10 (standard queues allow them) still take 10 a delete.
     hundred = dataclasses.replace(ASSUME, standard_lambda_batch=100)
-    assert cost.lambda_takes(300, 1, False, hundred) == (5, 30, 30)  # the window: 60 a batch
-    assert cost.lambda_takes(1000, 1, False, hundred) == (10, 100, 100)  # full batches of 100
+    assert cost.lambda_takes(300, 1, False, hundred) == (5, 250, 30)  # the window: 60 a batch
+    assert cost.lambda_takes(1000, 1, False, hundred) == (10, 250, 100)  # full batches of 100
     assert cost.lambda_takes(0, 1, False, ASSUME) == (0, 5 / 20, 0)  # idle long polls
 
 
@@ -209,11 +212,11 @@ def test_region_traffic_by_hand() -> None:
     assert region.event_sends == pytest.approx(50 + keepalives)  # a call per batch
     assert region.event_deliveries == 0  # no topic
     # Lambda, 10 a batch: 50 + 1/60 messages/s make 5.0017 invocations, just over the 5 the
-    # pollers' 1 s window makes at least; a receive and a delete each (the 100,838 bytes/s
-    # received are only 1.5 billed chunks).
+    # pollers' 1 s window makes at least; a delete each, and a receive a message (the pollers
+    # keep up; the 100,838 bytes/s received are only 1.5 billed chunks).
     invocations = (50 + keepalives) / 10
     assert region.lambda_invocations == pytest.approx(invocations)
-    assert region.lambda_receives == pytest.approx(invocations)
+    assert region.lambda_receives == pytest.approx(50 + keepalives)
     assert region.lambda_deletes == pytest.approx(invocations)
     # Each invocation publishes one message of replies (100 x 400 bytes/s: under a chunk); one
     # of 2 pollers takes each.
@@ -337,16 +340,18 @@ def test_cli_json_parses_and_adds_up(capsys: pytest.CaptureFixture[str], tmp_pat
 
 def test_cli_reads_measured_results(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     (tmp_path / "full.json").write_text((STORED_RESULTS / "full.json").read_text())
-    (tmp_path / "aws.json").write_text(  # the keys bench.aws writes, each per queue kind
-        json.dumps(
-            {
-                "billed_per_1000": {"fifo": 150, "standard": 110},
-                "round_trips_per_second": {"fifo": 4000, "standard": 6000},
-            }
-        )
-    )
-    # FIFO via SNS, 10 ms linger, 5 tasks a region: the requests the model counts are far from
-    # the 150 measured.
+    measured = {  # the keys bench.aws writes, each figure per queue kind
+        "billed_per_1000": {"fifo": 150, "standard": 110},
+        "round_trips_per_second": {"fifo": 4000, "standard": 6000},
+        "plan": {"billed_rate": 1000.0, "connections": 100, "payload_bytes": 64},
+        "node": {"events_linger_ms": 20, "events_fifo_groups": 4},
+    }
+    # Counted without the conditions they were counted at, they cannot calibrate the model.
+    (tmp_path / "aws.json").write_text(json.dumps({**measured, "plan": {}}))
+    code, _, err = run(capsys, *EXAMPLE, "--results", str(tmp_path))
+    assert code == 2 and "plan.billed_rate" in err
+    (tmp_path / "aws.json").write_text(json.dumps(measured))
+    # FIFO via SNS, 10 ms linger, 5 tasks a region.
     deployment = ["--fifo", "--events-via", "sns", "--events-linger-ms", "10"]
     deployment += ["--max-connections-per-task", "20000", "--connections-per-task-target", "10000"]
     code, out, _ = run(capsys, *EXAMPLE, *deployment, "--results", str(tmp_path), "--json")
@@ -363,16 +368,27 @@ def test_cli_reads_measured_results(capsys: pytest.CaptureFixture[str], tmp_path
         4000,
         f"{tmp_path.name}/aws.json round_trips_per_second.fifo (bench.aws)",
     )
-    # Every SQS and SNS request is scaled to the measured 150 per 1,000 messages.
+    # The model run at the benchmark's conditions (one node, 1,000 messages/s from 100 clients,
+    # 64 bytes, a 20 ms linger, 4 FIFO groups, straight to the queue): every batch of 21 events
+    # is its own Lambda invocation, 7 requests each, 333 per 1,000 messages. Every SQS and SNS
+    # request of this deployment is scaled by measured / modelled there.
+    at_bench = report["modelled_billed_per_1000_at_bench"]
+    assert at_bench == pytest.approx(7 * 1000 / 21, rel=0.02)
+    assert report["billed_scale"] == pytest.approx(150 / at_bench)
     messaging = [line for line in report["project"]["lines"] if line["unit"].startswith("million")
                  and not line["item"].startswith("Lambda")]  # fmt: skip
     scaled = sum(
         line["quantity"] for line in messaging if "SNS FIFO deliveries" not in line["item"]
     )
     client_messages = 100_000 * 43_800 / 1e6
-    assert scaled / client_messages * 1000 == pytest.approx(150)
-    assert report["modelled_billed_per_1000"] > 2 * 150
-    assert any("does not carry over" in warning for warning in report["warnings"])
+    priced = report["modelled_billed_per_1000"] * report["billed_scale"]
+    assert scaled / client_messages * 1000 == pytest.approx(priced)
+    assert any("disagree by more than 2x" in warning for warning in report["warnings"])
+    sources = {row["name"]: (row["value"], row["source"]) for row in report["inputs"]}
+    assert sources["client messages a second to the one node of that count"] == (
+        1000,
+        f"{tmp_path.name}/aws.json plan (bench.aws)",
+    )
     # A standard queue takes the standard figures.
     code, out, _ = run(capsys, *EXAMPLE, *RECOMMENDED, "--results", str(tmp_path), "--json")
     assert code == 0
