@@ -15,6 +15,10 @@ Implemented, in the wire formats boto3 speaks:
 - SNS (query protocol): Publish, PublishBatch, GetTopicAttributes, CreateTopic, Subscribe (SQS
   endpoints only); raw or Notification delivery; FIFO topics pass groups on to FIFO queues.
 - STS: GetCallerIdentity.
+Faults, for tests of what a client does when AWS fails (`inject`, or POST /_standin/faults): every
+Nth call of an action answered 500 before it is carried out, every Nth carried out and then
+answered 500 (the caller cannot tell it apart: it sends again), every Nth entry of a batch failed
+alone (InternalError, not the sender's fault). Every Nth, not at random, so a test is repeatable.
 Not implemented: signature checks, DelaySeconds (ignored), retention, dead-letter queues, SNS
 filter policies, message content checks; other actions get 400 InvalidAction.
 """
@@ -70,7 +74,7 @@ SQS_QUERY_CODES = {
     },
 }
 TALLIES = ("controlPlane", "emptyReceives", "messagesSent", "messagesDelivered", "messagesFed")
-TALLIES += ("bytesIn", "bytesOut")
+TALLIES += ("bytesIn", "bytesOut", "faultsInjected")
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}(\.fifo)?")
 _RECEIPT_PREFIX = "rh."
@@ -79,11 +83,58 @@ Attributes = dict[str, dict[str, str]]  # SQS's shape: name -> DataType and Stri
 
 
 class AwsError(Exception):
-    """An error AWS would answer with; `code` is SQS's shape name or SNS's query code."""
+    """An error AWS would answer with; `code` is SQS's shape name or SNS's query code;
+    `sender`: the caller's fault (4xx), or the service's (5xx, worth retrying)."""
 
     def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+        self.sender = status < 500
+
+
+def injected_error() -> AwsError:
+    return AwsError("InternalError", "We encountered an internal error (injected).", 500)
+
+
+@dataclass
+class Faults:
+    """Which calls and entries fail, by action name: every Nth (0 or absent: never).
+
+    `calls`: answered 500 before anything is done; `answers`: done, then answered 500 (on a FIFO
+    queue the caller's resend is deduplicated; elsewhere it is delivered twice); `entries`:
+    a batch action's entries, each failing alone."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    answers: dict[str, int] = field(default_factory=dict)
+    entries: dict[str, int] = field(default_factory=dict)
+    seen: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        for kind in (self.calls, self.answers, self.entries):
+            for action, every in kind.items():
+                if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+                    raise ValueError(f"fault {action!r}: every Nth needs N >= 0 (got {every!r})")
+
+    def hits(self, kind: str, action: str) -> bool:
+        """Whether this call (or entry) of `action` is one of kind `kind` to fail; counts it."""
+        every = getattr(self, kind).get(action, 0)
+        if not every:
+            return False
+        key = f"{kind}.{action}"
+        self.seen[key] += 1
+        if self.seen[key] % every:
+            return False
+        self.injected[key] += 1
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "answers": self.answers,
+            "entries": self.entries,
+            "injected": dict(self.injected),
+        }
 
 
 def billed_requests(payload: int) -> int:
@@ -354,6 +405,7 @@ class AwsStandIn:
         self.topics: dict[str, Topic] = {}
         self._runner: web.AppRunner | None = None
         self._sequence = itertools.count(10**19)
+        self.faults = Faults()
         # SendMessage, DeleteMessage and ChangeMessageVisibility, one entry (their Batch too).
         self._per_entry: dict[str, Callable[[Queue, dict[str, Any]], dict[str, str]]] = {
             "SendMessage": self._send_entry,
@@ -429,6 +481,17 @@ class AwsStandIn:
         queue = self._queue(queue_url)
         return asyncio.get_running_loop().create_task(self._feed(queue, body, rate, count))
 
+    def inject(
+        self,
+        *,
+        calls: dict[str, int] | None = None,
+        answers: dict[str, int] | None = None,
+        entries: dict[str, int] | None = None,
+    ) -> None:
+        """Fail from now on every Nth call, answer or batch entry of the named actions (see
+        `Faults`); replaces what was injected before. `inject()` alone stops every fault."""
+        self.faults = Faults(dict(calls or {}), dict(answers or {}), dict(entries or {}))
+
     def counts(self) -> dict[str, Any]:
         return {"requests": dict(self._requests), "billed": dict(self._billed), **self._tallies}
 
@@ -464,11 +527,15 @@ class AwsStandIn:
     async def _sqs_call(self, action: str, body: bytes) -> web.Response:
         headers = {"x-amzn-RequestId": str(uuid.uuid4())}
         try:
+            if self._fault("calls", action):
+                raise injected_error()
             result, payload = await self._sqs_action(action, json.loads(body or b"{}"))
+            if self._fault("answers", action):
+                raise injected_error()
         except AwsError as error:
             self._count("sqs", action, 0)
             code = SQS_QUERY_CODES.get(error.code, error.code)
-            headers["x-amzn-query-error"] = f"{code};Sender"
+            headers["x-amzn-query-error"] = f"{code};{'Sender' if error.sender else 'Receiver'}"
             result = {"__type": f"com.amazonaws.sqs#{error.code}", "message": error.message}
             text, status = json.dumps(result), error.status
         else:
@@ -504,7 +571,25 @@ class AwsStandIn:
                 f"Batch requests cannot be longer than {SQS_MAX_BATCH_BYTES} bytes. "
                 f"You have sent {payload} bytes.",
             )
-        return _batch_result(entries, lambda entry: handle(queue, entry)), payload
+        return _batch_result(
+            entries, lambda entry: self._entry(action, handle, queue, entry)
+        ), payload
+
+    def _fault(self, kind: str, action: str) -> bool:
+        hit = self.faults.hits(kind, action)
+        self._tallies["faultsInjected"] += hit
+        return hit
+
+    def _entry(
+        self,
+        action: str,
+        handle: Callable[[Queue, dict[str, Any]], dict[str, str]],
+        queue: Queue,
+        entry: dict[str, Any],
+    ) -> dict[str, str]:
+        if self._fault("entries", action):
+            raise injected_error()
+        return handle(queue, entry)
 
     def _query_call(self, params: dict[str, str]) -> web.Response:
         action = params.get("Action", "")
@@ -512,17 +597,22 @@ class AwsStandIn:
         service, namespace = ("sts", STS_NAMESPACE) if sts else ("sns", SNS_NAMESPACE)
         request_id = _tag("RequestId", str(uuid.uuid4()))
         try:
+            if self._fault("calls", action):
+                raise injected_error()
             if sts:
                 result, payload = self._caller_identity(), 0
             elif action in self._sns:
                 result, payload = self._sns[action](params)
             else:
                 raise AwsError("InvalidAction", f"The stand-in does not implement {action!r}.")
+            if self._fault("answers", action):
+                raise injected_error()
         except AwsError as error:
             self._count(service, action, 0)
             error_tags = _tag("Code", error.code) + _tag("Message", error.message)
+            fault = "Sender" if error.sender else "Receiver"
             text = (
-                f'<ErrorResponse xmlns="{namespace}"><Error><Type>Sender</Type>{error_tags}'
+                f'<ErrorResponse xmlns="{namespace}"><Error><Type>{fault}</Type>{error_tags}'
                 f"</Error>{request_id}</ErrorResponse>"
             )
             return web.Response(status=error.status, text=text, content_type="text/xml")
@@ -687,13 +777,15 @@ class AwsStandIn:
         successful, failed = [], []
         for entry in entries:
             try:
+                if self._fault("entries", "PublishBatch"):
+                    raise injected_error()
                 message_id, sequence = self._published(topic, entry)
             except AwsError as error:
                 failed.append(
                     _tag("Id", entry["Id"])
                     + _tag("Code", error.code)
                     + _tag("Message", error.message)
-                    + _tag("SenderFault", "true")
+                    + _tag("SenderFault", "true" if error.sender else "false")
                 )
             else:
                 successful.append(
@@ -844,6 +936,14 @@ class AwsStandIn:
                     count=int(spec["count"]),
                 )
                 answer = {"fed": await task}
+            elif name == "faults":
+                if request.method == "POST":
+                    self.inject(
+                        calls=spec.get("calls"),
+                        answers=spec.get("answers"),
+                        entries=spec.get("entries"),
+                    )
+                answer = self.faults.describe()
             elif name == "counts":
                 answer = self.counts()
             elif name == "reset":
@@ -931,7 +1031,7 @@ def _batch_result(
         try:
             successful.append({"Id": entry["Id"], **handle(entry)})
         except AwsError as error:
-            failure = {"Id": entry["Id"], "SenderFault": True, "Code": error.code}
+            failure = {"Id": entry["Id"], "SenderFault": error.sender, "Code": error.code}
             failed.append(failure | {"Message": error.message})
     return {"Successful": successful, "Failed": failed}
 

@@ -520,6 +520,68 @@ def _control(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
         return json.loads(response.read())
 
 
+def test_injected_faults_as_boto3_sees_them(running: Running) -> None:
+    standin = running.standin
+    sqs, sns = (
+        boto3.client(
+            service,
+            endpoint_url=standin.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}),  # each fault seen as it is
+        )
+        for service in ("sqs", "sns")
+    )
+    url = sqs.create_queue(QueueName=unique("faults"))["QueueUrl"]
+    topic = sns.create_topic(Name=unique("faults"))["TopicArn"]
+    running.call(standin.subscribe, topic, url)
+    running.call(
+        standin.inject,
+        calls={"ReceiveMessage": 2},
+        answers={"SendMessage": 2},
+        entries={"SendMessageBatch": 3, "PublishBatch": 2},
+    )
+    try:
+        # Every 3rd entry fails alone, as a fault of the service (worth sending again).
+        entries = [{"Id": str(index), "MessageBody": f"b{index}"} for index in range(6)]
+        answer = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        assert [entry["Id"] for entry in answer["Successful"]] == ["0", "1", "3", "4"]
+        assert [(f["Id"], f["Code"], f["SenderFault"]) for f in answer["Failed"]] == [
+            ("2", "InternalError", False),
+            ("5", "InternalError", False),
+        ]
+        published = sns.publish_batch(
+            TopicArn=topic,
+            PublishBatchRequestEntries=[{"Id": f"p{i}", "Message": f"p{i}"} for i in range(2)],
+        )
+        assert [entry["Id"] for entry in published["Successful"]] == ["p0"]
+        assert [(f["Id"], f["SenderFault"]) for f in published["Failed"]] == [("p1", False)]
+        # The 2nd SendMessage is carried out, then answered 500: the caller cannot tell.
+        sqs.send_message(QueueUrl=url, MessageBody="once")
+        with pytest.raises(ClientError) as lost:
+            sqs.send_message(QueueUrl=url, MessageBody="twice")
+        assert lost.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+        assert error_code(lost) == "InternalError"
+        # The 2nd ReceiveMessage fails before taking anything.
+        first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+        with pytest.raises(ClientError) as failed:
+            sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+        assert error_code(failed) == "InternalError"
+    finally:
+        running.call(standin.inject)
+    # "twice" arrived although its sender saw a 500; the failed entries did not.
+    bodies = sorted(message["Body"] for message in first)
+    assert bodies == ["b0", "b1", "b3", "b4", "once", "p0", "twice"]
+    assert running.call(lambda: standin.faults.describe()["injected"]) == {}  # inject() reset
+    assert running.call(standin.counts)["faultsInjected"] == 5
+
+
+def test_faults_refused_when_malformed(running: Running) -> None:
+    with pytest.raises(ValueError, match="N >= 0"):
+        running.call(running.standin.inject, calls={"ReceiveMessage": -1})
+
+
 def test_out_of_process_control_endpoints() -> None:
     port = free_port()
     process = subprocess.Popen(
@@ -559,6 +621,19 @@ def test_out_of_process_control_endpoints() -> None:
         assert _control(base, f"/_standin/depth?queueUrl={url}") == {"depth": 5}
         counts = _control(base, "/_standin/counts")
         assert (counts["messagesFed"], counts["requests"]) == (5, {"sqs.ReceiveMessage": 1})
+        faults = _control(base, "/_standin/faults", {"calls": {"ReceiveMessage": 1}})
+        assert faults == {
+            "calls": {"ReceiveMessage": 1},
+            "answers": {},
+            "entries": {},
+            "injected": {},
+        }
+        with pytest.raises(ClientError) as failed:
+            sqs.receive_message(QueueUrl=url)
+        assert error_code(failed) == "InternalError"
+        # boto3 tried again as for any 500; every attempt failed.
+        assert _control(base, "/_standin/faults")["injected"]["calls.ReceiveMessage"] >= 1
+        assert _control(base, "/_standin/faults", {})["calls"] == {}
         assert _control(base, "/_standin/reset", {}) == {}
         assert _control(base, "/_standin/counts")["messagesFed"] == 0
     finally:
