@@ -248,14 +248,24 @@ class Plan:
 
 
 def plan_calls(
-    entries: Iterable[Entry], *, max_entries: int, max_call_bytes: int, max_message_bytes: int
+    entries: Iterable[Entry],
+    *,
+    max_entries: int,
+    max_call_bytes: int,
+    max_message_bytes: int,
+    one_per_group: bool = False,
 ) -> Plan:
-    """Pack entries in order into calls within the bounds, then link calls that share a group."""
+    """Pack entries in order into calls within the bounds, then link calls that share a group.
+
+    `one_per_group` (FIFO queues and topics): a call holds at most one entry of a group, each
+    in a later call than the one before it. The service may fail one entry of a call and accept
+    the next; were both of one group, the resent one would land behind its successor. Apart, the
+    chain sends the later call only once the earlier one is wholly in."""
     plan = Plan()
     blocked: set[str] = set()
     calls: list[list[Entry]] = []
-    current: list[Entry] = []
-    current_bytes = 0
+    sizes: list[int] = []
+    next_call: dict[str, int] = {}  # one_per_group: the first call a group's next entry may join
     for entry in entries:
         if entry.group in blocked:
             plan.held.append(entry)
@@ -264,13 +274,18 @@ def plan_calls(
             plan.refused.append(entry)
             blocked.add(entry.group)
             continue
-        if current and (len(current) >= max_entries or current_bytes + entry.size > max_call_bytes):
-            calls.append(current)
-            current, current_bytes = [], 0
-        current.append(entry)
-        current_bytes += entry.size
-    if current:
-        calls.append(current)
+        index = next_call.get(entry.group, 0) if one_per_group else max(0, len(calls) - 1)
+        while index < len(calls) and (
+            len(calls[index]) >= max_entries or sizes[index] + entry.size > max_call_bytes
+        ):
+            index += 1
+        if index == len(calls):
+            calls.append([])
+            sizes.append(0)
+        calls[index].append(entry)
+        sizes[index] += entry.size
+        if one_per_group:
+            next_call[entry.group] = index + 1
     plan.chains = chain_calls(calls)
     return plan
 

@@ -4,14 +4,17 @@ Events travel packed, many to a message (see runtime/core/sqs_batches.py), unles
 `events_per_message` is 1; the pump lingers up to `linger` seconds for a call's worth to gather.
 
 `deliver` returns once every event of the batch is in the queue or topic, or raises
-OriginUnavailable; the pump then backs off and hands the same batch again. Entries the service
-failed alone are resent alone, a few times, before giving up; events already accepted are
-remembered, so a batch handed again sends only what is missing (a FIFO queue would drop the
-repeats by their deduplication IDs anyway; a standard queue would not).
+OriginUnavailable; the pump then backs off and hands the same batch again, perhaps with more
+events. Entries the service failed alone are resent alone, a few times, before giving up; events
+already accepted are remembered, so a batch handed again sends only what is missing. A call that
+failed whole may still have been carried out (its answer lost): on FIFO its packed messages go
+again exactly as they were, so that their deduplication IDs drop them if they did arrive, rather
+than repacked with newer events under new IDs (a standard queue may hold them twice).
 
-Order: a connection's entries go in calls one after another (a chain), never side by side.
-One limit remains: if the service fails one entry of a call but accepts a later entry of the same
-connection, the resent one lands after it; `sequenceNumber` in each event shows it.
+Order: calls that share a message group go one after another (a chain). On a FIFO queue or
+topic a call also holds at most one message of a group, so an entry the service fails is in
+before anything after it in its group is sent. A standard queue keeps no order anyway (there a
+group's messages may share a call); `sequenceNumber` in each event shows the order.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TypeVar
 
 import boto3
@@ -178,6 +181,8 @@ class _BatchOrigin:
         # Oldest first. An OrderedDict, since a dict's oldest key, once many were deleted before
         # it, is found only by walking past their slots: a cost per event that grows with them.
         self._accepted: OrderedDict[str, None] = OrderedDict()
+        # FIFO packs a failed call may have delivered, by deduplication basis: sent again as such.
+        self._in_doubt: dict[str, Entry] = {}
         self.counters = {
             "calls": 0,
             "entriesSent": 0,
@@ -213,12 +218,14 @@ class _BatchOrigin:
             if entry.message_id not in self._accepted
         ]
         if self.events_per_message > 1:
-            entries = self._pack(entries, limits)
+            in_doubt, entries = self._in_doubt_packs(entries)
+            entries = in_doubt + self._pack(entries, limits)
         plan = plan_calls(
             entries,
             max_entries=MAX_ENTRIES_PER_CALL,
             max_call_bytes=limits.call_bytes,
             max_message_bytes=limits.message_bytes,
+            one_per_group=self.fifo,
         )
         refused = [
             EntryFailure(
@@ -241,6 +248,25 @@ class _BatchOrigin:
                 raise OriginUnavailable(f"{self.operation} failed: {result!r}") from result
         if refused:
             self._refuse(refused)
+
+    def _in_doubt_packs(self, entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+        """(packs in doubt whose events are all still to send, the entries left to pack). Such
+        a pack holds the oldest unsent events of its group (a chain stops at a failed call), so
+        it goes first; packs whose events are no longer all here are in doubt no more."""
+        if not self._in_doubt:
+            return [], entries
+        pending = {entry.message_id: entry for entry in entries}
+        again: list[Entry] = []
+        for key, pack in list(self._in_doubt.items()):
+            members = [pending.get(member.message_id) for member in pack.members]
+            if all(member is not None for member in members):
+                current = tuple(member for member in members if member is not None)
+                again.append(replace(pack, index=current[0].index, members=current))
+            else:
+                del self._in_doubt[key]
+        taken = {member.message_id for pack in again for member in pack.members}
+        again.sort(key=lambda pack: pack.index)
+        return again, [entry for entry in entries if entry.message_id not in taken]
 
     def _pack(self, entries: list[Entry], limits: Limits) -> list[Entry]:
         """Events packed into messages; on FIFO, each connection's into its bucket's group."""
@@ -324,12 +350,14 @@ class _BatchOrigin:
                 failed = {id(failure.entry) for failure in failures}
                 for entry in pending:
                     if id(entry) not in failed:
+                        self._in_doubt.pop(entry.message_id, None)
                         self.counters["entriesSent"] += 1
                         self.counters["eventsSent"] += len(entry.events)
                         for event in entry.events:
                             self._remember(event.message_id)
                 retry = []
                 for failure in failures:
+                    self._in_doubt.pop(failure.entry.message_id, None)  # not delivered
                     if failure.sender_fault and failure.entry.members:
                         await self._send_singly(failure.entry, refused, blocked)
                     elif failure.sender_fault:
@@ -388,7 +416,9 @@ class _BatchOrigin:
             return await self._in_thread(functools.partial(self._call, entries))
         except OriginUnavailable as exc:
             code = _content_error(exc)
-            if code is None:
+            if code is None:  # carried out or not: unknown
+                if self.fifo:
+                    self._in_doubt.update((e.message_id, e) for e in entries if e.members)
                 raise
             if len(entries) == 1:
                 return [EntryFailure(entries[0], code, str(exc), True)]

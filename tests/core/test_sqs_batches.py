@@ -110,6 +110,31 @@ def test_calls_sharing_a_connection_form_one_chain_in_order() -> None:
     assert len(plan.chains) == 3
 
 
+def test_fifo_calls_hold_one_entry_of_a_group_each_in_order() -> None:
+    # a: 3 entries, b: 2, c: 1, d: 12. Each goes in the first call after its group's previous
+    # entry that has room; a group's entries keep their order from call to call.
+    entries = [entry(0, "a"), entry(1, "a"), entry(2, "b"), entry(3, "a"), entry(4, "b")]
+    entries += [entry(5, "c")] + [entry(6 + i, "d") for i in range(12)]
+    plan = plan_calls(
+        entries, max_entries=3, max_call_bytes=10**6, max_message_bytes=1000, one_per_group=True
+    )
+    calls = [[e.index for e in call] for chain in plan.chains for call in chain]
+    assert calls[:4] == [[0, 2, 5], [1, 4, 6], [3, 7], [8]]
+    assert calls[4:] == [[index] for index in range(9, 18)]
+    for call in calls:
+        assert len({entries[index].group for index in call}) == len(call)
+    for group in "abcd":
+        order = [index for call in calls for index in call if entries[index].group == group]
+        assert order == sorted(order)
+    assert len(plan.chains) == 1  # they share groups: one after another
+    # The byte bound holds as before.
+    large = [entry(i, f"g{i}", size=400) for i in range(5)]
+    plan = plan_calls(
+        large, max_entries=10, max_call_bytes=1000, max_message_bytes=1000, one_per_group=True
+    )
+    assert [len(call) for chain in plan.chains for call in chain] == [2, 2, 1]
+
+
 def test_chains_join_transitively_and_keep_call_order() -> None:
     calls = [[entry(0, "a")], [entry(1, "b")], [entry(2, "b"), entry(3, "c")], [entry(4, "a")]]
     calls.append([entry(5, "c")])

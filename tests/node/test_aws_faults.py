@@ -1,28 +1,42 @@
 """A node on AWS messaging when things go wrong: the endpoint vanishes mid-stream and comes back,
-and a client message too big for one SQS message once encoded. Each with events one per message
-and packed."""
+a client message too big for one SQS message once encoded (each with events one per message and
+packed); calls and entries that fail, and answers that are lost after the work was done, injected
+by the AWS stand-in, on the events path and the commands path."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
+import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.aws_standin import AwsStandIn
 from runtime.names import ResourceNames
 from runtime.provision import provision
+from runtime.transports.base import OriginUnavailable
+from runtime.transports.sqs_commands import SqsCommandPoller
 from runtime.transports.sqs_origin import SqsOrigin
-from tests.aws import MotoEndpoint
-from tests.conftest import StartNode
+from tests.aws import CREDENTIALS, REGION, MotoEndpoint
+from tests.conftest import StartNode, connect_id, send
 from tests.processes import start_process
-from tests.transports.test_sqs_origin import areceive_events
+from tests.transports.test_sqs_origin import (
+    ISSUER,
+    areceive_events,
+    message_events,
+    packed_origin,
+    unpack,
+    wait_until,
+)
 
 # One event per message (the old shape), and packed as nodes send them by default.
 PACKING = pytest.mark.parametrize(
@@ -167,3 +181,171 @@ async def test_sigterm_drains_packed_events_to_a_fifo_queue(
     kinds = Counter(event["requestContext"]["eventType"] for event in events)
     assert kinds == {"CONNECT": 30, "MESSAGE": 30, "DISCONNECT": 30}
     assert {e["disconnectStatusCode"] for e in events if "disconnectStatusCode" in e} == {1001}
+
+
+# ---- faults injected by the AWS stand-in --------------------------------------------------------
+
+
+@pytest.fixture
+async def standin(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AwsStandIn]:
+    for key, value in {**CREDENTIALS, "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(key, value)
+    server = AwsStandIn(region=REGION)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.inject()
+        await server.stop()
+
+
+def standin_sqs(standin: AwsStandIn) -> Any:
+    return boto3.client("sqs", region_name=REGION, endpoint_url=standin.url)
+
+
+async def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Every message left in the queue, read and deleted, until a 1 s long poll finds none."""
+
+    def take() -> list[dict[str, Any]]:
+        found = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        messages = found.get("Messages", [])
+        if messages:
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ]
+            sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+        return list(messages)
+
+    messages: list[dict[str, Any]] = []
+    while more := await asyncio.to_thread(take):
+        messages += more
+    return messages
+
+
+@pytest.mark.parametrize("fifo", [True, False], ids=["fifo", "standard"])
+async def test_packed_events_survive_failed_calls_entries_and_lost_answers(
+    start_node: StartNode, standin: AwsStandIn, fifo: bool
+) -> None:
+    """Every 4th SendMessageBatch fails whole, every 3rd of the rest is stored and then answered
+    500, every 3rd entry fails alone. The node sends again (its own retries: boto3 makes one
+    attempt) and nothing is lost; on FIFO its deduplication IDs make a resent pack count once,
+    so every connection's events arrive once and in order; a standard queue may hold a resent
+    pack twice (at-least-once, docs/redelivery.md)."""
+    queue_url = standin.create_queue("events.fifo" if fifo else "events")
+    standin.inject(
+        calls={"SendMessageBatch": 4},
+        answers={"SendMessageBatch": 3},
+        entries={"SendMessageBatch": 3},
+    )
+    origin = packed_origin(SqsOrigin, queue_url, standin.url, attempts=1, linger=0.01)
+    node = await start_node(origin=origin, origin_unavailable_seconds=60)
+    clients, count = 5, 80
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(connect(node.ws_url)) for _ in range(clients)]
+        for index in range(count):  # in bursts, so that the node makes many calls
+            for client in sockets:
+                await client.send(json.dumps({"n": index}))
+            if index % 10 == 9:
+                await asyncio.sleep(0.05)
+    expected = clients * (count + 2)  # CONNECT, the messages, DISCONNECT
+    await wait_until(lambda: origin.stats()["eventsSent"] >= expected, timeout=30)
+    injected = dict(standin.faults.injected)
+    assert {key.split(".")[0] for key in injected} == {"calls", "answers", "entries"}, injected
+    standin.inject()
+    events = [event for message in await drain(standin_sqs(standin), queue_url)
+              for event in unpack(message)]  # fmt: skip
+    by_connection: dict[str, list[int]] = {}
+    for event in events:
+        context = event["requestContext"]
+        by_connection.setdefault(context["connectionId"], []).append(context["sequenceNumber"])
+    assert len(by_connection) == clients
+    for sequence in by_connection.values():
+        if fifo:  # once each, in order
+            assert sequence == list(range(count + 2))
+        else:  # every one, some perhaps twice
+            assert sorted(set(sequence)) == list(range(count + 2))
+    if fifo:
+        assert len(events) == expected
+    assert origin.stats()["eventsSent"] == expected
+    assert node.node.counters["messagesTooLargeForOrigin"] == 0
+
+
+async def test_commands_survive_failed_receives_and_deletes(
+    start_node: StartNode, standin: AwsStandIn
+) -> None:
+    """Every 3rd ReceiveMessage fails, every 2nd DeleteMessageBatch entry fails (its message
+    comes back after the visibility timeout and runs again) and every 4th DeleteMessageBatch is
+    done but answered 500. Every command reaches its client; a repeat only for a failed delete."""
+    queue_url = standin.create_queue("commands")
+    node = await start_node()
+    async with connect(node.ws_url) as client:
+        await wait_until(lambda: bool(node.origin.of_type("CONNECT")))
+        connection = connect_id(node.origin)
+        standin.inject(
+            calls={"ReceiveMessage": 3},
+            answers={"DeleteMessageBatch": 4},
+            entries={"DeleteMessageBatch": 2},
+        )
+        poller = SqsCommandPoller(
+            queue_url,
+            node.node,
+            max_payload_bytes=node.node.settings.send_buffer_bytes,
+            visibility_timeout=2,
+            wait_seconds=1,
+            endpoint_url=standin.url,
+            attempts=1,
+        )
+        await poller.start()
+        try:
+            total = 60
+            fed = standin.feed(
+                queue_url,
+                lambda index: json.dumps(send([connection], f"c{index}")),
+                rate=200,
+                count=total,
+            )
+            assert await fed == total
+            got: list[str] = []
+
+            async def until_all() -> None:
+                while len(set(got)) < total:
+                    got.append(str(await client.recv()))
+
+            await asyncio.wait_for(until_all(), 30)
+            await wait_until(lambda: standin.depth(queue_url) == 0, timeout=15)
+        finally:
+            await poller.stop()
+        injected = dict(standin.faults.injected)
+    assert set(got) == {f"c{index}" for index in range(total)}
+    assert injected.get("calls.ReceiveMessage", 0) >= 1
+    assert injected.get("answers.DeleteMessageBatch", 0) >= 1
+    failed_deletes = injected.get("entries.DeleteMessageBatch", 0)
+    assert failed_deletes >= 1
+    assert len(got) - total <= failed_deletes  # a repeat only where a delete failed
+    assert poller.stats()["errors"] >= 1
+
+
+async def test_a_fifo_pack_whose_answer_was_lost_goes_again_as_it_was(
+    standin: AwsStandIn,
+) -> None:
+    """The call that carried a pack failed, perhaps after SQS stored it. Handed again with newer
+    events of the same connection, the pack goes again unchanged (same deduplication ID, so SQS
+    drops it if it did arrive), and the newer events in a pack of their own after it."""
+    queue_url = standin.create_queue("events.fifo")
+    origin = packed_origin(SqsOrigin, queue_url, standin.url, attempts=1, linger=0.0)
+    await origin.start()
+    connection = ISSUER.issue()
+    batch = message_events(connection, 10)
+    try:
+        standin.inject(answers={"SendMessageBatch": 1})  # stored, then answered 500
+        with pytest.raises(OriginUnavailable):
+            await origin.deliver(batch[:4])
+        standin.inject()
+        await origin.deliver(batch)  # the pump hands the batch again, grown
+    finally:
+        await origin.close()
+    messages = await drain(standin_sqs(standin), queue_url)
+    packs = [[e["requestContext"]["sequenceNumber"] for e in unpack(m)] for m in messages]
+    assert packs == [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9]]  # the first once, though sent twice
+    # The lost one; then the pack again and, one pack of a group a call, the newer one.
+    assert standin.counts()["requests"]["sqs.SendMessageBatch"] == 3

@@ -168,8 +168,9 @@ async def test_node_events_reach_the_fifo_queue_in_order_per_connection(
     assert [json.loads(json.loads(m["Body"])["body"])["n"] for m in mine[1:]] == list(range(200))
     assert attributes(mine[0]) == ("CONNECT", "$connect")
     assert [attributes(m) for m in mine[1:5]] == [("MESSAGE", "ping"), ("MESSAGE", "chat")] * 2
-    assert max(len(call) for call in calls.calls) <= 10
-    assert len(calls.calls) < 100  # batched
+    # A FIFO call holds at most one message of a group (were two side by side, the service could
+    # fail the first and take the second): one connection's events go a call each.
+    assert [len(call) for call in calls.calls] == [1] * 201
     for call in calls.calls:
         assert all(e["MessageGroupId"] == connection_id for e in call)
         assert all(
@@ -197,11 +198,12 @@ async def test_large_events_split_by_bytes_and_chained_per_connection(
         await origin.deliver(batch)
     finally:
         await origin.close()
-    # 3 + (1 + 2) + 1 large ones fit 1 MiB per call; the small connection needs 3 calls.
-    assert [len(call) for call in calls.calls[:3]] == [3, 3, 10]
+    # Two large ones fit 1 MiB per call; a FIFO call holds one message per connection at most,
+    # so the small connection's 25 go a call each, its first 4 beside the large ones.
+    assert [len(call) for call in calls.calls] == [3, 3, 3, 2] + [1] * 21
     for call in calls.calls:
         assert sum(len(e["MessageBody"].encode()) for e in call) <= SQS_MAX_CALL_BYTES
-        assert len(call) <= 10
+        assert len({e["MessageGroupId"] for e in call}) == len(call)
     received = await areceive(sqs, resources.events_queue_url, len(batch))
     for connection_id, count in ((first, 4), (second, 3), (third, 25)):
         sequence = [context(m)["sequenceNumber"] for m in of_group(received, connection_id)]
@@ -262,28 +264,29 @@ async def test_failed_entries_alone_are_resent_before_the_connection_goes_on(
     calls = BatchCalls(origin.client, "send_message_batch", "Entries")
     await origin.start()
     first, second = ISSUER.issue(), ISSUER.issue()
-    batch = message_events(first, 15) + message_events(second, 10)
+    batch = message_events(first, 4) + message_events(second, 3)
     bodies = [event.decode() for event in batch]
-    # The last entry of `first` in call 1 and of `second` in call 2 fail once.
-    calls.fail_once = {bodies[9], bodies[19]}
+    f, s = bodies[:4], bodies[4:]
+    # `first`'s first event and `second`'s second fail once. A FIFO call holds one message of a
+    # connection at most: had `first`'s 2nd been beside its 1st, the service could have taken it
+    # and the resent 1st would land behind it.
+    calls.fail_once = {f[0], s[1]}
     try:
         await origin.deliver(batch)
     finally:
         await origin.close()
-    assert (
-        [calls.bodies(i) for i in range(len(calls.calls))]
-        == [
-            bodies[0:10],
-            [bodies[9]],  # resent alone, before `first` continues in the next call
-            bodies[10:20],
-            [bodies[19]],
-            bodies[20:25],
-        ]
-    )
+    assert [calls.bodies(i) for i in range(len(calls.calls))] == [
+        [f[0], s[0]],
+        [f[0]],  # resent alone, before `first` goes on
+        [f[1], s[1]],
+        [s[1]],
+        [f[2], s[2]],
+        [f[3]],
+    ]
     assert origin.stats()["entriesResent"] == 2
-    received = await areceive(sqs, resources.events_queue_url, 25)
-    assert len(received) == 25
-    for connection_id, count in ((first, 15), (second, 10)):
+    received = await areceive(sqs, resources.events_queue_url, 7)
+    assert len(received) == 7
+    for connection_id, count in ((first, 4), (second, 3)):
         sequence = [context(m)["sequenceNumber"] for m in of_group(received, connection_id)]
         assert sequence == list(range(count))
 
@@ -309,10 +312,12 @@ async def test_an_entry_the_service_refuses_for_good_is_named_and_not_retried(
         with pytest.raises(OriginRefused, match=large_id) as caught:
             await origin.deliver(batch)
         assert caught.value.refused == (1,)
-        assert len(calls.calls) == 1  # not retried within the deliver
+        # A FIFO call holds one message of a connection at most: [small, second's 1st], then
+        # [large, second's 2nd]; the refused one is not retried within the deliver.
+        assert [len(call) for call in calls.calls] == [2, 2]
         with pytest.raises(OriginUnavailable, match=large_id):
             await origin.deliver(batch)  # the node hands the batch again
-        assert [len(call) for call in calls.calls] == [4, 1]  # only what is missing
+        assert [len(call) for call in calls.calls] == [2, 2, 1]  # only what is missing
     finally:
         await origin.close()
     received = await areceive(sqs, resources.events_queue_url, 3)
