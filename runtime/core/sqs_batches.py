@@ -54,10 +54,11 @@ PACK_TAIL = "]}"
 PACK_OVERHEAD = len(PACK_HEAD) + len(PACK_TAIL)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Entry:
     """One SQS/SNS message as a batch entry: what the service gets and what it counts. Either
-    one event, or (`members`) several packed as `{"events": [...]}`."""
+    one event, or (`members`) several packed as `{"events": [...]}`. Not frozen, though never
+    changed after it is made: a frozen dataclass's `__init__` costs a microsecond per event."""
 
     index: int  # position in the batch handed to `deliver` (of the first member, if packed)
     body: str
@@ -87,7 +88,8 @@ def entries_for(events: Sequence[bytes], *, default_group: str) -> list[Entry]:
     for index, event in enumerate(events):
         text = event.decode("utf-8")
         size = len(event)
-        if _SURROGATE_LEAD in event and _NOT_SQS_TEXT.search(text):
+        # Their lead byte first: a one-byte search is a memchr, three times faster than two.
+        if b"\xef" in event and _SURROGATE_LEAD in event and _NOT_SQS_TEXT.search(text):
             # The same JSON value, in characters SQS accepts.
             text = _NOT_SQS_TEXT.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
             size = len(text.encode("utf-8"))
@@ -123,16 +125,21 @@ def attributes_size(event_type: str, route_key: str) -> int:
     )
 
 
-def group_id(value: str) -> str:
-    """A MessageGroupId for a connection ID; anything else (a GONE for junk) is hashed to fit."""
+def _fifo_id(value: str) -> str:
     if _FIFO_ID.fullmatch(value):
         return value
     return "h-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)  # a connection's events come in runs
+def group_id(value: str) -> str:
+    """A MessageGroupId for a connection ID; anything else (a GONE for junk) is hashed to fit."""
+    return _fifo_id(value)
+
+
 def deduplication_id(message_id: str) -> str:
     """The event's own ID, so a resent event (the node retries whole batches) is dropped."""
-    return group_id(message_id)
+    return _fifo_id(message_id)  # each is new: not worth a cache
 
 
 def bucket_group(connection_id: str, groups: int, prefix: str) -> str:
