@@ -109,7 +109,7 @@ class EventPacking:
     per_message: int = 1000
     message_bytes: int = 64 * 1024  # one billed request
     linger_ms: int = 20
-    fifo_groups: int = 4
+    fifo_groups: int = 10
 
     def node_environment(self) -> dict[str, str]:
         return {

@@ -214,7 +214,7 @@ class Settings:
     events_per_message: int = 1000
     events_message_bytes: int = 64 * 1024
     events_linger_ms: int = 20
-    events_fifo_groups: int = 4
+    events_fifo_groups: int = 10
     commands_queue_url: str = ""
     commands_workers: int = 2
     aws_region: str = ""

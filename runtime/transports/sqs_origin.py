@@ -64,7 +64,9 @@ ENTRY_BACKOFF_MAX = 1.0
 SDK_ATTEMPTS = 3  # botocore's own tries of one call (throttling, 5xx, connection errors)
 REMEMBERED = 65_536  # message IDs of accepted events, to skip when a batch comes again
 DEFAULT_PACK_BYTES = 64 << 10  # one billed request's worth
-DEFAULT_FIFO_GROUPS = 4
+# A FIFO call holds one message of a group at most: as many groups as a call holds entries lets
+# a busy node fill its calls.
+DEFAULT_FIFO_GROUPS = MAX_ENTRIES_PER_CALL
 # Errors with which the service refuses a whole call for what one of its messages holds (too
 # long for the queue's limit, characters it does not take). Retrying the same call cannot help;
 # sending its entries one by one finds the culprit. Other errors (throttling, permissions, a

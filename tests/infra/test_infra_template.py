@@ -281,7 +281,7 @@ def test_container_is_configured_by_environment_variables(stack: SynthesizedStac
         "EVENTS_PER_MESSAGE": str(stack.settings.get("eventsPerMessage", 1000)),
         "EVENTS_MESSAGE_BYTES": str(stack.settings.get("eventsMessageBytes", 65536)),
         "EVENTS_LINGER_MS": str(stack.settings.get("eventsLingerMs", 20)),
-        "EVENTS_FIFO_GROUPS": str(stack.settings.get("eventsFifoGroups", 4)),
+        "EVENTS_FIFO_GROUPS": str(stack.settings.get("eventsFifoGroups", 10)),
         **(
             {"GRAPHQL_ORIGIN_FUNCTION": stack.settings["graphqlOriginFunction"]}
             if "graphqlOriginFunction" in stack.settings
