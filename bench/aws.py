@@ -55,7 +55,7 @@ from picows import WSListener, WSMsgType, WSTransport
 
 from bench import client, prices, report
 from bench.aws_standin import attributes_size, billed_requests
-from bench.common import host_port, raise_nofile_limit, run, write_section
+from bench.common import finish, host_port, raise_nofile_limit, run
 from bench.handshakes import BenchFailure, _fill, _table, pick_cpus
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from bench.run import CpuWindow, Target, _node_flags, payload_text
@@ -2067,20 +2067,14 @@ async def main_async(args: argparse.Namespace) -> int:
         for row in check_rows(results["checks"]):
             if row[-1] != "PASS":
                 print("FAIL " + " | ".join(row))
-    name = "aws-quick.json" if plan.quick else "aws.json"
-    out = args.json or REPO / "bench" / "results" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"({results['seconds']:.0f} s; raw results in {out})")
-    if not all(check["ok"] for check in results["checks"]):
-        print("FAILED: a count is wrong (see FAIL above); no report written", file=sys.stderr)
-        return 1
-    if not plan.quick:
-        write_section(REPO / "docs" / "performance.md", markdown(results))
-        print("section written to docs/performance.md")
-    if args.strict and not all(results["targets"].values()):
-        return 1
-    return 0
+    return finish(
+        results,
+        name="aws",
+        quick=plan.quick,
+        out=args.json,
+        section=markdown,
+        strict=args.strict,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import resource
-from collections.abc import Coroutine
+import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
 
 # A client that connects to this path is a control connection: its messages are broadcast to every
 # other connection instead of being echoed (baseline servers only; the node gets a `send` command).
@@ -51,3 +55,30 @@ def write_section(path: Path, section: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text)
+
+
+def finish(
+    results: dict[str, Any],
+    *,
+    name: str,
+    quick: bool,
+    out: Path | None,
+    section: Callable[[dict[str, Any]], str],
+    strict: bool,
+) -> int:
+    """Write a benchmark's raw results and, for a full run whose counts all agree, its section of
+    docs/performance.md. The exit status: 1 when a count is wrong or (`strict`) a target missed.
+    """
+    path = out or REPO / "bench" / "results" / (f"{name}-quick.json" if quick else f"{name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    print(f"({results['seconds']:.0f} s; raw results in {path})")
+    if not all(check["ok"] for check in results["checks"]):
+        print("FAILED: a count is wrong (see FAIL above); no report written", file=sys.stderr)
+        return 1
+    if not quick:
+        write_section(REPO / "docs" / "performance.md", section(results))
+        print("section written to docs/performance.md")
+    if strict and not all(results["targets"].values()):
+        return 1
+    return 0

@@ -59,7 +59,7 @@ from jwt.algorithms import RSAAlgorithm
 from websockets.utils import accept_key, generate_key
 
 from bench import report
-from bench.common import raise_nofile_limit, run, write_section
+from bench.common import finish, raise_nofile_limit, run
 from bench.graphql import MachineWindow
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from runtime.transports.base import Allow
@@ -1139,20 +1139,14 @@ async def main_async(args: argparse.Namespace) -> int:
     results["checks"] = check_counts(results, plan, elapsed)
     results["targets"] = verdicts(results)
     print_summary(results)
-    name = "handshakes-quick.json" if plan.quick else "handshakes.json"
-    out = args.json or REPO / "bench" / "results" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"({results['seconds']:.0f} s; raw results in {out})")
-    if not all(check["ok"] for check in results["checks"]):
-        print("FAILED: a count is wrong (see FAIL above); no report written", file=sys.stderr)
-        return 1
-    if not plan.quick:
-        write_section(REPO / "docs" / "performance.md", markdown(results))
-        print("section written to docs/performance.md")
-    if args.strict and not all(results["targets"].values()):
-        return 1
-    return 0
+    return finish(
+        results,
+        name="handshakes",
+        quick=plan.quick,
+        out=args.json,
+        section=markdown,
+        strict=args.strict,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import raise_nofile_limit
-
-REPO = Path(__file__).resolve().parent.parent
+from bench.common import REPO, raise_nofile_limit
 
 
 def free_port() -> int:
