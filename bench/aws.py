@@ -56,7 +56,7 @@ from picows import WSListener, WSMsgType, WSTransport
 from bench import client, prices, report
 from bench.aws_standin import attributes_size, billed_requests
 from bench.common import finish, host_port, raise_nofile_limit, run
-from bench.handshakes import BenchFailure, _fill, _table, pick_cpus
+from bench.handshakes import BenchFailure, _fill, _table, check_rows, pick_cpus
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from bench.run import CpuWindow, Target, _node_flags, payload_text
 from runtime.config import Settings
@@ -1763,13 +1763,6 @@ def latency_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
             )
         )
     return out
-
-
-def check_rows(checks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
-    return [
-        (c["name"], f"{c['measured']}", f"{c['expected']}", "PASS" if c["ok"] else "FAIL")
-        for c in checks
-    ]
 
 
 def generator_verdict(r: dict[str, Any]) -> tuple[str, str]:
