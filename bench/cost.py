@@ -46,6 +46,7 @@ from infra.origin import FIFO_BATCH_SIZE, STANDARD_BATCH_SIZE, STANDARD_BATCHING
 from runtime.config import Settings
 from runtime.node.server import KEEPALIVE_IDS_PER_EVENT
 from runtime.origin import packing
+from runtime.transports.sqs_commands import DELETE_LINGER
 from runtime.wire import events as wire_events
 
 REPO = Path(__file__).resolve().parent.parent
@@ -334,6 +335,14 @@ def poller_receives(messages: float, pollers: float, assume: Assumptions) -> flo
     return max(messages / MAX_ENTRIES_PER_CALL, keeping_up, pollers / assume.long_poll_seconds)
 
 
+def command_deletes(messages: float, tasks: int) -> float:
+    """DeleteMessageBatch calls of the nodes' command pollers: ten messages a call, or what a
+    node's delete linger gathers (each node deletes at most once a linger while it trickles)."""
+    if messages <= 0:
+        return 0.0
+    return min(messages, max(messages / MAX_ENTRIES_PER_CALL, tasks / DELETE_LINGER))
+
+
 def lambda_gb_seconds(
     invocations: float, events: float, invocation_ms: float, event_ms: float, memory_mb: int
 ) -> float:
@@ -521,7 +530,7 @@ def region_traffic(
         command_publishes=billed(publishing, command_payload),
         command_deliveries=billed(command_messages, command_payload),
         command_receives=billed(command_receives, command_payload),
-        command_deletes=min(command_receives, command_messages),
+        command_deletes=command_deletes(command_messages, tasks),
         command_payload=command_payload,
     )
 

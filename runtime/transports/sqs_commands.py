@@ -1,8 +1,10 @@
 """Commands from the environment's SQS commands queue, long-polled by every node.
 
 A message is deleted only after the node carried its commands out (local writes done, peers
-acknowledged), so a node that dies mid-command leaves it to come back: at-least-once. A body that
-cannot be read at all is left alone for the queue's redrive policy to move to the dead-letter
+acknowledged), so a node that dies mid-command leaves it to come back: at-least-once. Deletes of
+messages done one after another wait up to `delete_linger` to go ten to a call (a busy node
+receives a message or two at a time: a DeleteMessageBatch each would cost as much again). A body
+that cannot be read at all is left alone for the queue's redrive policy to move to the dead-letter
 queue; it never holds up the messages beside it. Slow work keeps its messages hidden by extending
 their visibility while it runs.
 """
@@ -38,6 +40,7 @@ BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 10.0
 SDK_ATTEMPTS = 3
 RELEASE_TIMEOUT = 5.0
+DELETE_LINGER = 0.25  # seconds a done message may wait for others to share its delete call
 COUNTERS = (
     "received",
     "executed",
@@ -66,6 +69,7 @@ class SqsCommandPoller:
         region: str | None = None,
         endpoint_url: str | None = None,
         attempts: int = SDK_ATTEMPTS,
+        delete_linger: float = DELETE_LINGER,
     ) -> None:
         if not 1 <= workers <= 64:
             raise ValueError(f"workers must be between 1 and 64 (got {workers})")
@@ -75,6 +79,8 @@ class SqsCommandPoller:
             raise ValueError(
                 f"visibility_timeout must be between 2 and 43200 seconds (got {visibility_timeout})"
             )
+        if not 0 <= delete_linger <= 1:  # well inside the shortest visibility timeout
+            raise ValueError(f"delete_linger must be between 0 and 1 second (got {delete_linger})")
         self.queue_url = queue_url
         self.executor = executor
         self.max_payload_bytes = max_payload_bytes
@@ -82,6 +88,7 @@ class SqsCommandPoller:
         self.wait_seconds = wait_seconds
         self.visibility_timeout = visibility_timeout
         self.stop_timeout = stop_timeout
+        self.delete_linger = delete_linger
         self.client: Any = boto3.client(
             "sqs",
             region_name=region,
@@ -98,6 +105,9 @@ class SqsCommandPoller:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[Any]] = set()
         self._abandoned: list[dict[str, Any]] = []
+        self._to_delete: list[dict[str, Any]] = []  # done, waiting for their delete call
+        self._deleting: asyncio.Task[None] | None = None
+        self._call_full = asyncio.Event()  # ten wait: no need to linger
 
     async def start(self) -> None:
         """Learn the visibility timeout (unless given), then poll. A wrong queue fails here."""
@@ -133,6 +143,7 @@ class SqsCommandPoller:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self._flush_deletes()
         if self._abandoned:  # let another node have them now, not a visibility timeout later
             abandoned, self._abandoned = self._abandoned, []
             with contextlib.suppress(TimeoutError):
@@ -198,7 +209,7 @@ class SqsCommandPoller:
         heartbeat = asyncio.create_task(self._extend(held))
         try:
             outcomes = await asyncio.gather(*(self._execute(message, held) for message in messages))
-            await self._delete([m for m, done in zip(messages, outcomes, strict=True) if done])
+            self._delete_soon([m for m, done in zip(messages, outcomes, strict=True) if done])
         except asyncio.CancelledError:
             self._abandoned.extend(held.values())  # stop() hands them back
             raise
@@ -273,6 +284,43 @@ class SqsCommandPoller:
                 continue
             self.counters["extended"] += len(response.get("Successful", ()))
             self._log_failed("extending command visibility failed", response)
+
+    def _delete_soon(self, messages: Sequence[dict[str, Any]]) -> None:
+        """Queue done messages for deletion: ten make a call now, fewer wait the linger."""
+        self._to_delete.extend(messages)
+        if len(self._to_delete) >= MAX_MESSAGES:
+            self._call_full.set()
+        if self._deleting is None and self._to_delete:
+            self._deleting = asyncio.create_task(self._delete_pending(), name="sqs-commands-delete")
+
+    async def _delete_pending(self) -> None:
+        try:
+            while self._to_delete:
+                if len(self._to_delete) < MAX_MESSAGES and self.delete_linger:
+                    self._call_full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._call_full.wait(), self.delete_linger)
+                batch, self._to_delete = (
+                    self._to_delete[:MAX_MESSAGES],
+                    self._to_delete[MAX_MESSAGES:],
+                )
+                await self._delete(batch)
+        finally:
+            self._deleting = None
+
+    async def _flush_deletes(self) -> None:
+        """At stop: what waits for its delete call goes now (it would come back otherwise)."""
+        if self._deleting is not None:  # it ends once the list is empty: let it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(self._deleting), self.delete_linger + RELEASE_TIMEOUT
+                )
+        pending, self._to_delete = self._to_delete, []
+        for start in range(0, len(pending), MAX_MESSAGES):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._delete(pending[start : start + MAX_MESSAGES]), RELEASE_TIMEOUT
+                )
 
     async def _delete(self, messages: Sequence[dict[str, Any]]) -> None:
         if not messages:

@@ -263,3 +263,37 @@ def test_settings_out_of_range_are_refused(moto_endpoint: MotoEndpoint) -> None:
         SqsCommandPoller("q", node, max_payload_bytes=1, wait_seconds=0)
     with pytest.raises(ValueError, match="visibility_timeout must be between 2 and 43200"):
         SqsCommandPoller("q", node, max_payload_bytes=1, visibility_timeout=1)
+
+
+async def test_deletes_of_messages_done_one_by_one_share_calls(setup: Setup) -> None:
+    """Messages arriving one at a time are received one at a time, but their deletes wait up to
+    the linger to go ten to a DeleteMessageBatch; and a stop sends what still waits."""
+    client, connection_id = await client_of(setup)
+    poller = await setup.poller(workers=1, delete_linger=1.0)
+    calls: list[int] = []
+    delete = poller.client.delete_message_batch
+
+    def counted(**request: Any) -> Any:
+        calls.append(len(request["Entries"]))
+        return delete(**request)
+
+    poller.client.delete_message_batch = counted
+    for index in range(12):  # one at a time: each its own receive
+        await setup.put(json.dumps(send([connection_id], f"m{index}")))
+        assert await asyncio.wait_for(client.recv(), 5) == f"m{index}"
+    await wait_until(lambda: poller.stats()["deleted"] >= 10)
+    assert calls[0] == 10  # ten waited, then went together
+    assert poller.stats()["received"] == 12
+    # The last two wait their linger; a stop does not leave them to come back.
+    await poller.stop()
+    setup.pollers.remove(poller)
+    assert sum(calls) == 12 and len(calls) == 2
+    assert poller.stats()["deleted"] == 12
+    assert await asyncio.to_thread(setup.counts) == (0, 0)
+    await client.close()
+
+
+def test_delete_linger_out_of_range_is_refused() -> None:
+    node: Any = object()
+    with pytest.raises(ValueError, match="delete_linger must be between 0 and 1 second"):
+        SqsCommandPoller("q", node, max_payload_bytes=1, delete_linger=2)
