@@ -1098,12 +1098,22 @@ class AwsBench:
                 for key, _ in rotate(DELIVERY_MODES, number):
                     expected, send = sources[key]
                     result = await self.deliver(node, standin, clients, expected, send)
-                    result["left_in_queue"] = await standin.depth(commands_url)
+                    result["left_in_queue"] = await self.settled_depth(standin, commands_url)
                     rounds[key].append(result)
         finally:
             clients.close()
             self.stop(node.child)
         return {key: combine_deliveries(results) for key, results in rounds.items()}
+
+    async def settled_depth(self, standin: StandIn, queue_url: str) -> int:
+        """The queue's depth once the node's last deletes had time to go (they wait up to a
+        quarter of a second to share a call): what is left then is stuck."""
+        deadline = time.monotonic() + 2.0
+        depth = await standin.depth(queue_url)
+        while depth and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            depth = await standin.depth(queue_url)
+        return depth
 
     async def post_all(self, node: Node, bodies: Sequence[bytes], in_flight: int = 4) -> int:
         """POST every body, `in_flight` at a time; returns how many were not answered 200."""

@@ -105,9 +105,9 @@ class SqsCommandPoller:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[Any]] = set()
         self._abandoned: list[dict[str, Any]] = []
-        self._to_delete: list[dict[str, Any]] = []  # done, waiting for their delete call
-        self._deleting: asyncio.Task[None] | None = None
-        self._call_full = asyncio.Event()  # ten wait: no need to linger
+        self._to_delete: list[dict[str, Any]] = []  # done, fewer than ten, waiting for more
+        self._lingering: asyncio.Task[None] | None = None
+        self._delete_calls: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Learn the visibility timeout (unless given), then poll. A wrong queue fails here."""
@@ -209,7 +209,7 @@ class SqsCommandPoller:
         heartbeat = asyncio.create_task(self._extend(held))
         try:
             outcomes = await asyncio.gather(*(self._execute(message, held) for message in messages))
-            self._delete_soon([m for m, done in zip(messages, outcomes, strict=True) if done])
+            await self._delete_soon([m for m, done in zip(messages, outcomes, strict=True) if done])
         except asyncio.CancelledError:
             self._abandoned.extend(held.values())  # stop() hands them back
             raise
@@ -285,42 +285,46 @@ class SqsCommandPoller:
             self.counters["extended"] += len(response.get("Successful", ()))
             self._log_failed("extending command visibility failed", response)
 
-    def _delete_soon(self, messages: Sequence[dict[str, Any]]) -> None:
-        """Queue done messages for deletion: ten make a call now, fewer wait the linger."""
+    async def _delete_soon(self, messages: Sequence[dict[str, Any]]) -> None:
+        """Delete done messages ten to a call: a full call goes now, fewer wait the linger for
+        more. Returns once the delete calls in flight are fewer than the workers (a queue that
+        deletes more slowly than it receives must not pile up calls)."""
         self._to_delete.extend(messages)
-        if len(self._to_delete) >= MAX_MESSAGES:
-            self._call_full.set()
-        if self._deleting is None and self._to_delete:
-            self._deleting = asyncio.create_task(self._delete_pending(), name="sqs-commands-delete")
+        while len(self._to_delete) >= MAX_MESSAGES or (self._to_delete and not self.delete_linger):
+            batch = self._to_delete[:MAX_MESSAGES]
+            del self._to_delete[:MAX_MESSAGES]
+            self._start_delete(batch)
+        if self._to_delete and self._lingering is None:
+            self._lingering = asyncio.create_task(self._delete_after_linger())
+        while len(self._delete_calls) >= self.workers:
+            await asyncio.wait(self._delete_calls, return_when=asyncio.FIRST_COMPLETED)
 
-    async def _delete_pending(self) -> None:
+    def _start_delete(self, batch: list[dict[str, Any]]) -> None:
+        task = asyncio.create_task(self._delete(batch), name="sqs-commands-delete")
+        self._delete_calls.add(task)
+        task.add_done_callback(self._delete_calls.discard)
+
+    async def _delete_after_linger(self) -> None:
         try:
-            while self._to_delete:
-                if len(self._to_delete) < MAX_MESSAGES and self.delete_linger:
-                    self._call_full.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._call_full.wait(), self.delete_linger)
-                batch, self._to_delete = (
-                    self._to_delete[:MAX_MESSAGES],
-                    self._to_delete[MAX_MESSAGES:],
-                )
-                await self._delete(batch)
+            await asyncio.sleep(self.delete_linger)
         finally:
-            self._deleting = None
+            self._lingering = None
+        while self._to_delete:
+            batch = self._to_delete[:MAX_MESSAGES]
+            del self._to_delete[:MAX_MESSAGES]
+            self._start_delete(batch)
 
     async def _flush_deletes(self) -> None:
         """At stop: what waits for its delete call goes now (it would come back otherwise)."""
-        if self._deleting is not None:  # it ends once the list is empty: let it
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.shield(self._deleting), self.delete_linger + RELEASE_TIMEOUT
-                )
-        pending, self._to_delete = self._to_delete, []
-        for start in range(0, len(pending), MAX_MESSAGES):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._delete(pending[start : start + MAX_MESSAGES]), RELEASE_TIMEOUT
-                )
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = None
+        while self._to_delete:
+            batch = self._to_delete[:MAX_MESSAGES]
+            del self._to_delete[:MAX_MESSAGES]
+            self._start_delete(batch)
+        if self._delete_calls:
+            await asyncio.wait(self._delete_calls, timeout=RELEASE_TIMEOUT)
 
     async def _delete(self, messages: Sequence[dict[str, Any]]) -> None:
         if not messages:
