@@ -39,13 +39,13 @@ from infra.messaging import GatewayMessaging
 from infra.network import GatewayNetwork
 from infra.retention import log_retention
 from runtime.config import event_buffer_for
+from runtime.names import CONNECTIONS_METRIC, HEALTH_PATH, METRICS_NAMESPACE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "runtime/Dockerfile"  # relative to PROJECT_ROOT, the build context
 
 WEBSOCKET_PORT = 8080
 PEER_PORT = 9100
-HEALTH_PATH = "/healthz"
 CONTAINER_NAME = "node"
 PEERS_SERVICE_NAME = "nodes"
 NOFILE_LIMIT = 262_144  # one descriptor per connection, with room for sockets to AWS
@@ -54,8 +54,6 @@ NOFILE_LIMIT = 262_144  # one descriptor per connection, with room for sockets t
 ALB_IDLE_TIMEOUT = cdk.Duration.minutes(10)
 PEER_DNS_TTL = cdk.Duration.seconds(10)  # the nodes re-resolve every PEERS_REFRESH_SECONDS (10)
 
-CONNECTIONS_NAMESPACE = "WsGateway"
-CONNECTIONS_METRIC = "ConnectionsPerTask"
 SCALE_OUT_COOLDOWN = cdk.Duration.minutes(1)
 # Scaling in closes every connection of the stopped tasks: do it slowly.
 SCALE_IN_COOLDOWN = cdk.Duration.minutes(10)
@@ -416,7 +414,7 @@ class GatewayService(Construct):
             )
 
         self.connections_metric = cloudwatch.Metric(
-            namespace=CONNECTIONS_NAMESPACE,
+            namespace=METRICS_NAMESPACE,
             metric_name=CONNECTIONS_METRIC,
             dimensions_map={"ServiceName": self.service_name},
             statistic=cloudwatch.Stats.AVERAGE,

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from runtime.core.origin_policy import compile_allowed_origins
+from runtime.names import METRICS_NAMESPACE
 from runtime.wire.connection_id import MAX_REGION_LENGTH, NodeAddress
 from runtime.wire.events import RouteSelector
 from runtime.wire.graphql_ws import PROTOCOLS as GRAPHQL_SUBPROTOCOLS
@@ -257,7 +258,7 @@ class Settings:
     trust_forwarded_for: bool = False
     gone_events: bool = True
     metrics_interval: float = 60.0
-    metrics_namespace: str = "WsGateway"
+    metrics_namespace: str = METRICS_NAMESPACE
     service_name: str = "wsgateway"
     graphql_origin_url: str = ""
     graphql_origin_function: str = ""

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime import logs
 from runtime.config import Settings
-from runtime.names import ResourceNames
+from runtime.names import HEALTH_PATH, ResourceNames
 from runtime.node.service import NodeService, build_service
 from runtime.provision import Resources, provision
 from runtime.transports.http1 import HttpServer, Request, Response, json_response
@@ -202,7 +202,7 @@ def page_server(node_urls: list[str]) -> HttpServer:
             return Response(200, page, {"Content-Type": "text/html; charset=utf-8"})
         if request.path == "/config.json":
             return Response(200, config, {"Content-Type": "application/json"})
-        if request.path == "/healthz":
+        if request.path == HEALTH_PATH:
             return Response(200, b"ok", {"Content-Type": "text/plain"})
         return json_response({"error": f"no such page: {request.path}"}, 404)
 

@@ -12,6 +12,10 @@ import re
 from dataclasses import dataclass
 
 PREFIX = "wsgw"
+# Facts the node, the local system and the stack must agree on, defined once.
+HEALTH_PATH = "/healthz"  # GET on the WebSocket port: 200, or 503 once the node drains
+METRICS_NAMESPACE = "WsGateway"  # CloudWatch namespace of the node's EMF metrics
+CONNECTIONS_METRIC = "ConnectionsPerTask"  # the metric the service scales on
 _ENVIRONMENT = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 

@@ -1,7 +1,9 @@
 """Server frames built once and written to many connections.
 
-Server-to-client frames are not masked, and the node does not negotiate compression, so a message
-encodes to the same bytes for every recipient: one encoding serves a send to 10,000 connections.
+Server-to-client frames are not masked, so on a connection without compression a message encodes
+to the same bytes for every recipient: one encoding serves a send to 10,000 connections. A
+connection that negotiated permessage-deflate (`--compression deflate`) does not use these: the
+library compresses each message with that connection's own context (see `Node._write`).
 The header is packed here rather than by `websockets.frames.Frame.serialize`, which checks and
 buffers for the general case and costs several times more per message; a test holds the two equal.
 """

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-NAMESPACE = "WsGateway"
-CONNECTIONS = "ConnectionsPerTask"
+from runtime.names import CONNECTIONS_METRIC
 
 
 def connections_metric(
@@ -23,10 +22,10 @@ def connections_metric(
                 {
                     "Namespace": namespace,
                     "Dimensions": [["ServiceName"]],
-                    "Metrics": [{"Name": CONNECTIONS, "Unit": "Count"}],
+                    "Metrics": [{"Name": CONNECTIONS_METRIC, "Unit": "Count"}],
                 }
             ],
         },
         "ServiceName": service,
-        CONNECTIONS: connections,
+        CONNECTIONS_METRIC: connections,
     }

@@ -31,6 +31,7 @@ from runtime.core.registry import ConnectionEntry, ConnectionRegistry
 from runtime.core.router import Route, Router
 from runtime.core.send_buffer import SendLimits
 from runtime.logs import LogThrottle
+from runtime.names import HEALTH_PATH
 from runtime.node.connection import NodeConnection
 from runtime.node.connections_api import ConnectionsApi
 from runtime.node.frames import message_frame
@@ -70,7 +71,6 @@ from runtime.wire.events import HandshakeDetails
 log = logging.getLogger("runtime.node")
 metrics_log = logging.getLogger("runtime.metrics")  # logged at any --log-level: scaling needs it
 
-HEALTH_PATH = "/healthz"
 KEEPALIVE_KEY = "$keepalive"
 KEEPALIVE_IDS_PER_EVENT = 1000
 SERVER_HEADER = "wsgateway"
