@@ -50,7 +50,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from bench import report
-from bench.common import raise_nofile_limit, run
+from bench.common import progress, raise_nofile_limit, run
 from bench.local import MOTO_CHILD  # moto's server alone in a child, as bench.local runs it
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from runtime.names import ResourceNames
@@ -1761,8 +1761,7 @@ def _kib(value: float) -> str:
     return f"{value / KiB:,.0f} KiB"
 
 
-def _say(text: str) -> None:
-    print(f"[attacks] {text}", file=sys.stderr, flush=True)
+_say = progress("attacks")
 
 
 # Report

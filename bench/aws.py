@@ -59,6 +59,7 @@ from bench.common import finish, host_port, raise_nofile_limit, run
 from bench.handshakes import BenchFailure, _fill, _table, check_rows, pick_cpus
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from bench.run import CpuWindow, Target, _node_flags, payload_text
+from bench.stats import percentile
 from runtime.config import Settings
 from runtime.origin import packing
 from runtime.origin.client import BOTO_CONFIG, GatewayClient
@@ -1318,13 +1319,12 @@ class AwsBench:
         )
         samples = sorted(ns / 1e6 for ns in clients.round_trips)
         clients.sent_at.clear()
-        cuts = statistics.quantiles(samples, n=100, method="inclusive")
         return {
             "sent": plan.latency_messages,
             "replies": len(samples),
             "stray": clients.stray,
-            "p50_ms": cuts[49],
-            "p99_ms": cuts[98],
+            "p50_ms": percentile(samples, 0.50),
+            "p99_ms": percentile(samples, 0.99),
             "max_ms": samples[-1],
         }
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
+from bench.stats import percentile
+
 TEXT = WSMsgType.TEXT
 CLOSE = WSMsgType.CLOSE
 CONNECT_TIMEOUT = 10.0
@@ -174,17 +176,12 @@ async def latency(
     return LatencyResult(
         round_trips=len(pinger.samples),
         samples=len(samples),
-        p50_us=_percentile(us, 0.50),
-        p90_us=_percentile(us, 0.90),
-        p99_us=_percentile(us, 0.99),
+        p50_us=percentile(us, 0.50),
+        p90_us=percentile(us, 0.90),
+        p99_us=percentile(us, 0.99),
         mean_us=statistics.fmean(us),
         max_us=us[-1],
     )
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # Many idle connections, and a broadcast that every one of them must receive.

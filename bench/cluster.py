@@ -28,8 +28,9 @@ from typing import Any
 from picows import WSMsgType, WSTransport
 
 from bench import client as load
-from bench.common import raise_nofile_limit, run, write_section
+from bench.common import progress, raise_nofile_limit, run, write_section
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
+from bench.stats import percentile
 from runtime.transports.http1 import HttpClient
 from tests.udp_proxy import FaultyUdpProxy
 
@@ -256,8 +257,8 @@ class ClusterBench:
         local_lat = sorted(await self.latency(pair.b_commands, ids[0], tally))
         forwarded_lat = sorted(await self.latency(pair.a_commands, ids[0], tally))
         for name, samples in (("local", local_lat), ("forwarded", forwarded_lat)):
-            results[f"{name}_p50_ms"] = _percentile(samples, 0.50) * 1000
-            results[f"{name}_p99_ms"] = _percentile(samples, 0.99) * 1000
+            results[f"{name}_p50_ms"] = percentile(samples, 0.50) * 1000
+            results[f"{name}_p99_ms"] = percentile(samples, 0.99) * 1000
         load.close_all(opened)
         self.stop_pair(pair)
 
@@ -287,12 +288,7 @@ class ClusterBench:
         return results
 
 
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _say(text: str) -> None:
-    print(f"[cluster] {text}", flush=True)
+_say = progress("cluster")
 
 
 def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:

@@ -57,6 +57,15 @@ def write_section(path: Path, section: str) -> None:
     path.write_text(text)
 
 
+def progress(bench: str) -> Callable[[str], None]:
+    """A benchmark's progress lines, `[bench] text`, on stderr: stdout carries its results."""
+
+    def say(text: str) -> None:
+        print(f"[{bench}] {text}", file=sys.stderr, flush=True)
+
+    return say
+
+
 def finish(
     results: dict[str, Any],
     *,

@@ -52,8 +52,9 @@ from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 from bench import client as load
 from bench import report
-from bench.common import host_port, raise_nofile_limit, run, write_section
+from bench.common import host_port, progress, raise_nofile_limit, run, write_section
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
+from bench.stats import percentile
 from runtime.transports.http1 import HttpClient, HttpServer, Request, Response, json_response
 from runtime.wire.graphql_ws import LEGACY, MODERN
 
@@ -704,8 +705,8 @@ def summarize(rounds: dict[str, list[Fanout]], n: int) -> dict[str, Any]:
             "rounds": len(results),
             "complete": len(times),
             "deliveries_per_second": n / statistics.median(times) if times else 0.0,
-            "p50_ms": 1000 * _percentile(times, 0.50) if times else None,
-            "p99_ms": 1000 * _percentile(times, 0.99) if times else None,
+            "p50_ms": 1000 * percentile(times, 0.50) if times else None,
+            "p99_ms": 1000 * percentile(times, 0.99) if times else None,
             "max_ms": 1000 * times[-1] if times else None,
             "node_cpu_us_per_delivery": 1e6 * sum(r.node_cpu for r in results) / max(1, deliveries),
             "origin_cpu_ms_per_publish": 1000 * sum(r.origin_cpu for r in results) / len(results),
@@ -780,11 +781,6 @@ def _graphql_counters(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if k.startswith("graphql") or k == "connections"}
 
 
-def _percentile(ordered: list[float], q: float) -> float:
-    ordered = sorted(ordered)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def _own_cpu() -> float:
     """This process's CPU seconds, to the nanosecond."""
     return time.process_time()
@@ -799,8 +795,7 @@ def _cpu(child: Child) -> float:
         return child.cpu_seconds()
 
 
-def _say(text: str) -> None:
-    print(f"[graphql] {text}", file=sys.stderr, flush=True)
+_say = progress("graphql")
 
 
 # Report

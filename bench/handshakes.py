@@ -62,6 +62,7 @@ from bench import report
 from bench.common import finish, raise_nofile_limit, run
 from bench.graphql import MachineWindow
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
+from bench.stats import percentile
 from runtime.transports.base import Allow
 from runtime.transports.http1 import HttpClient, HttpServer, Request, Response, json_response
 from runtime.transports.jwt_authorizer import (
@@ -733,15 +734,14 @@ class HandshakeBench:
 def summarize(tally: Tally) -> dict[str, Any]:
     """Rate (all measured handshakes / their time), latency percentiles, CPU per handshake."""
     n = tally.handshakes
-    cuts = statistics.quantiles(tally.latencies, n=100, method="inclusive") if n > 1 else []
     seconds = tally.seconds or 1e-9
     return {
         "handshakes": n,
         "seconds": round(tally.seconds, 3),
         "per_second": n / seconds,
         "round_rates": [round(rate, 1) for rate in tally.round_rates],
-        "p50_ms": cuts[49] * 1000 if cuts else 0.0,
-        "p99_ms": cuts[98] * 1000 if cuts else 0.0,
+        "p50_ms": percentile(tally.latencies, 0.50) * 1000 if tally.latencies else 0.0,
+        "p99_ms": percentile(tally.latencies, 0.99) * 1000 if tally.latencies else 0.0,
         "server_cpu_us": tally.server_cpu / n * 1e6 if n else 0.0,
         "server_busy_percent": 100 * tally.server_cpu / seconds,
         "generator_cpu_us": tally.generator_cpu / n * 1e6 if n else 0.0,

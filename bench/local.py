@@ -40,7 +40,7 @@ from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 from bench import report
 from bench.client import CONNECT_TIMEOUT
-from bench.common import raise_nofile_limit, run, write_section
+from bench.common import progress, raise_nofile_limit, run, write_section
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from runtime.config import Settings
 from runtime.core.outbox import EventOutbox
@@ -361,8 +361,7 @@ async def measure_pump(plan: Plan, fleet: Fleet) -> dict[str, Any]:
         fleet.stop(moto)
 
 
-def _say(text: str) -> None:
-    print(f"[local] {text}", flush=True)
+_say = progress("local")
 
 
 def rows(r: dict[str, Any]) -> list[tuple[str, str]]:

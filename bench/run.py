@@ -38,7 +38,7 @@ except ImportError:  # the load generator's client; not in the node's requiremen
     sys.exit("bench needs picows (the load generator's client): .venv/bin/pip install picows")
 
 from bench import client, report
-from bench.common import raise_nofile_limit, run
+from bench.common import progress, raise_nofile_limit, run
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 
 
@@ -553,8 +553,7 @@ class Bench:
         return await self.start_baseline(kind, label)
 
 
-def _say(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
+_say = progress("bench")
 
 
 def _node_flags(ws_port: int, command_port: int, token: str) -> list[str]:
