@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import secrets
-import signal
 import statistics
 import sys
 import threading
@@ -55,7 +54,7 @@ from picows import WSListener, WSMsgType, WSTransport
 
 from bench import client, prices, report
 from bench.aws_standin import attributes_size, billed_requests
-from bench.common import finish, host_port, raise_nofile_limit, run
+from bench.common import finish, raise_nofile_limit, run, run_harness, serve_until_signal
 from bench.handshakes import BenchFailure, _fill, _table, check_rows, pick_cpus
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from bench.run import CpuWindow, Target, _node_flags, payload_text
@@ -64,7 +63,7 @@ from runtime.config import Settings
 from runtime.origin import packing
 from runtime.origin.client import BOTO_CONFIG, GatewayClient
 from runtime.origin.events import Event, event_type, gateway_handler, message_data, parse_events
-from runtime.transports.http1 import HttpClient, HttpServer, Request, Response, json_response
+from runtime.transports.http1 import HttpClient, Request, Response, json_response
 
 SECTION = "## The AWS path"
 COMMAND = ".venv/bin/python -m bench.aws"
@@ -734,32 +733,21 @@ class LambdaControl:
         return json_response({"error": "not found"}, 404)
 
 
-async def serve_until_signal(route: Callable[[Request], Awaitable[Response]], port: int) -> None:
-    """A child's control endpoint, until the harness stops the process."""
-    server = HttpServer(route, max_body_bytes=64 << 20, name="bench-aws-child")
-    await server.start("127.0.0.1", port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop(timeout=0.5)
+CHILD_SERVER: dict[str, Any] = {"name": "bench-aws-child", "max_body_bytes": 64 << 20}
 
 
 def child_main(args: argparse.Namespace) -> int:
     raise_nofile_limit()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.child == "sink":
-        _, port = host_port(args.listen)
-        run(serve_until_signal(EventSink().route, port))
+        run(serve_until_signal(EventSink().route, args.listen, **CHILD_SERVER))
         return 0
     spec = LambdaSpec(**json.loads(args.spec))
     tally = LambdaTally()
     for poller in [LambdaPoller(spec, tally, number) for number in range(spec.pollers)]:
         poller.start()
-    run(serve_until_signal(LambdaControl(tally).route, spec.port))
+    control = LambdaControl(tally).route
+    run(serve_until_signal(control, f"127.0.0.1:{spec.port}", **CHILD_SERVER))
     return 0
 
 
@@ -2094,14 +2082,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child_main(args)
     args.argv = sys.argv[1:] if argv is None else argv
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[aws] %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    raise_nofile_limit()
-    # SIGTERM (timeout, make) unwinds through `finally`, so the children are always stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return int(run(main_async(args)))
+    return run_harness(log, "aws", main_async(args))
 
 
 if __name__ == "__main__":

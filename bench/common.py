@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import resource
+import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +93,38 @@ def finish(
     if strict and not all(results["targets"].values()):
         return 1
     return 0
+
+
+async def serve_until_signal(
+    route: Callable[[Any], Awaitable[Any]],
+    listen: str,
+    *,
+    name: str,
+    max_body_bytes: int = 1 << 20,
+) -> None:
+    """A child process's HTTP server (runtime.transports.http1), until SIGTERM or SIGINT."""
+    from runtime.transports.http1 import HttpServer  # only children serve: keep it out of the rest
+
+    server = HttpServer(route, max_body_bytes=max_body_bytes, name=name)
+    host, port = host_port(listen)
+    await server.start(host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(timeout=0.5)
+
+
+def run_harness(log: logging.Logger, tag: str, coroutine: Coroutine[Any, Any, Any]) -> int:
+    """A benchmark's harness: `[tag]` log lines on stderr, the open-files limit raised, and
+    SIGTERM (a timeout, make) unwinding through `finally`, so that its children are stopped."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[{tag}] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    raise_nofile_limit()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return int(run(coroutine))

@@ -52,10 +52,16 @@ from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 from bench import client as load
 from bench import report
-from bench.common import host_port, progress, raise_nofile_limit, run, write_section
+from bench.common import (
+    progress,
+    raise_nofile_limit,
+    run,
+    serve_until_signal,
+    write_section,
+)
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from bench.stats import percentile
-from runtime.transports.http1 import HttpClient, HttpServer, Request, Response, json_response
+from runtime.transports.http1 import HttpClient, Request, Response, json_response
 from runtime.wire.graphql_ws import LEGACY, MODERN
 
 SECTION = "## GraphQL publish fan-out"
@@ -142,18 +148,7 @@ class TickOrigin:
 
 
 async def serve_origin(listen: str) -> None:
-    origin = TickOrigin()
-    server = HttpServer(origin.route, max_body_bytes=1 << 20, name="graphql-origin")
-    host, port = host_port(listen)
-    await server.start(host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop(timeout=1.0)
+    await serve_until_signal(TickOrigin().route, listen, name="graphql-origin")
 
 
 # Messages

@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import statistics
 import sys
 import textwrap
@@ -59,7 +58,7 @@ from jwt.algorithms import RSAAlgorithm
 from websockets.utils import accept_key, generate_key
 
 from bench import report
-from bench.common import finish, raise_nofile_limit, run
+from bench.common import finish, run_harness
 from bench.graphql import MachineWindow
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from bench.stats import percentile
@@ -1165,14 +1164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[handshakes] %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    raise_nofile_limit()
-    # SIGTERM (timeout, make) unwinds through `finally`, so the children are always stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return int(run(main_async(args)))
+    return run_harness(log, "handshakes", main_async(args))
 
 
 if __name__ == "__main__":

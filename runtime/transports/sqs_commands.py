@@ -290,39 +290,34 @@ class SqsCommandPoller:
         more. Returns once the delete calls in flight are fewer than the workers (a queue that
         deletes more slowly than it receives must not pile up calls)."""
         self._to_delete.extend(messages)
-        while len(self._to_delete) >= MAX_MESSAGES or (self._to_delete and not self.delete_linger):
-            batch = self._to_delete[:MAX_MESSAGES]
-            del self._to_delete[:MAX_MESSAGES]
-            self._start_delete(batch)
+        self._start_deletes(everything=not self.delete_linger)
         if self._to_delete and self._lingering is None:
             self._lingering = asyncio.create_task(self._delete_after_linger())
         while len(self._delete_calls) >= self.workers:
             await asyncio.wait(self._delete_calls, return_when=asyncio.FIRST_COMPLETED)
 
-    def _start_delete(self, batch: list[dict[str, Any]]) -> None:
-        task = asyncio.create_task(self._delete(batch), name="sqs-commands-delete")
-        self._delete_calls.add(task)
-        task.add_done_callback(self._delete_calls.discard)
+    def _start_deletes(self, *, everything: bool) -> None:
+        """A delete call for each ten waiting and, if `everything`, for the rest too."""
+        while len(self._to_delete) >= MAX_MESSAGES or (everything and self._to_delete):
+            batch = self._to_delete[:MAX_MESSAGES]
+            del self._to_delete[:MAX_MESSAGES]
+            task = asyncio.create_task(self._delete(batch), name="sqs-commands-delete")
+            self._delete_calls.add(task)
+            task.add_done_callback(self._delete_calls.discard)
 
     async def _delete_after_linger(self) -> None:
         try:
             await asyncio.sleep(self.delete_linger)
         finally:
             self._lingering = None
-        while self._to_delete:
-            batch = self._to_delete[:MAX_MESSAGES]
-            del self._to_delete[:MAX_MESSAGES]
-            self._start_delete(batch)
+        self._start_deletes(everything=True)
 
     async def _flush_deletes(self) -> None:
         """At stop: what waits for its delete call goes now (it would come back otherwise)."""
         if self._lingering is not None:
             self._lingering.cancel()
             self._lingering = None
-        while self._to_delete:
-            batch = self._to_delete[:MAX_MESSAGES]
-            del self._to_delete[:MAX_MESSAGES]
-            self._start_delete(batch)
+        self._start_deletes(everything=True)
         if self._delete_calls:
             await asyncio.wait(self._delete_calls, timeout=RELEASE_TIMEOUT)
 

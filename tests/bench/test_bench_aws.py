@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +22,13 @@ from bench.handshakes import BenchFailure
 from runtime.origin.client import GatewayClient
 from runtime.wire.commands import parse_body
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
-
-ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "performance.md"
+from tests.bench.quick import DOC, quick_run
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One quick run for the whole module: its raw results, stdout and the doc's digest."""
-    raw = tmp_path_factory.mktemp("aws") / "raw.json"
-    before = hashlib.sha256(DOC.read_bytes()).hexdigest() if DOC.exists() else ""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.aws", "--quick", "--json", str(raw)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    after = hashlib.sha256(DOC.read_bytes()).hexdigest() if DOC.exists() else ""
-    return {"raw": json.loads(raw.read_text()), "stdout": result.stdout, "doc": (before, after)}
+    return quick_run("bench.aws", tmp_path_factory.mktemp("aws") / "raw.json", 90)
 
 
 def test_quick_run_counts_every_event_delivery_and_reply(quick: dict[str, Any]) -> None:

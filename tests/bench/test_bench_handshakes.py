@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +22,13 @@ from bench.common import write_section
 from runtime.transports.base import Allow
 from runtime.transports.http1 import Request as HttpRequest
 from runtime.wire.request_authorizer import parse_answer
-
-ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "performance.md"
+from tests.bench.quick import DOC, quick_run
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One quick run for the whole module: its raw results, stdout and the doc's digest."""
-    raw = tmp_path_factory.mktemp("handshakes") / "raw.json"
-    before = hashlib.sha256(DOC.read_bytes()).hexdigest() if DOC.exists() else ""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.handshakes", "--quick", "--json", str(raw)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    after = hashlib.sha256(DOC.read_bytes()).hexdigest() if DOC.exists() else ""
-    return {"raw": json.loads(raw.read_text()), "stdout": result.stdout, "doc": (before, after)}
+    return quick_run("bench.handshakes", tmp_path_factory.mktemp("handshakes") / "raw.json", 60)
 
 
 def test_quick_run_accepts_every_handshake_and_counts_each_door(quick: dict[str, Any]) -> None:
