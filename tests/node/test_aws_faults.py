@@ -21,6 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from bench.aws_standin import AwsStandIn
+from runtime.core import sqs_batches
 from runtime.names import ResourceNames
 from runtime.provision import provision
 from runtime.transports.base import OriginUnavailable
@@ -349,3 +350,35 @@ async def test_a_fifo_pack_whose_answer_was_lost_goes_again_as_it_was(
     assert packs == [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9]]  # the first once, though sent twice
     # The lost one; then the pack again and, one pack of a group a call, the newer one.
     assert standin.counts()["requests"]["sqs.SendMessageBatch"] == 3
+
+
+async def test_route_keys_a_client_invents_are_cached_within_bounds(
+    start_node: StartNode, standin: AwsStandIn
+) -> None:
+    """A client sends 3,000 messages, each routed by a route key of its own (128 characters,
+    the most a route key may have). The caches of attribute values stay at their bounds, and an
+    honest client's events all reach the queue, in order."""
+    queue_url = standin.create_queue("events.fifo")
+    origin = packed_origin(SqsOrigin, queue_url, standin.url, linger=0.005)
+    node = await start_node(origin=origin, route_selection_expression="$request.body.action")
+    hostile_count, honest_count = 3000, 50
+    async with connect(node.ws_url) as hostile, connect(node.ws_url) as honest:
+        for index in range(hostile_count):
+            await hostile.send(json.dumps({"action": f"{index:0128d}"}))
+            if index % 60 == 0:
+                await honest.send(json.dumps({"action": "chat", "n": index // 60}))
+    expected = hostile_count + honest_count + 4  # and two CONNECTs, two DISCONNECTs
+    await wait_until(lambda: origin.stats()["eventsSent"] >= expected, timeout=30)
+    for cached in (sqs_batches.attributes_size, sqs_batches._attribute_text):
+        info = cached.cache_info()
+        assert info.maxsize is not None and info.currsize <= info.maxsize
+    events = [e for m in await drain(standin_sqs(standin), queue_url) for e in unpack(m)]
+    routes = Counter(event["requestContext"]["routeKey"] for event in events)
+    assert len(routes) == hostile_count + 3  # each invented key, chat, $connect, $disconnect
+    chats = [
+        json.loads(event["body"])["n"]
+        for event in events
+        if event["requestContext"]["routeKey"] == "chat"
+    ]
+    assert chats == list(range(honest_count))
+    assert len(events) == expected
