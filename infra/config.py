@@ -379,7 +379,7 @@ def _jwt_authorizer(reader: _Reader | None) -> JwtAuthorizer | None:
             "algorithms", re.compile("|".join(JWT_ALGORITHMS)), ", ".join(JWT_ALGORITHMS)
         )
     return JwtAuthorizer(
-        issuer=reader.https_url("issuer", required=True),
+        issuer=reader.required_https_url("issuer"),
         audiences=reader.strings("audiences", re.compile(r"^[^\s,]+$"), "a name without commas"),
         jwks_url=reader.https_url("jwksUrl"),
         algorithms=algorithms,
@@ -476,8 +476,11 @@ class _Reader:
         value = self._get(key)
         if value is None:
             return None
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        if not numeric or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
             raise self._fail(key, f"must be a number from {low:g} to {high:g}", value)
         return value
 
@@ -507,6 +510,11 @@ class _Reader:
             if not isinstance(item, str) or not pattern.fullmatch(item):
                 raise self._fail(key, f"must list strings, each {what}", item)
         return tuple(value)
+
+    def required_https_url(self, key: str) -> str:
+        url = self.https_url(key, required=True)
+        assert url is not None  # required: absent raises
+        return url
 
     def https_url(self, key: str, *, required: bool = False) -> str | None:
         """Nodes reach it through their security group, which opens TCP 443 outbound only."""

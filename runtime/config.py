@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from runtime.core.origin_policy import compile_allowed_origins
+from runtime.core.browser_origins import compile_allowed_origins
 from runtime.names import METRICS_NAMESPACE
 from runtime.wire.connection_id import MAX_REGION_LENGTH, NodeAddress
 from runtime.wire.events import RouteSelector

@@ -15,7 +15,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -24,7 +24,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from runtime.config import Settings, default_api_id
-from runtime.core.origin_policy import compile_allowed_origins
+from runtime.core.browser_origins import compile_allowed_origins
+from runtime.core.execution import Outcome
 from runtime.core.outbox import EventOutbox
 from runtime.core.rate_limit import TokenBuckets
 from runtime.core.registry import ConnectionEntry, ConnectionRegistry
@@ -46,12 +47,12 @@ from runtime.node.metrics import connections_metric
 from runtime.node.origin_pump import OriginPump
 from runtime.transports.base import (
     ClusterTransport,
-    ConnectAnswer,
     ConnectHandler,
     HandshakeAuthorizer,
     OriginTransport,
     Refuse,
 )
+from runtime.transports.echo_origin import EchoOrigin
 from runtime.transports.graphql_origin import GraphqlOrigin
 from runtime.wire import events, graphql_ws
 from runtime.wire.commands import (
@@ -65,6 +66,7 @@ from runtime.wire.commands import (
     Publish,
     Send,
 )
+from runtime.wire.connect_answer import ConnectAnswer
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from runtime.wire.events import HandshakeDetails
 
@@ -107,19 +109,11 @@ class Admission:
     connect_sent: bytes | None  # the CONNECT the origin gets (None: --connect-event suppress)
 
 
-@dataclass(slots=True)
-class Outcome:
-    """What became of a list of commands handed to `Node.execute`."""
-
-    accepted: int = 0
-    rejections: list[tuple[int, str]] = field(default_factory=list)
-
-
 class Node:
     def __init__(
         self,
         settings: Settings,
-        origin: OriginTransport,
+        origin: OriginTransport | None,
         cluster: ClusterTransport | None = None,
         graphql_origin: GraphqlOrigin | None = None,
         authorizer: HandshakeAuthorizer | None = None,
@@ -128,7 +122,8 @@ class Node:
         self.settings = settings
         self.authorizer = authorizer
         self.connect_handler = connect_handler
-        self.origin = origin
+        # None: the built-in echo origin, which answers through this node.
+        self.origin: OriginTransport = origin if origin is not None else EchoOrigin(self)
         self.cluster = cluster
         self.address: NodeAddress = settings.peer_address
         self.max_event_bytes = settings.event_buffer_bytes // 2  # lowered at start, per origin
@@ -158,7 +153,7 @@ class Node:
             EventOutbox(
                 max_bytes=settings.event_buffer_bytes, max_events=settings.event_buffer_events
             ),
-            origin,
+            self.origin,
             on_dropped=self._events_dropped,
         )
         self.counters: Counter[str] = Counter()
@@ -547,7 +542,8 @@ class Node:
             return
         admission = self._admissions.pop(connection)
         connection_id, details = admission.connection_id, admission.details
-        graphql = self.graphql if details.subprotocol in graphql_ws.PROTOCOLS else None
+        subprotocol = details.subprotocol
+        graphql = self.graphql if subprotocol in graphql_ws.PROTOCOLS else None
         if graphql is None and self.settings.origin_transport == "none":
             self.counters["handshakesRefusedNotGraphql"] += 1
             await connection.close(
@@ -583,8 +579,8 @@ class Node:
             },
         )
         try:
-            if graphql is not None:
-                await graphql.serve(entry, connection, details.subprotocol, json.loads(connect))
+            if graphql is not None and subprotocol is not None:
+                await graphql.serve(entry, connection, subprotocol, json.loads(connect))
             else:
                 await self._relay(entry, connection)
         except ConnectionClosed:
@@ -678,10 +674,12 @@ class Node:
         forwards: dict[NodeAddress, list[Command]] = {}
         members = self.cluster.members() if self.cluster is not None else frozenset()
         for position, command in enumerate(commands):
-            if isinstance(command, Ask | Answer):  # peer-only: parse_command never makes them
-                if from_peer and isinstance(command, Ask):
+            if isinstance(command, Ask):  # peer-only: parse_command never makes them
+                if from_peer:
                     self.connections_api.ask_received(command)
-                elif from_peer:
+                continue
+            if isinstance(command, Answer):
+                if from_peer:
                     self.connections_api.answer_received(command)
                 continue
             try:
@@ -861,7 +859,7 @@ class Node:
             **self.counters,
             **self.connections_api.stats(),
             **(self.graphql.stats() if self.graphql is not None else {}),
-            **({"peers": self.cluster.stats()} if hasattr(self.cluster, "stats") else {}),
+            **({"peers": self.cluster.stats()} if self.cluster is not None else {}),
             **({"authorizer": self.authorizer.stats()} if self.authorizer is not None else {}),
             **(
                 {"connectHandler": self.connect_handler.stats()}

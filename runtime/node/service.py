@@ -20,7 +20,6 @@ from runtime.transports.base import (
     OriginTransport,
 )
 from runtime.transports.connect_handler import connect_handler_from_settings
-from runtime.transports.echo_origin import EchoOrigin
 from runtime.transports.graphql_origin import (
     GraphqlOrigin,
     HttpGraphqlOrigin,
@@ -38,29 +37,30 @@ from runtime.wire.commands import max_body_bytes
 log = logging.getLogger("runtime.node")
 
 
-def origin_from_settings(settings: Settings) -> OriginTransport:
+def origin_from_settings(settings: Settings) -> OriginTransport | None:
+    """The origin transport the settings name; None for `echo`, which the node builds itself
+    (it answers through the node)."""
     if settings.origin_transport == "echo":
-        return EchoOrigin()
+        return None
     if settings.origin_transport == "none":
         return NoOrigin()
     if settings.origin_transport in ("sqs", "sns"):
         node = settings.peer_address
-        aws = {
-            "region": settings.aws_region or None,
-            "concurrency": settings.origin_concurrency,
-            "timeout": settings.origin_request_timeout,
+        kind = SqsOrigin if settings.origin_transport == "sqs" else SnsOrigin
+        return kind(
+            settings.events_queue_url if kind is SqsOrigin else settings.events_topic_arn,
+            region=settings.aws_region or None,
+            concurrency=settings.origin_concurrency,
+            timeout=settings.origin_request_timeout,
             # One FIFO group per node for its keep-alives, so nodes do not queue behind each other;
             # and its own buckets for packed events, so each node adds Lambda lanes.
-            "keepalive_group": f"keepalive-{node.host}-{node.port}",
-            "events_per_message": settings.events_per_message,
-            "message_bytes": settings.events_message_bytes,
-            "linger": settings.events_linger_ms / 1000,
-            "fifo_groups": settings.events_fifo_groups,
-            "group_prefix": f"{node.host}-{node.port}-b",
-        }
-        if settings.origin_transport == "sqs":
-            return SqsOrigin(settings.events_queue_url, **aws)  # type: ignore[arg-type]
-        return SnsOrigin(settings.events_topic_arn, **aws)  # type: ignore[arg-type]
+            keepalive_group=f"keepalive-{node.host}-{node.port}",
+            events_per_message=settings.events_per_message,
+            message_bytes=settings.events_message_bytes,
+            linger=settings.events_linger_ms / 1000,
+            fifo_groups=settings.events_fifo_groups,
+            group_prefix=f"{node.host}-{node.port}-b",
+        )
     return HttpOrigin(
         settings.origin_url,
         token=settings.origin_token,
@@ -119,6 +119,7 @@ def peers_from_settings(settings: Settings) -> UdpPeers:
     )
     return UdpPeers(
         core,
+        settings.peer_listen,
         static_peers=settings.peers,
         peers_dns=settings.peers_dns,
         refresh_seconds=settings.peers_refresh_seconds,
@@ -134,11 +135,7 @@ async def build_service(settings: Settings) -> NodeService:
     if settings.local_only:
         return NodeService(settings)
     settings = replace(settings, peer_advertise=await advertised_address(settings))
-    peers = peers_from_settings(settings)
-    service = NodeService(settings, cluster=peers)
-    peers.bind(service.node)
-    service.peer_transport = peers
-    return service
+    return NodeService(settings, cluster=peers_from_settings(settings))
 
 
 class NodeService:
@@ -152,7 +149,8 @@ class NodeService:
         graphql_origin: GraphqlOrigin | None = None,
     ) -> None:
         self.settings = settings
-        origin = origin if origin is not None else origin_from_settings(settings)
+        if origin is None:
+            origin = origin_from_settings(settings)
         if graphql_origin is None:
             graphql_origin = graphql_origin_from_settings(settings)
         self.node = Node(
@@ -163,9 +161,9 @@ class NodeService:
             authorizer=authorizer_from_settings(settings),
             connect_handler=connect_handler_from_settings(settings),
         )
-        if isinstance(origin, EchoOrigin):
-            origin.bind(self.node)
-        self.peer_transport: UdpPeers | None = None  # started and stopped with the service
+        # Started before the node, stopped after its command sources: forwards made while
+        # draining still travel.
+        self.cluster = cluster
         self.command_poller: SqsCommandPoller | None = None
         if settings.commands_queue_url:
             self.command_poller = SqsCommandPoller(
@@ -194,8 +192,8 @@ class NodeService:
             )
 
     async def start(self) -> None:
-        if self.peer_transport is not None:
-            await self.peer_transport.start(*self.settings.peer_listen)
+        if self.cluster is not None:
+            await self.cluster.start(self.node)
         await self.node.start()
         if self.commands is not None:
             await self.commands.start()
@@ -221,8 +219,8 @@ class NodeService:
     async def _stop_transports(self) -> None:
         if self.commands is not None:
             await self.commands.stop()
-        if self.peer_transport is not None:
-            await self.peer_transport.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
 
     async def run_until_signal(self) -> bool:
         """Serve until SIGTERM or SIGINT, then drain; a second signal stops at once."""
@@ -235,9 +233,12 @@ class NodeService:
         watcher = None
         if url is not None:
             watcher = asyncio.create_task(ecs_stop.wait_for_task_stopping(url))
-            watcher.add_done_callback(
-                lambda task: task.cancelled() or task.exception() is not None or stop.set()
-            )
+
+            def stopping(task: asyncio.Task[None]) -> None:
+                if not task.cancelled() and task.exception() is None:
+                    stop.set()
+
+            watcher.add_done_callback(stopping)
         await stop.wait()
         stop.clear()
         if watcher is not None and watcher.done() and not watcher.cancelled():

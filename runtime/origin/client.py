@@ -246,12 +246,13 @@ class GatewayClient:
         API Gateway delivers Data as a text frame, so bytes that are UTF-8 go as text here too;
         other bytes go as a binary message.
         """
+        message: str | bytes = Data
         if isinstance(Data, bytes | bytearray | memoryview):
             try:
-                Data = bytes(Data).decode("utf-8")
+                message = bytes(Data).decode("utf-8")
             except UnicodeDecodeError:
-                Data = bytes(Data)
-        self.send(ConnectionId, Data)
+                message = bytes(Data)
+        self.send(ConnectionId, message)
         self.flush()
 
     def delete_connection(self, *, ConnectionId: str) -> None:
@@ -402,7 +403,7 @@ class GatewayClient:
 
     def _backoff(self, attempt: int) -> float:
         """Exponential, capped at 2 s, with jitter so retrying clients do not move in step."""
-        return min(2.0, self._retry_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        return min(2.0, self._retry_delay * 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
     # Routing and AWS clients -------------------------------------------------------------------
 

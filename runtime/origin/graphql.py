@@ -48,6 +48,7 @@ from graphql import (
     ExecutionContext,
     ExecutionResult,
     GraphQLError,
+    GraphQLFormattedError,
     GraphQLResolveInfo,
     GraphQLSchema,
     OperationType,
@@ -60,6 +61,8 @@ from graphql import (
 )
 from graphql.execution.collect_fields import collect_fields
 
+from runtime.wire.graphql_contract import MAX_KEY_LENGTH, MAX_KEYS
+
 __all__ = [
     "MAX_KEYS",
     "MAX_KEY_LENGTH",
@@ -70,11 +73,9 @@ __all__ = [
     "SubscriptionStart",
 ]
 
-MAX_KEYS = 100  # per subscription, as the node checks
-MAX_KEY_LENGTH = 256
 DOCUMENT_CACHE_SIZE = 512  # parsed and validated documents, by query text
 
-Errors = list[dict[str, Any]]
+Errors = list[GraphQLFormattedError]
 
 
 class Reject(Exception):

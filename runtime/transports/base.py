@@ -6,6 +6,7 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from runtime.core.execution import CommandExecutor
 from runtime.wire.commands import Command
 from runtime.wire.connect_answer import ConnectAnswer
 from runtime.wire.connection_id import NodeAddress
@@ -32,15 +33,28 @@ class OriginRefused(OriginUnavailable):
 class OriginTransport(Protocol):
     """Carries event batches to the origin. `deliver` returns only once the origin has them."""
 
-    max_batch_events: int
-    max_batch_bytes: int
-    concurrency: int
-    # Seconds the pump may wait for a batch to fill before sending what it has (0: never waits);
-    # worth it where each request is billed, as on SQS and SNS.
-    linger: float
-    # The largest event one delivery can carry, known once `start` returned; the node refuses
-    # bigger ones at the door (a handshake, a message) rather than wedge the pump with them.
-    max_event_bytes: int
+    # Read-only to the node: a transport may compute them (or learn them at `start`).
+
+    @property
+    def max_batch_events(self) -> int: ...
+
+    @property
+    def max_batch_bytes(self) -> int: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def linger(self) -> float:
+        """Seconds the pump may wait for a batch to fill before sending what it has (0: never
+        waits); worth it where each request is billed, as on SQS and SNS."""
+        ...
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest event one delivery can carry, known once `start` returned; the node
+        refuses bigger ones at the door (a handshake, a message) rather than wedge the pump."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -49,14 +63,22 @@ class OriginTransport(Protocol):
     async def close(self) -> None: ...
 
 
-class CommandExecutor(Protocol):
-    """The part of a node that transports hand commands to."""
-
-    async def execute(self, commands: Sequence[Command], *, from_peer: bool = False) -> object: ...
-
-
 class ClusterTransport(Protocol):
-    """Carries commands to the node holding their connections."""
+    """Carries commands to the node holding their connections, and theirs to this one.
+
+    The service starts it before the node and stops it after the node's command sources, so
+    forwards made while draining still travel.
+    """
+
+    async def start(self, executor: CommandExecutor) -> None:
+        """Listen; commands peers forward go to `executor` (this node) from now on."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    def stats(self) -> Mapping[str, object]:
+        """Counters for the node's /stats (under "peers")."""
+        ...
 
     def peers(self) -> Sequence[NodeAddress]:
         """Live nodes other than this one (broadcasts go to each)."""

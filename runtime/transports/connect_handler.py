@@ -41,11 +41,12 @@ from typing import TypeVar
 
 from runtime.config import Settings
 from runtime.logs import LogThrottle
-from runtime.transports.base import ConnectAnswer, ConnectHandler
+from runtime.transports.base import ConnectHandler
 from runtime.transports.http1 import ClientResponse
 from runtime.transports.http_origin import json_client
 from runtime.transports.lambda_invoke import LambdaInvoker
 from runtime.wire.connect_answer import (
+    ConnectAnswer,
     UnsafeHeader,
     parse_lambda_answer,
     printable_text,
@@ -330,14 +331,16 @@ def _claims_json(response: ClientResponse) -> bool:
 
 def connect_handler_from_settings(settings: Settings) -> ConnectHandler | None:
     """The $connect handler --connect-handler-url or --connect-handler-function names, or None."""
-    common = {
-        "timeout": settings.connect_handler_timeout,
-        "error_status": settings.connect_handler_error_status,
-        "concurrency": settings.connect_handler_concurrency,
-    }
+    timeout = settings.connect_handler_timeout
+    error_status = settings.connect_handler_error_status
+    concurrency = settings.connect_handler_concurrency
     if settings.connect_handler_url:
         return HttpConnectHandler(
-            settings.connect_handler_url, token=settings.connect_handler_token, **common
+            settings.connect_handler_url,
+            token=settings.connect_handler_token,
+            timeout=timeout,
+            error_status=error_status,
+            concurrency=concurrency,
         )
     if settings.connect_handler_function:
         invoker = LambdaInvoker(
@@ -351,7 +354,9 @@ def connect_handler_from_settings(settings: Settings) -> ConnectHandler | None:
             lambda event: invoker.invoke(event, bounded=False),
             name=settings.connect_handler_function,
             invoker=invoker,
-            **common,
+            timeout=timeout,
+            error_status=error_status,
+            concurrency=concurrency,
         )
     return None
 

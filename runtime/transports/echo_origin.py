@@ -6,33 +6,34 @@ import base64
 import json
 from collections.abc import Sequence
 
-from runtime.transports.base import CommandExecutor
+from runtime.core.execution import CommandExecutor
 from runtime.wire.commands import Send
 
 
 class EchoOrigin:
+    """Each MESSAGE goes back to its sender as a send command, executed by `node`.
+
+    The node builds it with itself as the executor (`--origin-transport echo`), since the two
+    need each other.
+    """
+
     max_batch_events = 500
     linger = 0.0
     max_batch_bytes = 4 << 20
     max_event_bytes = 64 << 20  # in process: no message size to respect
     concurrency = 1
 
-    def __init__(self) -> None:
-        self._node: CommandExecutor | None = None
-
-    def bind(self, node: CommandExecutor) -> None:
+    def __init__(self, node: CommandExecutor) -> None:
         self._node = node
 
     async def start(self) -> None:
-        if self._node is None:
-            raise RuntimeError("EchoOrigin needs bind(node) before start()")
+        return None
 
     async def close(self) -> None:
         return None
 
     async def deliver(self, events: Sequence[bytes]) -> None:
-        assert self._node is not None
-        commands = []
+        commands: list[Send] = []
         for raw in events:
             event = json.loads(raw)
             context = event["requestContext"]

@@ -23,9 +23,11 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from runtime.core.execution import CommandExecutor
 from runtime.transports.http1 import (
     MAX_HEADER_BYTES,
     HttpServer,
@@ -50,6 +52,12 @@ AWS_ERRORS = {
     413: "PayloadTooLargeException",
     429: "LimitExceededException",
 }
+
+
+class CommandNode(CommandExecutor, Protocol):
+    """What `POST /commands` and `GET /stats` are answered by: the node."""
+
+    def stats(self) -> Mapping[str, object]: ...
 
 
 class ConnectionActions(Protocol):
@@ -95,7 +103,7 @@ class CommandEndpoint:
 
     def __init__(
         self,
-        node: Any,
+        node: CommandNode,
         host: str,
         port: int,
         *,

@@ -147,7 +147,8 @@ class CompactToken:
 
     @property
     def algorithm(self) -> str:
-        return self.header["alg"]
+        algorithm: str = self.header["alg"]  # checked to be a string when read
+        return algorithm
 
     @property
     def kid(self) -> str | None:
@@ -459,12 +460,12 @@ class JwtAuthorizer:
                 self.cache_hits += 1
                 return Allow(context)
             return Allow(await self._verify(token))
-        except _Refusal as refusal:
-            return self._refuse(refusal.kind, details, _INVALID)
+        except _Refusal as refused:
+            return self._refuse(refused.kind, details, _INVALID)
         except _NoKeys:
             wait = max(1, math.ceil(self._next_attempt() - self._now()))
-            refusal = Refuse(503, "Service Unavailable", (("Retry-After", str(wait)),))
-            return self._refuse("no key set yet", details, refusal)
+            unavailable = Refuse(503, "Service Unavailable", (("Retry-After", str(wait)),))
+            return self._refuse("no key set yet", details, unavailable)
         except Exception:
             log.exception("JWT authorizer failed", extra={"sourceIp": details.source_ip})
             self.refused += 1

@@ -7,7 +7,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runtime.transports.base import CommandExecutor, OriginUnavailable
+from runtime.core.execution import CommandExecutor
+from runtime.transports.base import OriginUnavailable
 from runtime.wire.commands import Command
 from runtime.wire.connection_id import NodeAddress
 
@@ -83,8 +84,8 @@ class MemoryCluster:
     def __init__(self) -> None:
         self.nodes: dict[NodeAddress, CommandExecutor] = {}
 
-    def join(self, address: NodeAddress, node: CommandExecutor) -> MemoryClusterLink:
-        self.nodes[address] = node
+    def join(self, address: NodeAddress) -> MemoryClusterLink:
+        """The link of the node at `address`; it is reachable once the link is started."""
         return MemoryClusterLink(self, address)
 
     def leave(self, address: NodeAddress) -> None:
@@ -97,6 +98,15 @@ class MemoryClusterLink:
     def __init__(self, cluster: MemoryCluster, address: NodeAddress) -> None:
         self.cluster = cluster
         self.address = address
+
+    async def start(self, executor: CommandExecutor) -> None:
+        self.cluster.nodes[self.address] = executor
+
+    async def stop(self) -> None:
+        self.cluster.leave(self.address)
+
+    def stats(self) -> dict[str, object]:
+        return {"members": len(self.peers())}
 
     def peers(self) -> list[NodeAddress]:
         return [address for address in self.cluster.nodes if address != self.address]

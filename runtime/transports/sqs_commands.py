@@ -26,7 +26,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runtime.transports.base import CommandExecutor
+from runtime.core.execution import CommandExecutor
 from runtime.wire.commands import CommandBodyError, parse_body
 
 log = logging.getLogger("runtime.commands")
@@ -251,7 +251,7 @@ class SqsCommandPoller:
                 log.exception("executing commands failed", extra={"messageId": message_id})
                 return False
             # The node logs its own rejections (e.g. a malformed connection ID); count them.
-            self.counters["rejected"] += len(getattr(outcome, "rejections", ()))
+            self.counters["rejected"] += len(outcome.rejections)
         self.counters["executed"] += 1
         return True
 
@@ -401,7 +401,8 @@ def unwrap_notification(body: str) -> str:
         and isinstance(document.get("Message"), str)
         and "commands" not in document
     ):
-        return document["Message"]
+        message: str = document["Message"]
+        return message
     return body
 
 
@@ -410,21 +411,22 @@ async def _in_thread(call: Callable[[], T]) -> T:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: T | None, error: Exception | None) -> None:
-        if future.done():  # the caller was cancelled meanwhile
-            return
-        if error is not None:
+    def settle(result: T) -> None:
+        if not future.done():  # else the caller was cancelled meanwhile
+            future.set_result(result)
+
+    def fail(error: Exception) -> None:
+        if not future.done():
             future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
 
     def run() -> None:
-        try:
-            result, error = call(), None
-        except Exception as exc:
-            result, error = None, exc
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(settle, result, error)
+            try:
+                result = call()
+            except Exception as exc:
+                loop.call_soon_threadsafe(fail, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result)
 
     threading.Thread(target=run, name="sqs-commands", daemon=True).start()
     return await future

@@ -19,8 +19,9 @@ import socket
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+from runtime.core.execution import CommandExecutor
 from runtime.core.peer_protocol import (
     Acknowledged,
     Delivered,
@@ -29,8 +30,7 @@ from runtime.core.peer_protocol import (
     PeerProtocol,
     PeerUp,
 )
-from runtime.transports.base import CommandExecutor
-from runtime.wire.commands import Command
+from runtime.wire.commands import Command, PeerCommand
 from runtime.wire.connection_id import NodeAddress
 from runtime.wire.forwarded import ForwardedFormatError, decode_forwarded, encode_forwarded
 from runtime.wire.membership import (
@@ -49,6 +49,7 @@ class UdpPeers(asyncio.DatagramProtocol):
     def __init__(
         self,
         core: PeerProtocol,
+        listen: tuple[str, int],
         *,
         static_peers: Sequence[NodeAddress] = (),
         peers_dns: tuple[str, int] | None = None,
@@ -56,6 +57,7 @@ class UdpPeers(asyncio.DatagramProtocol):
         metrics_interval: float = 60.0,
     ) -> None:
         self.core = core
+        self.listen = listen
         self.address = core.local
         self.static_peers = tuple(static_peers)
         self.peers_dns = peers_dns
@@ -66,7 +68,7 @@ class UdpPeers(asyncio.DatagramProtocol):
         self.errors = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[int, asyncio.Future[bool]] = {}
-        self._inbox: dict[NodeAddress, deque[list[Command]]] = {}
+        self._inbox: dict[NodeAddress, deque[list[PeerCommand]]] = {}
         self._workers: dict[NodeAddress, asyncio.Task[None]] = {}
         self._flush_soon = False
         self._timer: asyncio.TimerHandle | None = None
@@ -79,11 +81,10 @@ class UdpPeers(asyncio.DatagramProtocol):
         self.refused_non_members = 0  # forwards asked for an address outside the cluster
         self.resolve = self._lookup  # a hook: tests stand in for Cloud Map's partial answers
 
-    def bind(self, executor: CommandExecutor) -> None:
-        """Where commands from peers go: the node, which exists only after its address does."""
+    async def start(self, executor: CommandExecutor) -> None:
+        """Listen; commands from peers go to `executor` (the node) from now on."""
         self.executor = executor
-
-    async def start(self, host: str, port: int) -> None:
+        host, port = self.listen
         loop = self._loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port), family=family)
@@ -139,9 +140,10 @@ class UdpPeers(asyncio.DatagramProtocol):
         waiter = self._loop.create_future()
         self._waiting[message_id] = waiter
         self._flush()  # out now: a forward is on the latency path of its command
-        return await waiter
+        delivered: bool = await waiter
+        return delivered
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         return {
             **self.core.stats,
             "socketErrors": self.errors,
@@ -152,7 +154,8 @@ class UdpPeers(asyncio.DatagramProtocol):
     # asyncio.DatagramProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A datagram endpoint's (uvloop's does not subclass asyncio.DatagramTransport).
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         assert self._loop is not None
@@ -237,9 +240,7 @@ class UdpPeers(asyncio.DatagramProtocol):
         try:
             while inbox:
                 commands = inbox.popleft()
-                if self.executor is None:
-                    log.error("commands from a peer before the node was bound; dropped")
-                    continue
+                assert self.executor is not None  # set by start, before any datagram
                 try:
                     await self.executor.execute(commands, from_peer=True)
                 except Exception:

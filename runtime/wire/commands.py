@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.wire.connection_id import NodeAddress
+from runtime.wire.graphql_contract import MAX_KEY_LENGTH
 
 MAX_COMMANDS_PER_BODY = 10_000
 MAX_IDS_PER_COMMAND = 100_000
 MAX_CLOSE_REASON_BYTES = 123
 MAX_PUBLISH_KEYS = 1_000
-MAX_KEY_LENGTH = 256
 
 
 def max_body_bytes(max_payload_bytes: int) -> int:

@@ -294,7 +294,9 @@ def _event(
     ).encode()
 
 
-def _node_context(event_type: str, route_key: str, node: NodeContext, now_ms: int) -> dict:
+def _node_context(
+    event_type: str, route_key: str, node: NodeContext, now_ms: int
+) -> dict[str, object]:
     message_id = new_message_id()
     return {
         "eventType": event_type,

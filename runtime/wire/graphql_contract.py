@@ -12,6 +12,8 @@ from typing import Any
 from runtime.wire.graphql_ws import Operation
 
 MAX_DIGEST_LENGTH = 256
+# A subscription's keys, as the origin names them and publishes address them: one definition
+# for the node (here and in commands.py) and the origin SDK (runtime/origin/graphql.py).
 MAX_KEYS = 100
 MAX_KEY_LENGTH = 256
 MAX_REJECT_MESSAGE = 1000

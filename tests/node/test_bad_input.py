@@ -133,8 +133,7 @@ async def test_partly_bad_body_applies_the_good_commands(start_node: StartNode) 
 async def test_unknown_connection_ids_yield_gone(start_node: StartNode) -> None:
     cluster = MemoryCluster()
     here = NodeAddress("127.0.0.1", 9301)
-    node = await start_node(cluster=cluster.join(here, None), peer_advertise=here)  # type: ignore[arg-type]
-    cluster.nodes[here] = node.node
+    node = await start_node(cluster=cluster.join(here), peer_advertise=here)
     async with connect(node.ws_url) as client:
         await node.origin.wait_for(lambda e: len(e) >= 1)
         closed_id = connect_id(node.origin)

@@ -70,10 +70,9 @@ async def test_command_for_a_client_of_another_node(start_node: StartNode) -> No
     cluster = MemoryCluster()
     a_address, b_address = NodeAddress("127.0.0.1", 9201), NodeAddress("127.0.0.1", 9202)
     a_origin, b_origin = MemoryOrigin(), MemoryOrigin()
-    a_link, b_link = cluster.join(a_address, None), cluster.join(b_address, None)  # type: ignore[arg-type]
+    a_link, b_link = cluster.join(a_address), cluster.join(b_address)
     a = await start_node(origin=a_origin, cluster=a_link, peer_advertise=a_address)
     b = await start_node(origin=b_origin, cluster=b_link, peer_advertise=b_address)
-    cluster.nodes[a_address], cluster.nodes[b_address] = a.node, b.node
     async with connect(a.ws_url) as client_a, connect(b.ws_url) as client_b:
         await a_origin.wait_for(lambda e: len(e) >= 1)
         await b_origin.wait_for(lambda e: len(e) >= 1)

@@ -25,12 +25,14 @@ from botocore.config import Config
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from runtime.core.execution import Outcome
 from runtime.node.connections_api import ConnectionsApi, iso8601_ms
 from runtime.node.frames import message_frame
-from runtime.node.server import Node, Outcome, now_ms
+from runtime.node.server import Node, now_ms
 from runtime.node.service import NodeService, peers_from_settings
 from runtime.transports.http_commands import CommandEndpoint, connections_target
 from runtime.transports.memory import MemoryOrigin
+from runtime.transports.udp_peers import UdpPeers
 from runtime.wire.commands import Answer, Ask, Send
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from tests.conftest import TOKEN, node_settings
@@ -171,9 +173,6 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
         peers = None if settings.local_only else peers_from_settings(settings)
         origin = MemoryOrigin()
         service = NodeService(settings, origin, peers)
-        if peers is not None:
-            peers.bind(service.node)
-            service.peer_transport = peers
         api = wire_connections_api(service, mode)
         await service.start()
         gateway = Gateway(service, origin, api)
@@ -596,8 +595,9 @@ async def test_a_killed_owner_is_gone_within_the_bound(start_gateway: StartGatew
     api = management_client(a.endpoint())
     await call(api, "post_to_connection", ConnectionId=cid, Data=b"before")
     assert await asyncio.wait_for(ws.recv(), 5) == b"before".decode()
-    assert b.service.peer_transport is not None and b.service.peer_transport.transport is not None
-    b.service.peer_transport.transport.abort()  # B's peer link dies: nothing more from B
+    peers = b.service.cluster
+    assert isinstance(peers, UdpPeers) and peers.transport is not None
+    peers.transport.abort()  # B's peer link dies: nothing more from B
     for operation, params in (
         ("get_connection", {}),
         ("post_to_connection", {"Data": b"lost?"}),

@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from runtime.core.peer_protocol import PeerProtocol
 from runtime.node.service import NodeService, build_service
+from runtime.transports.udp_peers import UdpPeers
 from runtime.wire.connection_id import NodeAddress, parse_connection_id
 from tests.conftest import RunningNode, node_settings
 from tests.origin_server import RecordingOrigin
@@ -285,8 +286,8 @@ async def dns_node(origin: RecordingOrigin, own: NodeAddress, resolve: Resolve) 
         peer_metrics_interval=0,
     )
     service = await build_service(settings)
-    assert service.peer_transport is not None
-    service.peer_transport.resolve = resolve
+    assert isinstance(service.cluster, UdpPeers)
+    service.cluster.resolve = resolve
     await service.start()
     return service
 

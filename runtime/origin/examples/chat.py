@@ -312,7 +312,7 @@ def _locator_key(connection_id: str) -> dict[str, Any]:
 
 
 def _backoff(attempt: int) -> float:
-    return min(1.0, 0.05 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    return min(1.0, 0.05 * 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
 handler = lazy_handler(build_handler)

@@ -1,12 +1,16 @@
-"""Which browser origins may open connections: a defence against cross-site WebSocket hijacking."""
+"""Which browser `Origin` headers may open connections: a defence against cross-site WebSocket
+hijacking. (The *origin* elsewhere in this code base is the application backend; this module is
+only about the header browsers send.)"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 
+from websockets.typing import Origin
 
-def compile_allowed_origins(values: Sequence[str]) -> list[str | re.Pattern[str] | None] | None:
+
+def compile_allowed_origins(values: Sequence[str]) -> list[Origin | re.Pattern[str] | None] | None:
     """Turn configured values into what the websockets server checks `Origin` against.
 
     Exact values match exactly; `*` in a host stands for one or more DNS labels
@@ -17,12 +21,12 @@ def compile_allowed_origins(values: Sequence[str]) -> list[str | re.Pattern[str]
     """
     if not values or "*" in values:
         return None
-    allowed: list[str | re.Pattern[str] | None] = [None]
+    allowed: list[Origin | re.Pattern[str] | None] = [None]
     for value in values:
         if not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", value, re.IGNORECASE):
             raise ValueError(f"allowed origin must look like scheme://host[:port] (got {value!r})")
         if "*" not in value:
-            allowed.append(value.lower())
+            allowed.append(Origin(value.lower()))
             continue
         scheme, host = value.split("://", 1)
         if not host.startswith("*.") or "*" in host[2:]:

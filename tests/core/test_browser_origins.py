@@ -9,7 +9,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidOrigin
 from websockets.server import ServerProtocol
 
-from runtime.core.origin_policy import compile_allowed_origins
+from runtime.core.browser_origins import compile_allowed_origins
 
 
 def manual_allows(allowed: list | None, origin: str | None) -> bool:
