@@ -135,15 +135,8 @@ class GatewayMessaging(Construct):
         dead_letter: sqs.IQueue | None = None,
         visibility_timeout: cdk.Duration | None = None,
     ) -> sqs.Queue:
-        fifo_props: dict[str, object] = {}
-        if fifo:
-            # High-throughput FIFO: order is per connection (the message group), not global.
-            fifo_props = {
-                "fifo": True,
-                "content_based_deduplication": False,
-                "deduplication_scope": sqs.DeduplicationScope.MESSAGE_GROUP,
-                "fifo_throughput_limit": sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
-            }
+        # High-throughput FIFO: order is per connection (the message group), not global. A
+        # standard queue leaves every FIFO property out (None).
         return sqs.Queue(
             self,
             construct_id,
@@ -159,7 +152,10 @@ class GatewayMessaging(Construct):
                 if dead_letter is not None
                 else None
             ),
-            **fifo_props,  # type: ignore[arg-type]
+            fifo=True if fifo else None,
+            content_based_deduplication=False if fifo else None,
+            deduplication_scope=sqs.DeduplicationScope.MESSAGE_GROUP if fifo else None,
+            fifo_throughput_limit=sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID if fifo else None,
         )
 
     def _topic(

@@ -109,6 +109,8 @@ class NodeConnection(ServerConnection):
         if not self.recv_messages.paused:
             self.transport.resume_reading()
 
+    # websockets annotates its eof_received `-> None`, narrower than asyncio.Protocol's
+    # `-> bool | None`; returning True (keep the transport open) is asyncio's documented contract.
     def eof_received(self) -> bool | None:  # type: ignore[override]
         if self._gate is not None and self._gate.held:
             # Only a transport that reports EOF while reading is paused gets here: keep it

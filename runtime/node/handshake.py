@@ -14,11 +14,13 @@ from websockets.typing import Subprotocol
 
 from runtime.wire.events import HandshakeDetails
 
+SubprotocolSelector = Callable[[ServerConnection, Sequence[Subprotocol]], Subprotocol | None]
 
-def subprotocol_selector(  # type: ignore[no-untyped-def]
+
+def subprotocol_selector(
     supported: Sequence[str],
     chosen: Callable[[ServerConnection], str | None] = lambda connection: None,
-):
+) -> SubprotocolSelector:
     """Pick the subprotocol the $connect handler chose (`chosen`), else the first configured one
     the client offers.
 

@@ -22,6 +22,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.typing import Subprotocol
 
 from runtime.config import Settings, default_api_id
 from runtime.core.browser_origins import compile_allowed_origins
@@ -238,7 +239,7 @@ class Node:
             process_request=self._process_request,
             process_response=self._process_response,
             select_subprotocol=subprotocol_selector(offered, chosen=self._chosen_subprotocol),
-            subprotocols=list(offered) or None,  # type: ignore[arg-type]
+            subprotocols=[Subprotocol(name) for name in offered] or None,
             origins=compile_allowed_origins(s.allowed_origins),
             # With deflate, messages to a connection that negotiated it go through the library
             # (see _write); the others keep the frame built once for all.

@@ -61,7 +61,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 from urllib.parse import quote, unquote, urlsplit
 
 import boto3
@@ -307,7 +307,7 @@ def load_function(reference: str, variable: str) -> RouteFunction:
         raise HandlerSetupError(
             f"{variable}={reference}: {name!r} is a {type(function).__name__}, not a function"
         )
-    return function  # type: ignore[no-any-return]
+    return cast(RouteFunction, function)  # a callable the user named: its signature is theirs
 
 
 @dataclass(frozen=True)
@@ -434,6 +434,16 @@ class _Handling:
     closing: list[str] = field(default_factory=list)  # deleted: closed once published
 
 
+class _ThreadState(threading.local):
+    """One thread's share of a ManagementApi: its client, the event it handles, and the closes
+    it made that are not published yet."""
+
+    def __init__(self) -> None:
+        self.gateway: GatewayClient | None = None
+        self.handling: _Handling | None = None
+        self.unpublished_closes: list[str] | None = None
+
+
 class ManagementApi:
     """Answers the apigatewaymanagementapi calls of the functions the entry point runs.
 
@@ -454,10 +464,10 @@ class ManagementApi:
         self.settings = settings
         self.closed = closed
         self._gateway_factory = gateway_factory
-        self._local = threading.local()
+        self._local = _ThreadState()
 
     def gateway(self) -> GatewayClient:
-        gateway: GatewayClient | None = getattr(self._local, "gateway", None)
+        gateway = self._local.gateway
         if gateway is None:
             gateway = self._local.gateway = self._gateway_factory()
         return gateway
@@ -469,7 +479,7 @@ class ManagementApi:
         (an event of an SQS batch), leave them to `flush` after the batch's last event."""
         gateway = self.gateway()
         mark = gateway.savepoint()
-        outer: _Handling | None = getattr(self._local, "handling", None)
+        outer = self._local.handling
         handling = self._local.handling = _Handling(event)
         _enter(self)
         try:
@@ -510,7 +520,7 @@ class ManagementApi:
 
     def _unpublished_closes(self) -> list[str]:
         """Connections deleted by handled events of this thread's batch, not yet published."""
-        closes: list[str] | None = getattr(self._local, "unpublished_closes", None)
+        closes = self._local.unpublished_closes
         if closes is None:
             closes = self._local.unpublished_closes = []
         return closes
@@ -555,7 +565,7 @@ class ManagementApi:
         return answer
 
     def _closing(self, connection_id: str) -> None:
-        handling: _Handling | None = getattr(self._local, "handling", None)
+        handling = self._local.handling
         if handling is not None:
             handling.closing.append(connection_id)
         else:
@@ -563,7 +573,7 @@ class ManagementApi:
 
     def _sent(self, answer: ManagementAnswer) -> ManagementAnswer:
         """Outside an event being handled nothing publishes later: publish now."""
-        if getattr(self._local, "handling", None) is not None:
+        if self._local.handling is not None:
             return answer
         try:
             self.gateway().flush()
@@ -631,13 +641,20 @@ class ManagementApi:
 
     def _stage(self, url: str) -> str:
         """The stage of the event being handled (the node's own), else the client's URL's."""
-        handling: _Handling | None = getattr(self._local, "handling", None)
+        handling = self._local.handling
         if handling is not None and handling.event is not None:
             stage = handling.event.get("requestContext", {}).get("stage")
             if isinstance(stage, str) and stage:
                 return stage
         path = urlsplit(url).path
         return path.partition("/@connections/")[0].strip("/")
+
+
+@runtime_checkable
+class _Readable(Protocol):
+    """A file botocore was given as Data."""
+
+    def read(self) -> bytes | str: ...
 
 
 def _payload(data: object) -> bytes:
@@ -648,9 +665,8 @@ def _payload(data: object) -> bytes:
         return bytes(data)
     if isinstance(data, str):
         return data.encode("utf-8")
-    read = getattr(data, "read", None)
-    if callable(read):
-        chunk = read()
+    if isinstance(data, _Readable):
+        chunk = data.read()
         return chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
     raise TypeError(f"PostToConnection Data must be bytes, str or a file (got {type(data)})")
 
@@ -684,15 +700,22 @@ def _connection_info_on_the_wire(body: bytes) -> bytes:
 
 # The botocore hook ---------------------------------------------------------------------------
 
-_this_thread = threading.local()  # .apis: the ManagementApis handling events on this thread
+
+class _ApisOnThread(threading.local):
+    """The ManagementApis handling events on this thread, innermost last."""
+
+    def __init__(self) -> None:
+        self.apis: list[ManagementApi] = []
+
+
+_this_thread = _ApisOnThread()
 _handling_anywhere: list[ManagementApi] = []
 _handling_lock = threading.Lock()
 _install_lock = threading.Lock()
 
 
 def _enter(api: ManagementApi) -> None:
-    apis: list[ManagementApi] = getattr(_this_thread, "apis", None) or []
-    _this_thread.apis = [*apis, api]
+    _this_thread.apis = [*_this_thread.apis, api]
     with _handling_lock:
         _handling_anywhere.append(api)
 
@@ -706,9 +729,9 @@ def _leave(api: ManagementApi) -> None:
 def _answering() -> ManagementApi | None:
     """The API of the event handled on this thread, else of one handled on any thread (the
     function's own worker threads), else None: botocore goes on as usual."""
-    apis = getattr(_this_thread, "apis", None)
+    apis = _this_thread.apis
     if apis:
-        return apis[-1]  # type: ignore[no-any-return]
+        return apis[-1]
     with _handling_lock:
         return _handling_anywhere[-1] if _handling_anywhere else None
 

@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from jwt import PyJWK
 
 from runtime.logs import LogThrottle
@@ -261,9 +262,9 @@ def _usable_key(data: dict[str, Any], algorithms: Sequence[str]) -> dict[str, Py
             key = PyJWK(data, algorithm=name)
         except Exception as exc:  # PyJWT wraps most, not all, of a junk key's failures
             raise KeySetError(f"malformed key: {exc}") from None
-        bits = getattr(key.key, "key_size", MIN_RSA_BITS)
-        if kty == "RSA" and bits < MIN_RSA_BITS:
-            raise KeySetError(f"RSA key of {bits} bits, under {MIN_RSA_BITS}")
+        public = key.key
+        if isinstance(public, RSAPublicKey | RSAPrivateKey) and public.key_size < MIN_RSA_BITS:
+            raise KeySetError(f"RSA key of {public.key_size} bits, under {MIN_RSA_BITS}")
         by_alg[name] = key
     return by_alg
 
