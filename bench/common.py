@@ -20,6 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 CONTROL_PATH = "/control"
 
 
+class BenchFailure(Exception):
+    """A check failed: the figures would be wrong or meaningless, so no report is written."""
+
+
 def raise_nofile_limit() -> int:
     """Lift the soft open-files limit to the hard limit; 10,000 connections need it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -59,8 +59,7 @@ from websockets.utils import accept_key, generate_key
 
 from bench import report
 from bench.common import finish, run_harness
-from bench.graphql import MachineWindow
-from bench.procs import REPO, Child, Fleet, free_port, wait_listening
+from bench.procs import REPO, Child, Fleet, MachineWindow, free_port, wait_listening
 from bench.stats import percentile
 from runtime.transports.base import Allow
 from runtime.transports.http1 import HttpClient, HttpServer, Request, Response, json_response

@@ -63,6 +63,14 @@ class Child:
         times = self.process.cpu_times()
         return times.user + times.system
 
+    def exact_cpu_seconds(self) -> float:
+        """CPU seconds (all threads) from the process's CPU-time clock, to the nanosecond:
+        /proc and psutil count in 10 ms ticks, too coarse for one short fan-out."""
+        try:
+            return time.clock_gettime((~self.pid << 3) | 2)  # Linux MAKE_PROCESS_CPUCLOCK, SCHED
+        except OSError:
+            return self.cpu_seconds()
+
     def log_lines(self) -> int:
         """Non-empty log lines: for a node started at --log-level WARNING, its warnings."""
         try:
@@ -127,6 +135,33 @@ class Fleet:
         for child in list(self.children):
             self._kill(child)
         self.children.clear()
+
+
+class MachineWindow:
+    """How much of the machine's CPU went to processes other than ours, and to the hypervisor
+    (steal), over a phase: a busy neighbour makes that phase's figures less trustworthy."""
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+        self._start = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, float, float, float, float]:
+        cpu = psutil.cpu_times()
+        idle = cpu.idle + getattr(cpu, "iowait", 0.0) + getattr(cpu, "steal", 0.0)
+        irq = getattr(cpu, "irq", 0.0) + getattr(cpu, "softirq", 0.0)
+        ours = sum(child.exact_cpu_seconds() for child in self.children) + time.process_time()
+        steal = getattr(cpu, "steal", 0.0)
+        return sum(cpu) - idle, steal, irq, ours, time.perf_counter()
+
+    def result(self) -> dict[str, float]:
+        end = self._snapshot()
+        busy, steal, irq, ours, wall = (b - a for a, b in zip(self._start, end, strict=True))
+        wall = wall or 1e-9
+        return {
+            "others_percent": round(max(0.0, 100 * (busy - irq - ours) / wall), 1),
+            "steal_percent": round(100 * steal / wall, 1),
+            "interrupts_percent": round(100 * irq / wall, 1),
+        }
 
 
 async def wait_listening(child: Child, port: int, timeout: float = 20.0) -> None:

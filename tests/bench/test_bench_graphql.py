@@ -13,7 +13,8 @@ from pathlib import Path
 
 from picows import WSMsgType
 
-from bench import graphql
+from bench import graphql_clients as clients
+from bench import graphql_origin, graphql_report, graphql_results
 from bench.common import write_section
 from runtime.transports.http1 import Request
 from runtime.wire import graphql_contract as contract
@@ -60,16 +61,16 @@ def test_quick_run_executes_each_input_once_per_publish() -> None:
 def test_result_frames_have_the_planned_size_in_both_protocols() -> None:
     """What the node sends (its own encoders) is as long as the broadcast baseline's frame."""
     for seq in (1, 99, 123_456):
-        context = graphql.tick_context(seq, 128)
+        context = clients.tick_context(seq, 128)
         result = gql.encode_json({"data": {"tick": context}})
-        broadcast = graphql.result_text(seq, context["pad"])
+        broadcast = clients.result_text(seq, context["pad"])
         assert len(broadcast) == 128
         for protocol in gql.PROTOCOLS:
             frame = gql.result_message(protocol, "1", result)
             assert len(frame) == 128
-            assert graphql.marker(seq) in frame.encode()
-        assert graphql.marker(seq) in broadcast.encode()
-    assert graphql.marker(1) not in graphql.result_text(12, "x").encode()
+            assert clients.marker(seq) in frame.encode()
+        assert clients.marker(seq) in broadcast.encode()
+    assert clients.marker(1) not in clients.result_text(12, "x").encode()
 
 
 class Frame:
@@ -89,16 +90,16 @@ def test_a_broadcast_reaching_a_graphql_client_is_unexpected() -> None:
 
     async def feed() -> None:
         for protocol in gql.PROTOCOLS:
-            publish, plain = graphql.Watch(), graphql.Watch()
-            client = graphql.Subscriber(publish, protocol, "a", graphql.KEY_A)
-            receiver = graphql.Receiver(plain)
-            context = graphql.tick_context(7, 128)
+            publish, plain = clients.Watch(), clients.Watch()
+            client = clients.Subscriber(publish, protocol, "a", clients.KEY_A)
+            receiver = clients.Receiver(plain)
+            context = clients.tick_context(7, 128)
             result = gql.result_message(protocol, "1", gql.encode_json({"data": {"tick": context}}))
-            finished = publish.arm(graphql.marker(7), 1)
+            finished = publish.arm(clients.marker(7), 1)
             client.on_ws_frame(None, Frame(result))
             assert finished.done() and publish.count == 1 and publish.unexpected == 0
-            broadcast = graphql.result_text(8, graphql.tick_context(8, 128)["pad"])
-            plain.arm(graphql.marker(8), 1)
+            broadcast = clients.result_text(8, clients.tick_context(8, 128)["pad"])
+            plain.arm(clients.marker(8), 1)
             client.on_ws_frame(None, Frame(broadcast))  # the publish watch is not armed for it
             receiver.on_ws_frame(None, Frame(broadcast))
             receiver.on_ws_frame(None, Frame(result))  # a result at a plain client
@@ -107,18 +108,18 @@ def test_a_broadcast_reaching_a_graphql_client_is_unexpected() -> None:
             assert publish.samples == [broadcast[:200]]
             other = gql.LEGACY if protocol == gql.MODERN else gql.MODERN
             wrong = gql.result_message(other, "1", gql.encode_json({"data": {"tick": context}}))
-            publish.arm(graphql.marker(7), 1)
+            publish.arm(clients.marker(7), 1)
             client.on_ws_frame(None, Frame(wrong))
             assert (publish.count, publish.unexpected) == (0, 2)
-            check = graphql.unexpected_check({"publish": 2, "broadcast": 1, "picows": 0})
+            check = graphql_results.unexpected_check({"publish": 2, "broadcast": 1, "picows": 0})
             assert not check["ok"] and check["measured"] == (2, 1)
-        assert graphql.unexpected_check({"publish": 0, "broadcast": 0, "picows": 0})["ok"]
+        assert graphql_results.unexpected_check({"publish": 0, "broadcast": 0, "picows": 0})["ok"]
 
     asyncio.run(feed())
 
 
 def test_origin_answers_the_contract_and_counts_executions() -> None:
-    origin = graphql.TickOrigin()
+    origin = graphql_origin.TickOrigin()
 
     def ask(document: dict[str, object]) -> dict[str, object]:
         request = Request("POST", "/", "", {}, json.dumps(document).encode())
@@ -142,11 +143,11 @@ def test_origin_answers_the_contract_and_counts_executions() -> None:
 
 def test_report_from_stored_results_replaces_only_its_section(tmp_path: Path) -> None:
     results = json.loads(STORED.read_text())
-    section = graphql.markdown(results)
-    assert section.startswith(graphql.SECTION + "\n")
+    section = graphql_report.markdown(results)
+    assert section.startswith(graphql_report.SECTION + "\n")
     assert f"`{results['command']}`" in section
     assert "FAIL" not in section
-    for row in graphql.rows(results):
+    for row in graphql_report.rows(results):
         assert f"| {' | '.join(row)} |" in section
     doc = tmp_path / "performance.md"
     shutil.copy(ROOT / "docs" / "performance.md", doc)
@@ -155,21 +156,21 @@ def test_report_from_stored_results_replaces_only_its_section(tmp_path: Path) ->
     for _ in range(2):  # a second run replaces the section rather than appending another
         write_section(doc, section)
         text = doc.read_text()
-        assert text.count(graphql.SECTION) == 1
+        assert text.count(graphql_report.SECTION) == 1
         assert [line for line in text.splitlines() if line.startswith("## ")] == others + (
-            [] if graphql.SECTION in others else [graphql.SECTION]
+            [] if graphql_report.SECTION in others else [graphql_report.SECTION]
         )
 
 
 def test_an_execution_per_subscriber_fails_the_check() -> None:
     """Had the node run the input once per subscriber, the run must fail, not report figures."""
-    plan = graphql.Plan(subscribers=4)
+    subscribers = 4
     before = {"node": {}, "origin": {"requests": {}, "queries": {}}}
     once = {
         "node": {"graphqlSubscriptionQueries": 3, "graphqlSubscriptionResultsSent": 12},
         "origin": {"requests": {"subscription_query": 3}, "queries": {"a": 3}},
     }
-    checks = graphql.check_executions(before, once, ["a"], 3, plan)
+    checks = graphql_results.check_executions(before, once, ["a"], 3, subscribers)
     assert all(check["ok"] for check in checks)
     per_subscriber = {
         "node": {"graphqlSubscriptionQueries": 12, "graphqlSubscriptionResultsSent": 12},
@@ -177,7 +178,7 @@ def test_an_execution_per_subscriber_fails_the_check() -> None:
     }
     failed = {
         c["name"]
-        for c in graphql.check_executions(before, per_subscriber, ["a"], 3, plan)
+        for c in graphql_results.check_executions(before, per_subscriber, ["a"], 3, subscribers)
         if not c["ok"]
     }
     assert failed == {
