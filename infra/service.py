@@ -14,6 +14,9 @@ function (or that alias or version) and nothing else; a GraphQL-only node sends 
 The door (infra/door.py) adds the functions a handshake meets (a $connect handler, a Lambda
 authorizer), with the same exact grants, and the @connections API: the command listener,
 reachable from one named security group only, and its token in Secrets Manager.
+
+Longer than 400 lines because it is one construct whose parts must agree on ports, timings and
+grants (task, service, load balancer, scaling); split, each part would restate the others'.
 """
 
 from __future__ import annotations
@@ -39,13 +42,17 @@ from infra.messaging import GatewayMessaging
 from infra.network import GatewayNetwork
 from infra.retention import log_retention
 from runtime.config import event_buffer_for
-from runtime.names import CONNECTIONS_METRIC, HEALTH_PATH, METRICS_NAMESPACE
+from runtime.names import (
+    CONNECTIONS_METRIC,
+    HEALTH_PATH,
+    METRICS_NAMESPACE,
+    PEER_PORT,
+    WEBSOCKET_PORT,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "runtime/Dockerfile"  # relative to PROJECT_ROOT, the build context
 
-WEBSOCKET_PORT = 8080
-PEER_PORT = 9100
 CONTAINER_NAME = "node"
 PEERS_SERVICE_NAME = "nodes"
 NOFILE_LIMIT = 262_144  # one descriptor per connection, with room for sockets to AWS

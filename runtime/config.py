@@ -2,6 +2,10 @@
 
 `--max-message-bytes` is also `MAX_MESSAGE_BYTES`; a flag wins over the environment. A bad value
 stops the node before it listens, with a message naming the setting, the rule and the value.
+
+Longer than 400 lines because it is the one table of every setting (its flag, variable, default,
+rule and help) and the checks between settings: split, `--help`, the docs and the checks would
+drift apart.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from runtime.core.browser_origins import compile_allowed_origins
-from runtime.names import METRICS_NAMESPACE
+from runtime.names import METRICS_NAMESPACE, PEER_PORT, WEBSOCKET_PORT
 from runtime.wire.connection_id import MAX_REGION_LENGTH, NodeAddress
 from runtime.wire.events import RouteSelector
 from runtime.wire.graphql_ws import PROTOCOLS as GRAPHQL_SUBPROTOCOLS
@@ -201,7 +205,7 @@ def _token_source(text: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    listen: tuple[str, int] = ("127.0.0.1", WEBSOCKET_PORT)
     origin_transport: str = "http"
     origin_url: str = ""
     origin_token: str = ""
@@ -246,7 +250,7 @@ class Settings:
     stage: str = "local"
     domain_name: str = ""
     local_only: bool = False
-    peer_listen: tuple[str, int] = ("127.0.0.1", 9100)
+    peer_listen: tuple[str, int] = ("127.0.0.1", PEER_PORT)
     peer_advertise: NodeAddress | None = None
     peer_secret: str = ""
     peers: tuple[NodeAddress, ...] = ()

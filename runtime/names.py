@@ -16,6 +16,8 @@ PREFIX = "wsgw"
 HEALTH_PATH = "/healthz"  # GET on the WebSocket port: 200, or 503 once the node drains
 METRICS_NAMESPACE = "WsGateway"  # CloudWatch namespace of the node's EMF metrics
 CONNECTIONS_METRIC = "ConnectionsPerTask"  # the metric the service scales on
+WEBSOCKET_PORT = 8080  # the node's default --listen port; the container's and the ALB target's
+PEER_PORT = 9100  # the node's default --peer-listen port (UDP); the container's
 _ENVIRONMENT = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from runtime.names import ResourceNames
+from runtime.config import Settings
+from runtime.names import PEER_PORT, WEBSOCKET_PORT, ResourceNames
 
 
 def test_names_of_a_fifo_environment() -> None:
@@ -29,3 +32,14 @@ def test_standard_queues_have_no_suffix() -> None:
 def test_bad_environment_names(environment: str) -> None:
     with pytest.raises(ValueError, match="environment must be"):
         ResourceNames(environment)
+
+
+def test_the_image_exposes_the_ports_the_node_listens_on_by_default() -> None:
+    """The Dockerfile cannot import the ports: it names them, and this holds the two together."""
+    dockerfile = (Path(__file__).parent.parent / "runtime" / "Dockerfile").read_text()
+    exposed = next(
+        line.split()[1:] for line in dockerfile.splitlines() if line.startswith("EXPOSE")
+    )
+    assert sorted(exposed) == sorted([f"{WEBSOCKET_PORT}/tcp", f"{PEER_PORT}/udp"])
+    assert Settings().listen[1] == WEBSOCKET_PORT
+    assert Settings().peer_listen[1] == PEER_PORT

@@ -13,6 +13,9 @@ SQS queue, so two messages may be handled in either order.
 
 Not thread-safe: use one client per thread (clients to AWS are created lazily and are cheap to
 share within a thread).
+
+Longer than 400 lines because it is the one class origins hold: the typed command helpers, the
+buffer, region routing and retries share its state.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ receives a message or two at a time: a DeleteMessageBatch each would cost as muc
 that cannot be read at all is left alone for the queue's redrive policy to move to the dead-letter
 queue; it never holds up the messages beside it. Slow work keeps its messages hidden by extending
 their visibility while it runs.
+
+Longer than 400 lines because receiving, extending visibility and the coalesced deletes work on
+one set of in-flight messages; split, each part would reach into the others' state.
 """
 
 from __future__ import annotations
