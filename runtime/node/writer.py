@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Coroutine
-from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
@@ -92,7 +91,7 @@ class ClientWriter:
         for task in list(self._closing):
             task.cancel()
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
