@@ -12,7 +12,7 @@ import pytest
 from runtime.config import Settings
 from runtime.node.service import NodeService
 from runtime.transports.base import ClusterTransport, OriginTransport
-from runtime.transports.graphql_origin import GraphqlOrigin
+from runtime.transports.graphql_origin import GraphqlOriginClient
 from runtime.transports.memory import MemoryOrigin
 from runtime.wire.connection_id import NodeAddress
 from tests.aws import (  # noqa: F401 (fixtures)
@@ -100,7 +100,7 @@ async def start_node() -> AsyncIterator[StartNode]:
     async def start(
         origin: OriginTransport | None = None,
         cluster: ClusterTransport | None = None,
-        graphql_origin: GraphqlOrigin | None = None,
+        graphql_origin: GraphqlOriginClient | None = None,
         **overrides: Any,
     ) -> RunningNode:
         origin = origin if origin is not None else MemoryOrigin()

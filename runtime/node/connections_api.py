@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from runtime.core.registry import ConnectionEntry, ConnectionRegistry
 from runtime.logs import LogThrottle
+from runtime.node.writer import ClientWriter
 from runtime.wire.commands import Answer, Ask
 from runtime.wire.connection_id import InvalidConnectionId, NodeAddress, parse_connection_id
 
@@ -79,8 +80,7 @@ class ConnectionsApi:
         *,
         region: str,
         max_payload_bytes: int,
-        deliver: Deliver,
-        close: Close,
+        writer: ClientWriter,
         peer_timeout: float,
         max_pending: int = MAX_PENDING_ASKS,
     ) -> None:
@@ -91,8 +91,8 @@ class ConnectionsApi:
         self.max_payload_bytes = max_payload_bytes
         self.peer_timeout = peer_timeout
         self.max_pending = max_pending
-        self._deliver = deliver
-        self._close = close
+        self._deliver: Deliver = writer.post
+        self._close: Close = writer.close
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()

@@ -21,7 +21,6 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from runtime.config import Settings, default_api_id
@@ -46,6 +45,7 @@ from runtime.node.handshake import (
 )
 from runtime.node.metrics import connections_metric
 from runtime.node.origin_pump import OriginPump
+from runtime.node.writer import ClientWriter
 from runtime.transports.base import (
     ClusterTransport,
     ConnectHandler,
@@ -54,7 +54,7 @@ from runtime.transports.base import (
     Refuse,
 )
 from runtime.transports.echo_origin import EchoOrigin
-from runtime.transports.graphql_origin import GraphqlOrigin
+from runtime.transports.graphql_origin import GraphqlOriginClient
 from runtime.wire import events, graphql_ws
 from runtime.wire.commands import (
     Answer,
@@ -116,7 +116,7 @@ class Node:
         settings: Settings,
         origin: OriginTransport | None,
         cluster: ClusterTransport | None = None,
-        graphql_origin: GraphqlOrigin | None = None,
+        graphql_origin: GraphqlOriginClient | None = None,
         authorizer: HandshakeAuthorizer | None = None,
         connect_handler: ConnectHandler | None = None,
     ) -> None:
@@ -159,6 +159,8 @@ class Node:
         )
         self.counters: Counter[str] = Counter()
         self.throttle = LogThrottle()
+        # Every write to a client goes through it, with the slow-client limits.
+        self.writer = ClientWriter(self.limits)
         # API Gateway's @connections API, answered here or by asking the owning peer.
         self.connections_api = ConnectionsApi(
             self.registry,
@@ -166,8 +168,7 @@ class Node:
             settings.peer_address,
             region=settings.region,
             max_payload_bytes=settings.send_buffer_bytes,
-            deliver=self._post_one,
-            close=self._close,
+            writer=self.writer,
             peer_timeout=settings.peer_down_seconds,
         )
         self.graphql: GraphqlGateway | None = None
@@ -175,8 +176,7 @@ class Node:
             self.graphql = GraphqlGateway(
                 graphql_origin,
                 node_address=str(settings.peer_address),
-                send_text=self.send_text,
-                counters=self.counters,
+                writer=self.writer,
                 init_timeout=settings.graphql_init_timeout,
                 ka_interval=settings.graphql_ka_interval,
                 keepalive_interval=settings.keepalive_interval,
@@ -187,7 +187,6 @@ class Node:
         self._server: Server | None = None
         self._no_connections = asyncio.Event()
         self._no_connections.set()
-        self._tasks: set[asyncio.Task[object]] = set()
         self._loops: list[asyncio.Task[None]] = []
         # Handshakes between their 101 and their handler; a handshake that dies in between
         # never reaches the handler, and its entry goes with its connection.
@@ -299,7 +298,7 @@ class Node:
             extra={
                 "seconds": round(time.monotonic() - started, 3),
                 "undeliveredEvents": left,
-                **self.counters,
+                **self._counted(),
             },
         )
         return level == logging.INFO
@@ -324,8 +323,7 @@ class Node:
                 await door.close()
         if self.graphql is not None:
             await self.graphql.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        self.writer.cancel()
 
     async def _wait_no_connections(self, timeout: float) -> None:
         if timeout > 0:
@@ -657,15 +655,7 @@ class Node:
                 self._close(entry, 1011, "event refused by the origin transport")
 
     def _close(self, entry: ConnectionEntry[ServerConnection], code: int, reason: str) -> None:
-        if entry.closing:
-            return
-        entry.closing = True
-        self._spawn(entry.handle.close(code, reason))
-
-    def _spawn(self, coroutine) -> None:  # type: ignore[no-untyped-def]
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.writer.close(entry, code, reason)
 
     # Commands
 
@@ -738,48 +728,11 @@ class Node:
                 if entry is None or not self._write(entry, frame, command):
                     self._gone(connection_id, command.action)
 
-    def _post_one(
-        self, entry: ConnectionEntry[ServerConnection], payload: bytes, binary: bool
-    ) -> bool:
-        """One @connections post to one client, with the same slow-client limits."""
-        return self._write(entry, message_frame(payload, binary), Send((), payload, binary))
-
-    def send_text(self, entry: ConnectionEntry[ServerConnection], text: str) -> bool:
-        """One text message to one client (GraphQL answers), with the same slow-client limits."""
-        payload = text.encode("utf-8")
-        return self._write(entry, message_frame(payload, False), Send((), payload, False))
-
     def _write(
         self, entry: ConnectionEntry[ServerConnection], frame: bytes, command: Send | Broadcast
     ) -> bool:
         """Write one frame to a client; a client that reads too slowly is closed with 1013."""
-        connection = entry.handle
-        protocol = connection.protocol
-        if entry.closing or protocol.state is not State.OPEN:
-            return False
-        if protocol.extensions:
-            # permessage-deflate: the library compresses, with this connection's own context.
-            if command.binary:
-                protocol.send_binary(command.payload)
-            else:
-                protocol.send_text(command.payload)
-            frame = b"".join(protocol.data_to_send())
-        transport = connection.transport
-        transport.write(frame)
-        messages, nbytes = entry.backlog.record(len(frame), transport.get_write_buffer_size())
-        if messages and self.limits.exceeded(messages, nbytes):
-            self.counters["slowClientsClosed"] += 1
-            log.warning(
-                "client too slow; closing",
-                extra={
-                    "connectionId": entry.connection_id,
-                    "bufferedMessages": messages,
-                    "bufferedBytes": nbytes,
-                },
-            )
-            self._close(entry, 1013, "send buffer full")
-        self.counters["messagesSent"] += 1
-        return True
+        return self.writer.write(entry, frame, command)
 
     async def _forward(self, node: NodeAddress, commands: list[Command]) -> None:
         delivered = False
@@ -858,6 +811,7 @@ class Node:
             "eventsDelivered": self.pump.delivered,
             "draining": self.draining,
             **self.counters,
+            **self.writer.stats(),
             **self.connections_api.stats(),
             **(self.graphql.stats() if self.graphql is not None else {}),
             **({"peers": self.cluster.stats()} if self.cluster is not None else {}),
@@ -868,6 +822,11 @@ class Node:
                 else {}
             ),
         }
+
+    def _counted(self) -> dict[str, int]:
+        """Every counter of the node and of its parts that count for it (the drain log's)."""
+        graphql = self.graphql.counters if self.graphql is not None else {}
+        return {**self.counters, **self.writer.counters, **graphql}
 
 
 # Event-buffer bytes a connection keeps for its DISCONNECT with a browser's Host and User-Agent

@@ -21,7 +21,7 @@ from runtime.transports.base import (
 )
 from runtime.transports.connect_handler import connect_handler_from_settings
 from runtime.transports.graphql_origin import (
-    GraphqlOrigin,
+    GraphqlOriginClient,
     HttpGraphqlOrigin,
     LambdaGraphqlOrigin,
 )
@@ -71,7 +71,7 @@ def origin_from_settings(settings: Settings) -> OriginTransport | None:
     )
 
 
-def graphql_origin_from_settings(settings: Settings) -> GraphqlOrigin | None:
+def graphql_origin_from_settings(settings: Settings) -> GraphqlOriginClient | None:
     if settings.graphql_origin_url:
         return HttpGraphqlOrigin(
             settings.graphql_origin_url,
@@ -146,7 +146,7 @@ class NodeService:
         settings: Settings,
         origin: OriginTransport | None = None,
         cluster: ClusterTransport | None = None,
-        graphql_origin: GraphqlOrigin | None = None,
+        graphql_origin: GraphqlOriginClient | None = None,
     ) -> None:
         self.settings = settings
         if origin is None:

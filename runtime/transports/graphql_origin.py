@@ -38,8 +38,8 @@ class GraphqlOriginUnavailable(Exception):
     """The origin failed to answer a request; the message says how."""
 
 
-class GraphqlOrigin(Protocol):
-    """What the gateway needs of an origin.
+class GraphqlOriginClient(Protocol):
+    """The node's client of the user's GraphQL origin: what the gateway needs of one.
 
     `call` waits for a free place at the origin first. Cancelled while waiting, the request is
     withdrawn and never sent. Cancelled once sent, the call still returns (raising

@@ -414,9 +414,9 @@ async def test_publishes_behind_a_slow_origin_wait_within_their_bound(
     """A flood of publishes while the origin holds an execution: at most the bound waits (the
     bound lowered to 40 here, 10,000 in production), the rest are dropped and counted, and those
     kept reach the subscriber in publish order once the origin answers."""
-    from runtime.node import graphql as gateway
+    from runtime.node import graphql_fanout as fanout
 
-    monkeypatch.setattr(gateway, "MAX_PENDING_EXECUTIONS", 40)
+    monkeypatch.setattr(fanout, "MAX_PENDING_EXECUTIONS", 40)
     release = asyncio.Event()
 
     async def answer(request: dict[str, Any]) -> Any:

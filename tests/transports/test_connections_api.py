@@ -27,13 +27,12 @@ from websockets.exceptions import ConnectionClosed
 
 from runtime.core.execution import Outcome
 from runtime.node.connections_api import ConnectionsApi, iso8601_ms
-from runtime.node.frames import message_frame
 from runtime.node.server import Node, now_ms
 from runtime.node.service import NodeService, peers_from_settings
 from runtime.transports.http_commands import CommandEndpoint, connections_target
 from runtime.transports.memory import MemoryOrigin
 from runtime.transports.udp_peers import UdpPeers
-from runtime.wire.commands import Answer, Ask, Send
+from runtime.wire.commands import Answer, Ask
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from tests.conftest import TOKEN, node_settings
 from tests.processes import ROOT
@@ -88,10 +87,7 @@ def _stand_in(node: Node) -> ConnectionsApi:
         node.address,
         region=s.region,
         max_payload_bytes=s.send_buffer_bytes,
-        deliver=lambda entry, payload, binary: node._write(
-            entry, message_frame(payload, binary), Send((), payload, binary)
-        ),
-        close=node._close,
+        writer=node.writer,
         peer_timeout=s.peer_down_seconds,
     )
     node.connections_api = api  # type: ignore[attr-defined]
