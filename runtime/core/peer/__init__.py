@@ -1,0 +1,1 @@
+"""The peer protocol's parts; `runtime.core.peer_protocol.PeerProtocol` puts them together."""
