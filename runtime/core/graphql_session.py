@@ -8,6 +8,9 @@ time go in; out come small actions (`Send`, `Close`, `AskInit`, `RunOperation`, 
 
 Message formats are `runtime.wire.graphql_ws`'s, origin requests and answers
 `runtime.wire.graphql_contract`'s.
+
+Longer than 400 lines because it is one state machine: the two subprotocols share every state and
+most transitions, and a reader checks a rule by reading it in one place.
 """
 
 from __future__ import annotations
@@ -278,6 +281,11 @@ class GraphqlSession:
     def operation_finished(self, token: int) -> None:
         """The origin is done with a request, whatever became of it."""
         self._ending.discard(token)
+
+    def subscription_result(self, operation_id: str, result_json: str) -> str:
+        """The message of a publish's plain result, the fan-out's common case: no error, no end,
+        so nothing changes and no action list is built per subscriber."""
+        return gql.result_message(self.protocol, operation_id, result_json)
 
     def subscription_update(
         self,

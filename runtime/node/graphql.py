@@ -264,6 +264,10 @@ class GraphqlGateway:
         served = self.sessions.get(connection_id)
         if served is None:
             return False
+        if result_json is not None and answer.errors is None and not answer.complete:
+            text = served.session.subscription_result(operation_id, result_json)
+            self.writer.send_text(served.entry, text)
+            return True
         update = served.session.subscription_update(
             operation_id, result_json, answer.errors, answer.complete
         )

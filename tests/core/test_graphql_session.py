@@ -499,6 +499,13 @@ def test_a_publish_result_reaches_the_subscription_and_an_end_unsubscribes_it() 
     assert sent(session.subscription_update("1", result, None, False)) == [
         {"id": "1", "type": "next", "payload": {"data": {"m": 1}}}
     ]
+    # The fan-out's shortcut for a plain result says the same, and changes nothing.
+    assert json.loads(session.subscription_result("1", result)) == {
+        "id": "1",
+        "type": "next",
+        "payload": {"data": {"m": 1}},
+    }
+    assert session.held() == 1
     actions = session.subscription_update("1", None, None, True)
     assert sent(actions) == [{"id": "1", "type": "complete"}]
     assert actions[-1] == Unsubscribe("1")
