@@ -20,7 +20,9 @@ class ConnectionEntry(Generic[H]):
     next_sequence: int = 0
     backlog: SendBacklog = field(default_factory=SendBacklog)
     closing: bool = False
-    events: bool = True  # False for GraphQL connections: the event origin never hears of them
+    # A GraphQL connection: the event origin never hears of it (no events, no keep-alives), and
+    # broadcasts and @connections posts skip it: its client would take them for bad frames.
+    graphql: bool = False
     disconnect_room: int = 0  # event-buffer bytes set aside at CONNECT for its DISCONNECT
     # What the @connections API's GET tells: when the client last sent a message (ms; 0: never,
     # then its connected_at), and who it is as the handshake said.

@@ -183,7 +183,7 @@ class ConnectionsApi:
         self, connection_id: str, action: str, payload: bytes, binary: bool
     ) -> tuple[int, bytes]:
         entry = self.registry.get(connection_id)
-        if entry is None or entry.closing or not entry.events:
+        if entry is None or entry.closing or entry.graphql:
             self.counters["connectionsApiGone"] += 1
             return GONE, b""
         if action == "get":

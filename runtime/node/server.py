@@ -560,7 +560,7 @@ class Node:
             return
         fragment = admission.fragment
         entry = ConnectionEntry(connection_id, connection, fragment, admission.connected_at)
-        entry.events = graphql is None
+        entry.graphql = graphql is not None
         entry.disconnect_room = admission.disconnect_room
         entry.source_ip = details.source_ip
         entry.user_agent = events.header_value(details.headers, "user-agent") or ""
@@ -717,7 +717,7 @@ class Node:
         if isinstance(command, Broadcast):
             frame = message_frame(command.payload, command.binary)
             for entry in self.registry:
-                if entry.events:  # GraphQL clients would take a bare message for a bad frame
+                if not entry.graphql:
                     self._write(entry, frame, command)
             return
         if route.local_ids:
@@ -766,7 +766,7 @@ class Node:
         interval = self.settings.keepalive_interval
         while True:
             await asyncio.sleep(interval)
-            ids = [entry.connection_id for entry in self.registry if entry.events]
+            ids = [entry.connection_id for entry in self.registry if not entry.graphql]
             if not ids or not self.pump.has_room:
                 continue  # a backed-up origin gets no keep-alives; the next one lists everyone
             for event in events.keepalive_events(

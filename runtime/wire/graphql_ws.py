@@ -1,5 +1,6 @@
 """The two GraphQL-over-WebSocket subprotocols, as messages: parsing what clients send, building
-what the node answers. No I/O and no state; `runtime.core.graphql_session` decides what to do with them.
+what the node answers. No I/O and no state; `runtime.core.graphql_session` decides what to do
+with them.
 
 `graphql-transport-ws` is the modern protocol of the `graphql-ws` library; `graphql-ws` is the
 legacy one of `subscriptions-transport-ws`. They share a shape ({"id", "type", "payload"}) but not

@@ -378,7 +378,7 @@ async def test_a_graphql_connection_is_not_the_apis(start_gateway: StartGateway)
     _, cid = await g.client()
     entry = g.node.registry.get(cid)
     assert entry is not None
-    entry.events = False  # as the node marks a GraphQL connection
+    entry.graphql = True  # as the node marks a GraphQL connection
     api = management_client(g.endpoint())
     assert await error_code(api, "get_connection", ConnectionId=cid) == "GoneException"
 
