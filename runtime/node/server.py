@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import json
 import logging
 import time
-import weakref
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
@@ -27,20 +23,15 @@ from runtime.config import Settings, default_api_id
 from runtime.core.browser_origins import compile_allowed_origins
 from runtime.core.execution import Outcome
 from runtime.core.outbox import EventOutbox
-from runtime.core.rate_limit import TokenBuckets
 from runtime.core.registry import ConnectionEntry, ConnectionRegistry
-from runtime.core.router import Route, Router
+from runtime.core.router import Router
 from runtime.core.send_buffer import SendLimits
-from runtime.logs import LogThrottle
-from runtime.names import HEALTH_PATH
+from runtime.node.commands import CommandRunner
 from runtime.node.connection import NodeConnection
 from runtime.node.connections_api import ConnectionsApi
-from runtime.node.frames import message_frame
+from runtime.node.door import SERVER_HEADER, Door
 from runtime.node.graphql import GraphqlGateway
 from runtime.node.handshake import (
-    handshake_details,
-    offered_subprotocols,
-    source_ip,
     subprotocol_selector,
 )
 from runtime.node.metrics import connections_metric
@@ -51,63 +42,21 @@ from runtime.transports.base import (
     ConnectHandler,
     HandshakeAuthorizer,
     OriginTransport,
-    Refuse,
 )
 from runtime.transports.echo_origin import EchoOrigin
 from runtime.transports.graphql_origin import GraphqlOriginClient
 from runtime.wire import events, graphql_ws
 from runtime.wire.commands import (
-    Answer,
-    Ask,
-    Broadcast,
-    Close,
-    Command,
-    CommandError,
     PeerCommand,
-    Publish,
-    Send,
 )
-from runtime.wire.connect_answer import ConnectAnswer
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
-from runtime.wire.events import HandshakeDetails
+from runtime.wire.events import now_ms
 
 log = logging.getLogger("runtime.node")
 metrics_log = logging.getLogger("runtime.metrics")  # logged at any --log-level: scaling needs it
 
 KEEPALIVE_KEY = "$keepalive"
 KEEPALIVE_IDS_PER_EVENT = 1000
-SERVER_HEADER = "wsgateway"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(slots=True)
-class Passage:
-    """What a handshake brought through the door (authorizer, $connect handler) before its 101:
-    the connection ID the authorizer and handler saw, and what they answered."""
-
-    connection_id: str
-    connected_at: int
-    authorizer: dict[str, object]
-    subprotocol: str | None  # chosen by the $connect handler
-    headers: tuple[tuple[str, str], ...]  # the $connect handler's, for the 101
-    connect_handled: bool
-
-
-@dataclass(slots=True)
-class Admission:
-    """A handshake's CONNECT, built before the 101 so that one the node cannot take is refused
-    with an HTTP status rather than accepted and dropped."""
-
-    connection_id: str
-    connected_at: int
-    details: HandshakeDetails
-    fragment: str
-    connect: bytes
-    disconnect_room: int  # event-buffer bytes its DISCONNECT may need (0: it sends no events)
-    connect_sent: bytes | None  # the CONNECT the origin gets (None: --connect-event suppress)
 
 
 class Node:
@@ -134,19 +83,6 @@ class Node:
             domain_name=settings.domain_name,
             api_id=settings.api_id or default_api_id(settings.stage, settings.region),
         )
-        # Handshake rates: per source IP (a table bounded in keys) and for the whole node.
-        self.ip_rate = (
-            TokenBuckets(settings.handshake_rate_per_ip, settings.handshake_burst_per_ip, 100_000)
-            if settings.handshake_rate_per_ip > 0
-            else None
-        )
-        self.node_rate = (
-            TokenBuckets(settings.handshake_rate, settings.handshake_burst, 1)
-            if settings.handshake_rate > 0
-            else None
-        )
-        self.issuer = ConnectionIdIssuer(settings.region, settings.peer_address)
-        self.router = Router(settings.peer_address, settings.region)
         self.routes = events.RouteSelector(settings.route_selection_expression)
         self.limits = SendLimits(settings.send_buffer_messages, settings.send_buffer_bytes)
         self.registry: ConnectionRegistry[ServerConnection] = ConnectionRegistry()
@@ -158,7 +94,15 @@ class Node:
             on_dropped=self._events_dropped,
         )
         self.counters: Counter[str] = Counter()
-        self.throttle = LogThrottle()
+        self.door = Door(
+            settings,
+            self.context,
+            ConnectionIdIssuer(settings.region, settings.peer_address),
+            self.pump,
+            authorizer=authorizer,
+            connect_handler=connect_handler,
+            graphql=graphql_origin is not None,
+        )
         # Every write to a client goes through it, with the slow-client limits.
         self.writer = ClientWriter(self.limits)
         # API Gateway's @connections API, answered here or by asking the owning peer.
@@ -182,20 +126,24 @@ class Node:
                 keepalive_interval=settings.keepalive_interval,
                 max_operations=settings.graphql_max_operations,
             )
+        self.commands = CommandRunner(
+            Router(settings.peer_address, settings.region),
+            self.registry,
+            self.writer,
+            self.pump,
+            self.context,
+            self.connections_api,
+            address=self.address,
+            cluster=cluster,
+            graphql=self.graphql,
+            gone_events=settings.gone_events,
+        )
         self.draining = False
         self.ws_address: tuple[str, int] | None = None
         self._server: Server | None = None
         self._no_connections = asyncio.Event()
         self._no_connections.set()
         self._loops: list[asyncio.Task[None]] = []
-        # Handshakes between their 101 and their handler; a handshake that dies in between
-        # never reaches the handler, and its entry goes with its connection.
-        self._admissions: weakref.WeakKeyDictionary[ServerConnection, Admission] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._passages: weakref.WeakKeyDictionary[ServerConnection, Passage] = (
-            weakref.WeakKeyDictionary()
-        )
 
     # Lifecycle
 
@@ -237,7 +185,7 @@ class Node:
             s.listen[1],
             process_request=self._process_request,
             process_response=self._process_response,
-            select_subprotocol=subprotocol_selector(offered, chosen=self._chosen_subprotocol),
+            select_subprotocol=subprotocol_selector(offered, chosen=self.door.chosen_subprotocol),
             subprotocols=[Subprotocol(name) for name in offered] or None,
             origins=compile_allowed_origins(s.allowed_origins),
             # With deflate, messages to a connection that negotiated it go through the library
@@ -330,216 +278,33 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._no_connections.wait(), timeout)
 
-    # Handshake
+    # Handshake: the door decides
 
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        refusal = self._check_request(connection, request)
-        if refusal is not None or (self.authorizer is None and self.connect_handler is None):
-            return refusal
-        return await self._pass_door(connection, request)
-
-    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """What needs no one else's answer: health, draining, the cap and the handshake rates."""
-        path = request.path.split("?", 1)[0]
-        if path == HEALTH_PATH:
-            if self.draining:
-                return _text_response(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
-            return _text_response(http.HTTPStatus.OK, "ok\n")
-        if self.draining:
-            return _text_response(
-                http.HTTPStatus.SERVICE_UNAVAILABLE, "This node is shutting down; reconnect.\n"
-            )
         assert self._server is not None
-        # Open connections; handshakes racing this one are caught in _handle.
-        if len(self._server.all_connections) >= self.settings.max_connections:
-            self.counters["handshakesRefusedFull"] += 1
-            self._warn("connection limit reached", limit=self.settings.max_connections)
-            return _text_response(
-                http.HTTPStatus.SERVICE_UNAVAILABLE,
-                "This node is at its connection limit; retry later.\n",
-            )
-        if self.ip_rate is not None or self.node_rate is not None:
-            return self._check_rate(connection, request)
-        return None
-
-    def _check_rate(self, connection: ServerConnection, request: Request) -> Response | None:
-        now = time.monotonic()
-        headers = list(request.headers.raw_items())
-        for limiter, key, kind in (
-            (self.ip_rate, source_ip(connection, headers, self.settings.trust_forwarded_for), "ip"),
-            (self.node_rate, "", "node"),
-        ):
-            if limiter is not None and not limiter.allow(key, now):
-                self.counters["handshakesRefusedRate"] += 1
-                self._warn(f"handshake refused: {kind} handshake rate exceeded", sourceIp=key)
-                wait = max(1, int(limiter.retry_after(key, now) + 0.999))
-                return _text_response(
-                    http.HTTPStatus.TOO_MANY_REQUESTS,
-                    "Too many handshakes; retry later.\n",
-                    (("Retry-After", str(wait)),),
-                )
-        return None
-
-    async def _pass_door(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Ask the authorizer, then the $connect handler, as API Gateway does before a 101.
-
-        Both see the connection ID the connection will have if accepted. A refusal sends no
-        event to the origin: the connection never existed.
-        """
-        details = handshake_details(connection, self.settings.trust_forwarded_for, request)
-        connection_id = self.issuer.issue()
-        connected_at = now_ms()
-        context = events.request_context_fields(self.context, connection_id, connected_at, details)
-        context.update(eventType="CONNECT", routeKey=events.CONNECT_ROUTE)
-        authorizer: dict[str, object] = {}
-        if self.authorizer is not None:
-            verdict = await self.authorizer.authorize(details, context)
-            if isinstance(verdict, Refuse):
-                self.counters["handshakesRefusedAuthorizer"] += 1
-                return _text_response(_status(verdict.status), verdict.reason, verdict.headers)
-            authorizer = dict(verdict.context)
-            if len(events.dumps(authorizer)) > MAX_AUTHORIZER_CONTEXT_BYTES:
-                self.counters["handshakesRefusedAuthorizer"] += 1
-                self._warn(
-                    "handshake refused: the authorizer's context is too large",
-                    maxBytes=MAX_AUTHORIZER_CONTEXT_BYTES,
-                )
-                return _text_response(
-                    _status(self.settings.authorizer_error_status), "Authorizer error.\n"
-                )
-        passage = Passage(connection_id, connected_at, authorizer, None, (), False)
-        if self.connect_handler is not None:
-            fragment = events.connection_fragment(
-                self.context, connection_id, connected_at, details, authorizer
-            )
-            event = events.connect_event(fragment, 0, connected_at, details)
-            answer = await self.connect_handler.call(event)
-            refusal = self._read_connect_answer(request, answer, passage)
-            if refusal is not None:
-                return refusal
-        self._passages[connection] = passage
-        return None
-
-    def _read_connect_answer(
-        self, request: Request, answer: ConnectAnswer, passage: Passage
-    ) -> Response | None:
-        if not 200 <= answer.status < 300:
-            self.counters["handshakesRefusedConnectHandler"] += 1
-            return _text_response(_status(answer.status), answer.body, answer.headers)
-        headers = []
-        for name, value in answer.headers:
-            if name.lower() != "sec-websocket-protocol":
-                headers.append((name, value))
-                continue
-            offered = offered_subprotocols(request)
-            if value not in offered:
-                self.counters["handshakesRefusedConnectHandler"] += 1
-                self._warn(
-                    "handshake refused: the $connect handler chose a subprotocol the client "
-                    "did not offer",
-                    chosen=value,
-                    offered=",".join(offered),
-                )
-                return _text_response(
-                    _status(self.settings.connect_handler_error_status),
-                    "The $connect handler chose a subprotocol the client did not offer.\n",
-                )
-            passage.subprotocol = value
-        passage.headers = tuple(headers)
-        passage.connect_handled = True
-        return None
-
-    def _chosen_subprotocol(self, connection: ServerConnection) -> str | None:
-        passage = self._passages.get(connection)
-        return passage.subprotocol if passage is not None else None
+        return await self.door.process_request(
+            connection,
+            request,
+            draining=self.draining,
+            open_connections=len(self._server.all_connections),
+        )
 
     def _process_response(
         self, connection: ServerConnection, request: Request, response: Response
     ) -> Response | None:
-        """Build the CONNECT now that the subprotocol is chosen, and refuse with an HTTP status
-        a handshake whose CONNECT could never reach the origin or finds no room to wait in."""
-        if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
-            return None
-        passage = self._passages.get(connection)  # before _admission, which takes it
-        if passage is not None:
-            for name, value in passage.headers:
-                response.headers[name] = value
-        admission = self._admission(connection)
-        if admission.disconnect_room:
-            size = len(admission.connect)
-            if size > self.max_event_bytes:
-                self.counters["handshakesRefusedTooLarge"] += 1
-                self._warn(
-                    "handshake refused: its CONNECT event is too large for the origin",
-                    sourceIp=admission.details.source_ip,
-                    eventBytes=size,
-                    maxEventBytes=self.max_event_bytes,
-                )
-                return _refusal(
-                    http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    f"The request headers are too large to pass on: {size} bytes as a CONNECT "
-                    f"event, and the most is {self.max_event_bytes}.\n",
-                )
-            if not self.pump.can_admit_connection(size, admission.disconnect_room):
-                self._refused_buffer_full()
-                return _refusal(
-                    http.HTTPStatus.SERVICE_UNAVAILABLE,
-                    "This node is holding all the events it can for its origin; retry later.\n",
-                )
-        self._admissions[connection] = admission
-        return None
-
-    def _admission(self, connection: ServerConnection) -> Admission:
-        details = handshake_details(connection, self.settings.trust_forwarded_for)
-        passage = self._passages.pop(connection, None)
-        if passage is not None:
-            connection_id, connected_at = passage.connection_id, passage.connected_at
-            authorizer, handled = passage.authorizer, passage.connect_handled
-        else:
-            connection_id, connected_at = self.issuer.issue(), now_ms()
-            authorizer, handled = {}, False
-        fragment = events.connection_fragment(
-            self.context, connection_id, connected_at, details, authorizer
-        )
-        connect = events.connect_event(fragment, 0, connected_at, details, connect_handled=handled)
-        if handled and self.settings.connect_event == "suppress":
-            connect_sent: bytes | None = None
-        else:
-            connect_sent = connect
-        graphql = self.graphql is not None and details.subprotocol in graphql_ws.PROTOCOLS
-        sends_events = not graphql and self.settings.origin_transport != "none"
-        room = events.disconnect_event_bound(fragment) if sends_events else 0
-        return Admission(
-            connection_id, connected_at, details, fragment, connect, room, connect_sent
-        )
-
-    def _refused_buffer_full(self) -> None:
-        self.counters["handshakesRefusedBufferFull"] += 1
-        outbox = self.pump.outbox
-        self._warn(
-            "handshake refused: the event buffer is full",
-            bufferedEventBytes=outbox.nbytes,
-            reservedEventBytes=outbox.reserved_bytes,
-            eventBufferBytes=outbox.max_bytes,
-        )
-
-    def _warn(self, message: str, **fields: object) -> None:
-        """A warning clients can cause at will: one line per kind every 10 s at most."""
-        held = self.throttle.allow(message, time.monotonic())
-        if held is not None:
-            log.warning(message, extra={**fields, "heldBack": held})
+        return self.door.process_response(connection, response, self.max_event_bytes)
 
     # Connections
 
     async def _handle(self, connection: ServerConnection) -> None:
         if len(self.registry) >= self.settings.max_connections:
             # Handshakes that passed the check together may exceed the limit; never let them in.
-            self.counters["handshakesRefusedFull"] += 1
+            self.door.refused_full()
             await connection.close(1013, "connection limit reached; retry later")
             return
-        admission = self._admissions.pop(connection)
+        admission = self.door.admitted(connection)
         connection_id, details = admission.connection_id, admission.details
         subprotocol = details.subprotocol
         graphql = self.graphql if subprotocol in graphql_ws.PROTOCOLS else None
@@ -555,7 +320,7 @@ class Node:
             connection_id, admission.connect_sent, admission.disconnect_room
         ):
             # Handshakes that passed the check together may not all fit; never buffer past it.
-            self._refused_buffer_full()
+            self.door.refused_buffer_full()
             await connection.close(1013, "event buffer full; retry later")
             return
         fragment = admission.fragment
@@ -661,104 +426,7 @@ class Node:
 
     async def execute(self, commands: Sequence[PeerCommand], *, from_peer: bool = False) -> Outcome:
         """Carry out commands in order; returns once local writes are done and peers have theirs."""
-        outcome = Outcome()
-        forwards: dict[NodeAddress, list[Command]] = {}
-        members = self.cluster.members() if self.cluster is not None else frozenset()
-        for position, command in enumerate(commands):
-            if isinstance(command, Ask):  # peer-only: parse_command never makes them
-                if from_peer:
-                    self.connections_api.ask_received(command)
-                continue
-            if isinstance(command, Answer):
-                if from_peer:
-                    self.connections_api.answer_received(command)
-                continue
-            try:
-                if isinstance(command, Publish) and self.graphql is None:
-                    raise CommandError(
-                        "publish needs GraphQL mode: this node has no --graphql-origin-url "
-                        "or --graphql-origin-function"
-                    )
-                route = self.router.route(
-                    command, self.registry, from_peer=from_peer, members=members
-                )
-            except CommandError as exc:
-                outcome.rejections.append((position, str(exc)))
-                self.counters["commandsRejected"] += 1
-                log.warning("command rejected", extra={"action": command.action, "error": str(exc)})
-                continue
-            outcome.accepted += 1
-            self.counters["commandsAccepted"] += 1
-            self._deliver_locally(route)
-            for node, narrowed in route.forwards.items():
-                forwards.setdefault(node, []).append(narrowed)
-            if route.to_every_node and self.cluster is not None:
-                for peer in self.cluster.peers():
-                    if peer != self.address:
-                        forwards.setdefault(peer, []).append(command)
-            for connection_id in route.gone_ids:
-                self._gone(connection_id, command.action)
-        if forwards:
-            await asyncio.gather(*(self._forward(node, batch) for node, batch in forwards.items()))
-        return outcome
-
-    def _deliver_locally(self, route: Route) -> None:
-        command = route.command
-        if isinstance(command, Publish):
-            assert self.graphql is not None  # checked in execute
-            self.graphql.publish(command.keys, command.context)
-            return
-        if isinstance(command, Close):
-            for connection_id in route.local_ids:
-                entry = self.registry.get(connection_id)
-                if entry is not None:
-                    self._close(entry, command.code, command.reason)
-            return
-        if isinstance(command, Broadcast):
-            frame = message_frame(command.payload, command.binary)
-            for entry in self.registry:
-                if not entry.graphql:
-                    self._write(entry, frame, command)
-            return
-        if route.local_ids:
-            frame = message_frame(command.payload, command.binary)
-            get = self.registry.get
-            for connection_id in route.local_ids:
-                entry = get(connection_id)
-                if entry is None or not self._write(entry, frame, command):
-                    self._gone(connection_id, command.action)
-
-    def _write(
-        self, entry: ConnectionEntry[ServerConnection], frame: bytes, command: Send | Broadcast
-    ) -> bool:
-        """Write one frame to a client; a client that reads too slowly is closed with 1013."""
-        return self.writer.write(entry, frame, command)
-
-    async def _forward(self, node: NodeAddress, commands: list[Command]) -> None:
-        delivered = False
-        if self.cluster is not None:
-            try:
-                delivered = await self.cluster.forward(node, commands)
-            except Exception:
-                log.exception("forwarding to peer failed", extra={"peer": str(node)})
-        if delivered:
-            self.counters["commandsForwarded"] += len(commands)
-            return
-        log.warning("peer unreachable; commands for it are GONE", extra={"peer": str(node)})
-        for command in commands:
-            if isinstance(command, Send | Close):
-                for connection_id in command.connection_ids:
-                    self._gone(connection_id, command.action)
-
-    def _gone(self, connection_id: str, action: str) -> None:
-        self.counters["gone"] += 1
-        if not self.settings.gone_events:
-            return
-        event = events.gone_event(self.context, connection_id, action, now_ms())
-        if not self.pump.offer(connection_id, event):
-            # GONE is advice, not client data: with the origin backed up it is dropped and
-            # counted, so a flood of commands to unknown IDs cannot grow memory.
-            self.counters["goneDropped"] += 1
+        return await self.commands.execute(commands, from_peer=from_peer)
 
     # Periodic work
 
@@ -811,6 +479,8 @@ class Node:
             "eventsDelivered": self.pump.delivered,
             "draining": self.draining,
             **self.counters,
+            **self.door.counters,
+            **self.commands.counters,
             **self.writer.stats(),
             **self.connections_api.stats(),
             **(self.graphql.stats() if self.graphql is not None else {}),
@@ -826,7 +496,10 @@ class Node:
     def _counted(self) -> dict[str, int]:
         """Every counter of the node and of its parts that count for it (the drain log's)."""
         graphql = self.graphql.counters if self.graphql is not None else {}
-        return {**self.counters, **self.writer.counters, **graphql}
+        parts = (self.door.counters, self.commands.counters, self.writer.counters, graphql)
+        return {
+            key: value for counters in (self.counters, *parts) for key, value in counters.items()
+        }
 
 
 # Event-buffer bytes a connection keeps for its DISCONNECT with a browser's Host and User-Agent
@@ -840,47 +513,6 @@ EVENT_ENVELOPE_BYTES = 8 * 1024
 def largest_message_fitting(max_event_bytes: int) -> int:
     """The largest binary message whose event (base64 body, envelope) fits one origin message."""
     return max(1024, (max_event_bytes - EVENT_ENVELOPE_BYTES) * 3 // 4)
-
-
-# The authorizer's answer rides in every event of the connection: keep it small.
-MAX_AUTHORIZER_CONTEXT_BYTES = 4096
-
-
-def _status(code: int) -> http.HTTPStatus:
-    """A refusal's status: the one asked for when HTTP knows it, else 403 (refused all the same)."""
-    try:
-        status = http.HTTPStatus(code)
-    except ValueError:
-        return http.HTTPStatus.FORBIDDEN
-    return status if 400 <= status.value <= 599 else http.HTTPStatus.FORBIDDEN
-
-
-def _text_response(
-    status: http.HTTPStatus, text: str, extra: Sequence[tuple[str, str]] = ()
-) -> Response:
-    """An answer from process_request; the library adds the Server header to it."""
-    body = text.encode()
-    headers = Headers(
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-        ]
-    )
-    for name, value in extra:
-        if name.lower() not in _OWN_HEADERS:
-            headers[name] = value
-    return Response(status.value, status.phrase, headers, body)
-
-
-_OWN_HEADERS = frozenset({"content-type", "content-length", "connection", "server"})
-
-
-def _refusal(status: http.HTTPStatus, text: str) -> Response:
-    """An answer from process_response, which replaces the one the library gave its Server."""
-    response = _text_response(status, text)
-    response.headers["Server"] = SERVER_HEADER
-    return response
 
 
 def _close_status(connection: ServerConnection) -> tuple[int, str]:

@@ -51,6 +51,11 @@ _MESSAGE_ID_PREFIX = base64.urlsafe_b64encode(os.urandom(9)).decode("ascii")
 _message_counter = itertools.count()
 
 
+def now_ms() -> int:
+    """The events' clock: milliseconds since the epoch, as API Gateway's requestTimeEpoch."""
+    return time.time_ns() // 1_000_000
+
+
 def new_message_id() -> str:
     """A unique ID per event, so origins can de-duplicate redeliveries."""
     return f"{_MESSAGE_ID_PREFIX}{next(_message_counter):x}"

@@ -93,7 +93,7 @@ async def test_connect_floods_cannot_grow_the_event_buffer_past_its_cap(
             r for r in caplog.records if r.getMessage().startswith("handshake refused")
         ]
         assert len(refusal_lines) == 1  # a flood of refusals is not a flood of log lines
-        assert node.node.counters["handshakesRefusedBufferFull"] >= statuses.count(503)
+        assert node.node.stats()["handshakesRefusedBufferFull"] >= statuses.count(503)
         for index in range(10):
             await honest.send(f"after {index}")  # waits its turn, nothing is lost
         await asyncio.sleep(0.2)
@@ -167,7 +167,7 @@ async def test_connect_event_too_large_for_sqs_is_refused_at_the_handshake(
         received = await areceive(sqs, resources.events_queue_url, 3)
     bodies = [json.loads(message["Body"]).get("body") for message in received]
     assert bodies == [None, "before", "after"]
-    assert node.node.counters["handshakesRefusedTooLarge"] == 20
+    assert node.node.stats()["handshakesRefusedTooLarge"] == 20
     assert len(node.node.pump.outbox) == 0
 
 

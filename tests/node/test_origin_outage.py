@@ -79,6 +79,6 @@ async def test_gone_events_are_dropped_not_buffered_while_origin_is_backed_up(
             )
             assert status == 200
         assert node.node.pump.outbox.nevents == buffered
-        assert node.node.counters["goneDropped"] == 500
+        assert node.node.stats()["goneDropped"] == 500
         origin.up = True
         await origin.wait_for(lambda e: len(e) >= 21, timeout=15)
