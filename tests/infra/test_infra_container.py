@@ -27,8 +27,8 @@ import pytest
 from websockets.sync.client import connect
 
 from infra.origin import ASSET_EXCLUDES
+from runtime.local.provision import provision
 from runtime.names import ResourceNames
-from runtime.provision import provision
 from tests.aws import MotoEndpoint
 from tests.infra.synth import ROOT, SynthesizedStack
 

@@ -30,10 +30,10 @@ from runtime.node.frames import message_frame
 from runtime.node.server import Node, Outcome, now_ms
 from runtime.node.service import NodeService, peers_from_settings
 from runtime.transports.http_commands import CommandEndpoint, connections_target
-from runtime.transports.memory import MemoryOrigin
 from runtime.wire.commands import Answer, Ask, Send
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from tests.conftest import TOKEN, node_settings
+from tests.doubles.memory import MemoryOrigin
 from tests.processes import ROOT
 from tests.transports.test_udp_peers import free_udp_port
 
