@@ -53,8 +53,8 @@ from bench import report
 from bench.common import progress, raise_nofile_limit, run
 from bench.local import MOTO_CHILD  # moto's server alone in a child, as bench.local runs it
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
+from runtime.local.provision import provision
 from runtime.names import ResourceNames
-from runtime.provision import provision
 from runtime.transports.http1 import (
     HttpClient,
     HttpClientError,

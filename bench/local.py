@@ -44,9 +44,9 @@ from bench.common import progress, raise_nofile_limit, run, write_section
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from runtime.config import Settings
 from runtime.core.outbox import EventOutbox
+from runtime.local.provision import provision
 from runtime.names import ResourceNames
 from runtime.node.origin_pump import OriginPump
-from runtime.provision import provision
 from runtime.transports.sqs_origin import SqsOrigin
 from runtime.wire import events
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
@@ -55,10 +55,10 @@ SECTION = "## Local system (moto): chat latency and events to SQS"
 COMMAND = ".venv/bin/python -m bench.local"
 SYSTEM_CPU, HARNESS_CPU = 0, 1
 REGION = "us-east-1"
-# The local system's own embedded AWS (runtime.local.start_aws), alone in a child process.
+# The local system's own embedded AWS (runtime.local.system.start_aws), alone in a child process.
 MOTO_CHILD = (
     "import sys, threading\n"
-    "from runtime.local import start_aws\n"
+    "from runtime.local.system import start_aws\n"
     "start_aws('127.0.0.1', int(sys.argv[1]))\n"
     "threading.Event().wait()\n"
 )

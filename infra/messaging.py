@@ -1,7 +1,7 @@
 """Events to the origin and commands back: the queues and topics of one region.
 
-The wiring mirrors runtime/provision.py, which builds the same on the local system, so both run
-the same paths: the events (origin) queue with its DLQ, optionally behind an events topic; the
+The wiring mirrors runtime/local/provision.py, which builds the same on the local system, so both
+run the same paths: the events (origin) queue with its DLQ, optionally behind an events topic; the
 commands topic delivering raw messages to the commands queue every node polls, with its DLQ.
 Names come from `runtime.names.ResourceNames`, which the origin SDK derives too. Every queue
 and topic takes 1 MiB messages, is encrypted, and refuses requests without TLS.
@@ -17,8 +17,8 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from runtime.local.provision import MAX_MESSAGE_BYTES, MAX_RECEIVE_COUNT
 from runtime.names import ResourceNames
-from runtime.provision import MAX_MESSAGE_BYTES, MAX_RECEIVE_COUNT
 
 # Long enough for a Lambda consumer with a timeout of up to 30 s (AWS advises six times the
 # function timeout, so that retries of a throttled batch stay invisible to other pollers).

@@ -2,8 +2,9 @@
 
 It shows the whole loop working after `cdk deploy`, and is the template for wiring one's own
 origin: consume the events queue with partial batch responses, publish commands to the topic.
-The function's package is the `runtime` directory as is (the origin SDK needs only boto3,
-which the Lambda runtime provides), so there is no bundling step and no Docker.
+The function's package is the origin SDK from the `runtime` directory as is, with the few modules
+it imports (it needs only boto3, which the Lambda runtime provides), so there is no bundling step
+and no Docker.
 """
 
 from __future__ import annotations
@@ -23,12 +24,21 @@ from infra.service import PROJECT_ROOT
 HANDLER = "runtime.origin.examples.chat.handler"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 TIMEOUT = cdk.Duration.seconds(30)
-# Only the runtime package goes into the function's zip; gitignore-style patterns.
+# Only the origin SDK and the modules it imports go into the function's zip (not the node, not the
+# local system); gitignore-style patterns. tests/infra/test_infra_container.py checks that the
+# SDK's imports all resolve inside the package and that nothing else is there.
 ASSET_EXCLUDES = [
     "/*",
     "!/runtime/",
-    "/runtime/Dockerfile",
-    "/runtime/requirements.txt",
+    "/runtime/*",
+    "!/runtime/__init__.py",
+    "!/runtime/names.py",
+    "!/runtime/origin/",
+    "!/runtime/wire/",
+    "/runtime/wire/*",
+    "!/runtime/wire/__init__.py",
+    "!/runtime/wire/commands.py",
+    "!/runtime/wire/connection_id.py",
     "__pycache__/",
     "*.pyc",
     ".*_cache/",

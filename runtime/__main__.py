@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from runtime import config, logs
+
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,9 +23,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "local":
-        from runtime import local
-
-        return local.main(rest)
+        try:
+            from runtime.local import system  # not in the node's image: imported only here
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("runtime.local", "runtime.local.system"):
+                raise
+            print(
+                "error: the local system is not installed here (an image of the node)",
+                file=sys.stderr,
+            )
+            return 2
+        return system.main(rest)
     if command != "serve":
         print(f"unknown command {command!r}; expected: serve or local", file=sys.stderr)
         return 2
@@ -46,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if clean else 1
 
 
-def _run(coroutine):  # type: ignore[no-untyped-def]
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:

@@ -13,7 +13,6 @@ from runtime.config import Settings
 from runtime.node.service import NodeService
 from runtime.transports.base import ClusterTransport, OriginTransport
 from runtime.transports.graphql_origin import GraphqlOriginClient
-from runtime.transports.memory import MemoryOrigin
 from runtime.wire.connection_id import NodeAddress
 from tests.aws import (  # noqa: F401 (fixtures)
     environment_name,
@@ -21,6 +20,7 @@ from tests.aws import (  # noqa: F401 (fixtures)
     moto_endpoint,
     simple_function,
 )
+from tests.doubles.memory import MemoryOrigin
 from tests.origin_server import RecordingOrigin
 
 TOKEN = "test-token"

@@ -9,7 +9,7 @@ import json
 
 from aiohttp import web
 
-from runtime.transports.memory import MemoryOrigin
+from tests.doubles.memory import MemoryOrigin
 
 
 class RecordingOrigin(MemoryOrigin):

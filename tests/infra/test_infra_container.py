@@ -27,9 +27,10 @@ import pytest
 from websockets.sync.client import connect
 
 from infra.origin import ASSET_EXCLUDES
+from runtime.local.provision import provision
 from runtime.names import ResourceNames
-from runtime.provision import provision
 from tests.aws import MotoEndpoint
+from tests.infra.imports import import_closure, module_name, python_modules
 from tests.infra.synth import ROOT, SynthesizedStack
 
 DOCKERFILE = ROOT / "runtime" / "Dockerfile"
@@ -144,11 +145,20 @@ PROJECT_TREE = [
     "runtime/Dockerfile",
     "runtime/requirements.txt",
     "runtime/node/server.py",
+    "runtime/names.py",
+    "runtime/wire/commands.py",
+    "runtime/wire/events.py",
+    "runtime/origin/client.py",
+    "runtime/origin/examples/chat.py",
+    "runtime/local/system.py",
+    "runtime/local/provision.py",
+    "runtime/local/demo/chat.html",
     "runtime/__pycache__/config.cpython-311.pyc",
     "runtime/node/__pycache__/server.cpython-311.pyc",
     "runtime/stray.pyc",
     "runtime/.pytest_cache/v/cache",
     "tests/test_x.py",
+    "tests/doubles/memory.py",
     "infra/stack.py",
     "app.py",
     ".venv/lib/site.py",
@@ -170,20 +180,60 @@ def _copy_with_ignores(tmp_path: Path, exclude: list[str], mode: Any) -> list[st
     return sorted(str(path.relative_to(staged)) for path in staged.rglob("*") if path.is_file())
 
 
-def test_dockerignore_keeps_tests_and_caches_out_of_the_build_context(tmp_path: Path) -> None:
+def test_dockerignore_keeps_tests_caches_the_sdk_and_the_local_system_out_of_the_context(
+    tmp_path: Path,
+) -> None:
     patterns = (ROOT / ".dockerignore").read_text().splitlines()
     staged = _copy_with_ignores(tmp_path, patterns, cdk.IgnoreMode.DOCKER)
     assert staged == [
         "runtime/Dockerfile",
         "runtime/__init__.py",
+        "runtime/names.py",
         "runtime/node/server.py",
         "runtime/requirements.txt",
+        "runtime/wire/commands.py",
+        "runtime/wire/events.py",
     ]
 
 
-def test_lambda_package_excludes_all_but_the_runtime_code(tmp_path: Path) -> None:
+def test_lambda_package_excludes_all_but_the_sdk_and_what_it_imports(tmp_path: Path) -> None:
     staged = _copy_with_ignores(tmp_path, ASSET_EXCLUDES, cdk.IgnoreMode.GIT)
-    assert staged == ["runtime/__init__.py", "runtime/node/server.py"]
+    assert staged == [
+        "runtime/__init__.py",
+        "runtime/names.py",
+        "runtime/origin/client.py",
+        "runtime/origin/examples/chat.py",
+        "runtime/wire/commands.py",
+    ]
+
+
+# The one import the node's modules make that the image does not hold: `python -m runtime local`.
+LOCAL_BRANCH = {("runtime.__main__", "runtime.local"), ("runtime.__main__", "runtime.local.system")}
+
+
+def test_every_module_in_the_build_context_is_one_the_node_runs(docker_context: Path) -> None:
+    """The image holds the node and nothing beside it: no local system, demo page, origin SDK or
+    test double, and every import the node's entry point can reach (the serve path) is there."""
+    closure = import_closure(docker_context, ["runtime.__main__"])
+    assert closure.missing == LOCAL_BRANCH
+    assert sorted(python_modules(docker_context)) == sorted(closure.found)
+    files = sorted(
+        str(path.relative_to(docker_context))
+        for path in docker_context.rglob("*")
+        if path.is_file() and path.suffix != ".py"
+    )
+    assert files == [".dockerignore", "runtime/Dockerfile", "runtime/requirements.txt"]
+    for absent in ("runtime/local", "runtime/origin", "tests"):
+        assert not (docker_context / absent).exists(), absent
+
+
+def test_the_lambda_package_holds_the_sdk_and_what_it_imports(lambda_package: Path) -> None:
+    sdk = [module_name(ROOT, path) for path in sorted((ROOT / "runtime" / "origin").rglob("*.py"))]
+    closure = import_closure(lambda_package, sdk)
+    assert closure.missing == set()
+    assert sorted(python_modules(lambda_package)) == sorted(closure.found)
+    for absent in ("runtime/local", "runtime/node", "runtime/transports", "runtime/__main__.py"):
+        assert not (lambda_package / absent).exists(), absent
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +285,19 @@ def test_serve_help_runs_from_the_build_context(node_python: Path, docker_contex
     )
     assert result.returncode == 0, result.stderr
     assert "--peers-dns" in result.stdout
+
+
+def test_local_says_it_is_not_in_the_build_context(node_python: Path, docker_context: Path) -> None:
+    result = subprocess.run(
+        [str(node_python), "-m", "runtime", "local", "--help"],
+        cwd=docker_context,
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "the local system is not installed here" in result.stderr, result.stderr
 
 
 def _free_port(kind: int) -> int:

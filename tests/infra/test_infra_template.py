@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
+from runtime.local.provision import MAX_MESSAGE_BYTES, MAX_RECEIVE_COUNT
 from runtime.names import ResourceNames
-from runtime.provision import MAX_MESSAGE_BYTES, MAX_RECEIVE_COUNT
 from tests.infra.synth import EDGE_CERTIFICATE, SynthesizedStack, stack_names
 
 ALL = stack_names()

@@ -22,8 +22,8 @@ from websockets.exceptions import ConnectionClosed
 
 from bench.aws_standin import AwsStandIn
 from runtime.core import sqs_batches
+from runtime.local.provision import provision
 from runtime.names import ResourceNames
-from runtime.provision import provision
 from runtime.transports.base import OriginUnavailable
 from runtime.transports.sqs_commands import SqsCommandPoller
 from runtime.transports.sqs_origin import SqsOrigin

@@ -9,9 +9,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from runtime.transports.memory import MemoryCluster
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from tests.conftest import StartNode, connect_id, send
+from tests.doubles.memory import MemoryCluster
 from tests.transports.test_sqs_origin import wait_until
 
 

@@ -26,8 +26,8 @@ from websockets.protocol import State
 from websockets.streams import StreamReader
 
 from runtime.core.registry import ConnectionEntry
-from runtime.transports.memory import MemoryOrigin
 from tests.conftest import RunningNode, StartNode
+from tests.doubles.memory import MemoryOrigin
 
 QUEUE = 2  # --receive-queue-messages
 MAX_MESSAGE = 256 * 1024  # --max-message-bytes

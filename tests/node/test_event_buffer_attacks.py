@@ -15,12 +15,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from runtime.core.outbox import EventOutbox
+from runtime.local.provision import provision
 from runtime.names import ResourceNames
-from runtime.provision import provision
-from runtime.transports.memory import MemoryOrigin
 from runtime.transports.sqs_origin import SqsOrigin
 from tests.aws import MotoEndpoint
 from tests.conftest import StartNode
+from tests.doubles.memory import MemoryOrigin
 from tests.transports.test_sqs_origin import areceive
 
 KiB = 1024

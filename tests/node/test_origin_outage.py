@@ -8,9 +8,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
-from runtime.transports.memory import MemoryOrigin
 from runtime.wire.connection_id import ConnectionIdIssuer
 from tests.conftest import StartNode
+from tests.doubles.memory import MemoryOrigin
 
 
 async def test_origin_down_then_up_loses_nothing_and_respects_the_bound(

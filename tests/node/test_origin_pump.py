@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from runtime.core.outbox import EventOutbox
 from runtime.node.origin_pump import OriginPump
 from runtime.transports.base import OriginRefused
-from runtime.transports.memory import MemoryOrigin
+from tests.doubles.memory import MemoryOrigin
 
 
 def pump(origin: MemoryOrigin, max_bytes: int = 1000) -> OriginPump:

@@ -10,9 +10,9 @@ import aiohttp
 from websockets.asyncio.client import connect
 
 from runtime.config import default_api_id
-from runtime.transports.memory import MemoryCluster, MemoryOrigin
 from runtime.wire.connection_id import NodeAddress
 from tests.conftest import StartNode, connect_id, send
+from tests.doubles.memory import MemoryCluster, MemoryOrigin
 
 
 async def test_connect_event_carries_subprotocol_and_request(start_node: StartNode) -> None:

@@ -13,10 +13,10 @@ from typing import Any
 
 import boto3
 
+from runtime.local.provision import Resources, provision
 from runtime.names import ResourceNames
 from runtime.origin.client import BOTO_CONFIG, ClientFactory
 from runtime.origin.events import LambdaHandler
-from runtime.provision import Resources, provision
 from runtime.wire.commands import parse_body
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from tests.aws import MotoEndpoint

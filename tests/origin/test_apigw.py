@@ -28,6 +28,7 @@ from aiohttp import web
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
+from runtime.local.provision import Resources
 from runtime.origin import apigw
 from runtime.origin.apigw import (
     ApiGatewayOrigin,
@@ -38,7 +39,6 @@ from runtime.origin.apigw import (
 )
 from runtime.origin.client import GatewayClient
 from runtime.origin.events import EventFormatError
-from runtime.provision import Resources
 from runtime.wire.connection_id import ConnectionIdIssuer
 from runtime.wire.events import (
     HandshakeDetails,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from runtime.local.provision import Resources
 from runtime.origin.client import GatewayClient
 from runtime.origin.examples import chat, echo
-from runtime.provision import Resources
 from runtime.wire.events import (
     HandshakeDetails,
     NodeContext,

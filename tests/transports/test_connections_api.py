@@ -30,12 +30,12 @@ from runtime.node.connections_api import ConnectionsApi, iso8601_ms
 from runtime.node.server import Node
 from runtime.node.service import NodeService, peers_from_settings
 from runtime.transports.http_commands import CommandEndpoint, connections_target
-from runtime.transports.memory import MemoryOrigin
 from runtime.transports.udp_peers import UdpPeers
 from runtime.wire.commands import Answer, Ask
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 from runtime.wire.events import now_ms
 from tests.conftest import TOKEN, node_settings
+from tests.doubles.memory import MemoryOrigin
 from tests.processes import ROOT
 from tests.transports.test_udp_peers import free_udp_port
 

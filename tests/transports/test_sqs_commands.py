@@ -14,14 +14,14 @@ from botocore.exceptions import EndpointConnectionError
 from moto.server import ThreadedMotoServer
 from websockets.asyncio.client import ClientConnection, connect
 
+from runtime.local.provision import Resources, provision
 from runtime.names import ResourceNames
 from runtime.node.server import Node
-from runtime.provision import Resources, provision
-from runtime.transports.memory import MemoryOrigin
 from runtime.transports.sqs_commands import SqsCommandPoller, unwrap_notification
 from runtime.wire.commands import Command
 from tests.aws import MotoEndpoint
 from tests.conftest import RunningNode, StartNode, connect_id, send
+from tests.doubles.memory import MemoryOrigin
 
 VISIBILITY = 2  # seconds: short, so what comes back comes back within a test
 

@@ -17,8 +17,8 @@ from moto.server import ThreadedMotoServer
 from websockets.asyncio.client import connect
 
 from runtime.core.sqs_batches import ATTRIBUTE_RESERVE, SQS_MAX_CALL_BYTES
+from runtime.local.provision import provision
 from runtime.names import ResourceNames
-from runtime.provision import provision
 from runtime.transports.base import OriginRefused, OriginUnavailable
 from runtime.transports.sqs_origin import SnsOrigin, SqsOrigin
 from runtime.wire import events

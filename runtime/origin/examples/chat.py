@@ -6,8 +6,8 @@ room gets each text message as `{"room": ..., "from": <connectionId>, "text": ..
 message (`"from": null, "system": true`) when someone joins or leaves. Binary messages are not
 chat and are ignored.
 
-The table's key schema is fixed by runtime/provision.py (HASH `room`, RANGE `connectionId`, TTL
-attribute `expiresAt`). Each connection has two items:
+The table's key schema is fixed by runtime/local/provision.py (HASH `room`, RANGE `connectionId`,
+TTL attribute `expiresAt`). Each connection has two items:
 
 - member:  room=<room>, connectionId=<id>, expiresAt. A room's members are one Query.
 - locator: room="#connection#<id>", connectionId=<id>, memberOf=<room>, expiresAt. A connection's

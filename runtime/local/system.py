@@ -37,13 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 from runtime import logs
 from runtime.config import Settings
+from runtime.local.provision import Resources, provision
 from runtime.names import HEALTH_PATH, ResourceNames
 from runtime.node.service import NodeService, build_service
-from runtime.provision import Resources, provision
 from runtime.transports.http1 import HttpServer, Request, Response, json_response
 from runtime.wire.connection_id import NodeAddress
 
 if TYPE_CHECKING:
+    from moto.server import ThreadedMotoServer
+
     from runtime.origin.apigw import ApiGatewayOrigin
 
 log = logging.getLogger("runtime.local")
@@ -130,7 +132,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def start_aws(host: str, port: int) -> tuple[object, str]:
+def start_aws(host: str, port: int) -> tuple[ThreadedMotoServer, str]:
     """moto's server, and boto3 pointed at it for this process (the origin and the nodes)."""
     try:
         from moto.server import ThreadedMotoServer
@@ -285,7 +287,7 @@ def connect_handler_server(origin: ApiGatewayOrigin, token: str) -> HttpServer:
 async def run(args: argparse.Namespace) -> int:
     import boto3
 
-    from runtime.local_event_source import SqsEventSource
+    from runtime.local.event_source import SqsEventSource
     from runtime.origin.apigw import HandlerSetupError
     from runtime.origin.examples.chat import build_handler
 
@@ -355,7 +357,7 @@ async def run(args: argparse.Namespace) -> int:
         stop_origin.set()
         if origin_thread is not None:
             origin_thread.join(timeout=5)
-        server.stop()  # type: ignore[attr-defined]
+        server.stop()
 
 
 async def _until_signal() -> None:

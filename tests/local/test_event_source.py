@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runtime.local_event_source import SqsEventSource
+from runtime.local.event_source import SqsEventSource
 from tests.aws import MotoEndpoint
 
 

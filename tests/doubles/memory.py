@@ -1,4 +1,6 @@
-"""In-process transports, for tests and for several nodes in one process."""
+"""Test doubles for the node's transports: an origin that keeps what it receives (and can be
+taken down), and a cluster of nodes in one process. Tests and nothing else use them, so they live
+here and not in the node's image."""
 
 from __future__ import annotations
 
