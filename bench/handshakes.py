@@ -62,7 +62,9 @@ from bench.common import finish, run_harness
 from bench.procs import REPO, Child, Fleet, MachineWindow, free_port, wait_listening
 from bench.stats import percentile
 from runtime.transports.base import Allow
-from runtime.transports.http1 import HttpClient, HttpServer, Request, Response, json_response
+from runtime.transports.http1 import Request, Response, json_response
+from runtime.transports.http1_client import HttpClient
+from runtime.transports.http1_server import HttpServer
 from runtime.transports.jwt_authorizer import (
     JwtAuthorizer,
     check_claims,

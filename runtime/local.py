@@ -40,7 +40,8 @@ from runtime.config import Settings
 from runtime.names import HEALTH_PATH, ResourceNames
 from runtime.node.service import NodeService, build_service
 from runtime.provision import Resources, provision
-from runtime.transports.http1 import HttpServer, Request, Response, json_response
+from runtime.transports.http1 import Request, Response, json_response
+from runtime.transports.http1_server import HttpServer
 from runtime.wire.connection_id import NodeAddress
 
 if TYPE_CHECKING:

@@ -42,7 +42,7 @@ from jwt import PyJWK
 
 from runtime.logs import LogThrottle
 from runtime.transports.base import Allow, Refuse, Verdict
-from runtime.transports.http1 import HttpClient, HttpClientError
+from runtime.transports.http1_client import HttpClient, HttpClientError
 from runtime.wire.events import HandshakeDetails
 
 if TYPE_CHECKING:
