@@ -65,13 +65,10 @@ from runtime.transports.base import Allow
 from runtime.transports.http1 import Request, Response, json_response
 from runtime.transports.http1_client import HttpClient
 from runtime.transports.http1_server import HttpServer
-from runtime.transports.jwt_authorizer import (
-    JwtAuthorizer,
-    check_claims,
-    parse_key_set,
-    read_token,
-)
+from runtime.transports.jwt_authorizer import JwtAuthorizer
 from runtime.wire.events import HandshakeDetails
+from runtime.wire.jwks import parse_key_set
+from runtime.wire.jws import check_claims, read_token
 
 SECTION = "## Handshakes with authorizers"
 COMMAND = ".venv/bin/python -m bench.handshakes"
