@@ -55,14 +55,9 @@ from bench.local import MOTO_CHILD  # moto's server alone in a child, as bench.l
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from runtime.local.provision import provision
 from runtime.names import ResourceNames
-from runtime.transports.http1 import (
-    HttpClient,
-    HttpClientError,
-    HttpServer,
-    Request,
-    Response,
-    json_response,
-)
+from runtime.transports.http1 import Request, Response, json_response
+from runtime.transports.http1_client import HttpClient, HttpClientError
+from runtime.transports.http1_server import HttpServer
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 
 COMMAND = ".venv/bin/python -m bench.attacks"

@@ -63,7 +63,8 @@ from runtime.config import Settings
 from runtime.origin import packing
 from runtime.origin.client import BOTO_CONFIG, GatewayClient
 from runtime.origin.events import Event, event_type, gateway_handler, message_data, parse_events
-from runtime.transports.http1 import HttpClient, Request, Response, json_response
+from runtime.transports.http1 import Request, Response, json_response
+from runtime.transports.http1_client import HttpClient
 
 SECTION = "## The AWS path"
 COMMAND = ".venv/bin/python -m bench.aws"

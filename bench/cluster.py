@@ -31,7 +31,7 @@ from bench import client as load
 from bench.common import progress, raise_nofile_limit, run, write_section
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
 from bench.stats import percentile
-from runtime.transports.http1 import HttpClient
+from runtime.transports.http1_client import HttpClient
 from tests.udp_proxy import FaultyUdpProxy
 
 # Hex: passed as flag values, where a URL-safe token starting with "-" reads as a flag.

@@ -107,7 +107,8 @@ async def serve_until_signal(
     max_body_bytes: int = 1 << 20,
 ) -> None:
     """A child process's HTTP server (runtime.transports.http1), until SIGTERM or SIGINT."""
-    from runtime.transports.http1 import HttpServer  # only children serve: keep it out of the rest
+    # only children serve: keep it out of the rest
+    from runtime.transports.http1_server import HttpServer
 
     server = HttpServer(route, max_body_bytes=max_body_bytes, name=name)
     host, port = host_port(listen)

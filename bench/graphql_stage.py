@@ -32,7 +32,7 @@ from bench.graphql_clients import (
 )
 from bench.graphql_results import Fanout, graphql_counters
 from bench.procs import Child, Fleet, free_port, wait_listening
-from runtime.transports.http1 import HttpClient
+from runtime.transports.http1_client import HttpClient
 
 ROUND_TIMEOUT = 10.0  # seconds one fan-out may take before it counts as incomplete
 

@@ -62,14 +62,13 @@ from bench.common import finish, run_harness
 from bench.procs import REPO, Child, Fleet, MachineWindow, free_port, wait_listening
 from bench.stats import percentile
 from runtime.transports.base import Allow
-from runtime.transports.http1 import HttpClient, HttpServer, Request, Response, json_response
-from runtime.transports.jwt_authorizer import (
-    JwtAuthorizer,
-    check_claims,
-    parse_key_set,
-    read_token,
-)
+from runtime.transports.http1 import Request, Response, json_response
+from runtime.transports.http1_client import HttpClient
+from runtime.transports.http1_server import HttpServer
+from runtime.transports.jwt_authorizer import JwtAuthorizer
 from runtime.wire.events import HandshakeDetails
+from runtime.wire.jwks import parse_key_set
+from runtime.wire.jws import check_claims, read_token
 
 SECTION = "## Handshakes with authorizers"
 COMMAND = ".venv/bin/python -m bench.handshakes"

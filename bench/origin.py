@@ -21,14 +21,9 @@ import contextlib
 import json
 
 from bench.common import host_port, raise_nofile_limit, run
-from runtime.transports.http1 import (
-    HttpClient,
-    HttpClientError,
-    HttpServer,
-    Request,
-    Response,
-    json_response,
-)
+from runtime.transports.http1 import Request, Response, json_response
+from runtime.transports.http1_client import HttpClient, HttpClientError
+from runtime.transports.http1_server import HttpServer
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 

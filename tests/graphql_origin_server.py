@@ -22,7 +22,8 @@ from inspect import isawaitable
 from typing import Any
 
 from runtime.origin.graphql import GraphqlOrigin
-from runtime.transports.http1 import HttpServer, Request, Response, json_response
+from runtime.transports.http1 import Request, Response, json_response
+from runtime.transports.http1_server import HttpServer
 
 Handle = Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
 MAX_BODY_BYTES = 16 << 20

@@ -10,7 +10,7 @@ dependencies.
 
 With `--handler module.function` (or `--route-handlers`), a handler written for API Gateway is the
 origin instead of the chat example, run in this process through the same entry point a Lambda
-function would use (runtime/origin/apigw.py): its apigatewaymanagementapi calls become commands,
+function would use (runtime/origin/apigw/): its apigatewaymanagementapi calls become commands,
 and its get_connection reaches the nodes' @connections API (their command listeners, with
 `--connections-api network`). With `--connect-handler` the nodes call its $connect during the
 handshake, through a small HTTP server here, as API Gateway does. Whatever else the handler uses
@@ -40,7 +40,8 @@ from runtime.config import Settings
 from runtime.local.provision import Resources, provision
 from runtime.names import HEALTH_PATH, ResourceNames
 from runtime.node.service import NodeService, build_service
-from runtime.transports.http1 import HttpServer, Request, Response, json_response
+from runtime.transports.http1 import Request, Response, json_response
+from runtime.transports.http1_server import HttpServer
 from runtime.wire.connection_id import NodeAddress
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import logging
 import os
 
 from runtime.node.peer_address import ECS_METADATA_VARIABLE
-from runtime.transports.http1 import HttpClient, HttpClientError
+from runtime.transports.http1_client import HttpClient, HttpClientError
 
 log = logging.getLogger("runtime.node")
 

@@ -12,7 +12,7 @@ import os
 import socket
 
 from runtime.config import WILDCARD_HOSTS, Settings
-from runtime.transports.http1 import HttpClient, HttpClientError
+from runtime.transports.http1_client import HttpClient, HttpClientError
 from runtime.wire.connection_id import NodeAddress
 
 log = logging.getLogger("runtime.node")

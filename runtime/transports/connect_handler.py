@@ -42,7 +42,7 @@ from typing import TypeVar
 from runtime.config import Settings
 from runtime.logs import LogThrottle
 from runtime.transports.base import ConnectHandler
-from runtime.transports.http1 import ClientResponse
+from runtime.transports.http1_client import ClientResponse
 from runtime.transports.http_origin import json_client
 from runtime.transports.lambda_invoke import LambdaInvoker
 from runtime.wire.connect_answer import (

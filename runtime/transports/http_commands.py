@@ -28,13 +28,8 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from runtime.core.execution import CommandExecutor
-from runtime.transports.http1 import (
-    MAX_HEADER_BYTES,
-    HttpServer,
-    Request,
-    Response,
-    json_response,
-)
+from runtime.transports.http1 import MAX_HEADER_BYTES, Request, Response, json_response
+from runtime.transports.http1_server import HttpServer
 from runtime.wire.commands import CommandBodyError, Rejection, max_body_bytes, parse_body
 
 log = logging.getLogger("runtime.commands")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from runtime.transports.base import OriginUnavailable
-from runtime.transports.http1 import ClientResponse, HttpClient, HttpClientError
+from runtime.transports.http1_client import ClientResponse, HttpClient, HttpClientError
 
 USER_AGENT = "wsgateway-node"
 

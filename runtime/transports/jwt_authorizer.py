@@ -5,9 +5,9 @@ key of the issuer's JSON Web Key Set, with an algorithm of the allowed list, and
 it is for us and for now: `iss` is the issuer, `aud` (or, on Cognito access tokens, which have
 none, `client_id`) names one of the audiences, `exp` is present and not past, `nbf` and `iat`
 are not in the future (each within `leeway` seconds). PyJWT (its key parsing and the signature
-check of each algorithm, over cryptography) does the crypto; the compact form is read here,
-because PyJWT's reading of it (a Python loop over every character of each segment) cost the node
-three times what the RSA signature check does.
+check of each algorithm, over cryptography) does the crypto; reading the token and checking its
+claims is `runtime.wire.jws`, choosing the key is `runtime.wire.jwks`, both without I/O. This
+module fetches and caches, and turns what they decide into a verdict.
 
 Only asymmetric algorithms are ever accepted: with a public key set, an HMAC algorithm would
 take the public key as its secret (the key confusion attack), and `none` checks nothing.
@@ -24,48 +24,27 @@ often, so the door opens within one period of the server coming back.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import math
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
-from jwt import PyJWK
 
 from runtime.logs import LogThrottle
 from runtime.transports.base import Allow, Refuse, Verdict
-from runtime.transports.http1 import HttpClient, HttpClientError
+from runtime.transports.http1_client import HttpClient, HttpClientError
 from runtime.wire.events import HandshakeDetails
+from runtime.wire.jwks import ALGORITHM_KEYS, KeySet, KeySetError, parse_key_set
+from runtime.wire.jws import TokenRefused, check_claims, read_token
 
 if TYPE_CHECKING:
     from runtime.config import Settings
 
 log = logging.getLogger("runtime.authorizer")
 
-# Each asymmetric algorithm with the key type (and curve) it verifies with. Nothing else is
-# accepted, whatever the settings say.
-ALGORITHM_KEYS: dict[str, tuple[str, str | None]] = {
-    "RS256": ("RSA", None),
-    "RS384": ("RSA", None),
-    "RS512": ("RSA", None),
-    "PS256": ("RSA", None),
-    "PS384": ("RSA", None),
-    "PS512": ("RSA", None),
-    "ES256": ("EC", "P-256"),
-    "ES384": ("EC", "P-384"),
-    "ES512": ("EC", "P-521"),
-}
-MIN_RSA_BITS = 2048  # NIST SP 800-131A; shorter keys are left out of the set
 MAX_KEY_SET_BYTES = 1 << 20  # Cognito's set is about 1 KiB; the bound only stops a runaway body
-MAX_TOKEN_CHARS = 16 * 1024  # Cognito ID tokens with many groups stay well under
 KEY_SET_REFRESH_SECONDS = 3600.0  # issuers announce a new key in the set before signing with it
 CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 4096
@@ -75,23 +54,11 @@ _MISSING = Refuse(401, UNAUTHORIZED, (("WWW-Authenticate", "Bearer"),))
 _INVALID = Refuse(401, UNAUTHORIZED, (("WWW-Authenticate", 'Bearer error="invalid_token"'),))
 
 
-class KeySetError(Exception):
-    """A fetched key set cannot be used at all; the message says why."""
-
-
-class _Refusal(Exception):
-    """A token is refused; `kind` is the bounded reason logged (never sent to the client)."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
-        self.kind = kind
-
-
 class _NoKeys(Exception):
     """No key set has been fetched yet."""
 
 
-# --- pure parts ---------------------------------------------------------------------------------
+# --- where the token is, and what the origin sees of it -----------------------------------------
 
 
 def token_from(details: HandshakeDetails, source: str) -> str | None:
@@ -111,203 +78,6 @@ def token_from(details: HandshakeDetails, source: str) -> str | None:
     else:
         raise ValueError(f"token source must be header:<name> or query:<name> (got {source!r})")
     return value or None
-
-
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")  # base64url without padding, as JWS writes it
-
-
-def _segment(text: str) -> bytes:
-    """One base64url segment of a compact JWS, strictly: no padding, no other alphabet."""
-    if len(text) % 4 == 1 or _SEGMENT.fullmatch(text) is None:
-        raise _Refusal("malformed token")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except binascii.Error:
-        raise _Refusal("malformed token") from None
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        raise _Refusal("malformed token") from None
-    if not isinstance(value, dict):
-        raise _Refusal("malformed token")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class CompactToken:
-    """A JWS in compact form, read but not yet trusted: its header is parsed, its payload is
-    decoded only once the signature over `signing_input` has been checked."""
-
-    header: dict[str, Any]
-    signing_input: bytes
-    payload_segment: str
-    signature: bytes
-
-    @property
-    def algorithm(self) -> str:
-        algorithm: str = self.header["alg"]  # checked to be a string when read
-        return algorithm
-
-    @property
-    def kid(self) -> str | None:
-        return self.header.get("kid")
-
-    def claims(self) -> dict[str, Any]:
-        return _json_object(_segment(self.payload_segment))
-
-
-def read_token(token: str) -> CompactToken:
-    """The parts of a compact JWS. Refuses what is not three base64url segments, a header that
-    is not a JSON object with a string `alg` (and a string `kid`, if any), and any `crit` or
-    `b64` header: extensions we do not implement must not be ignored (RFC 7515, 4.1.11)."""
-    if len(token) > MAX_TOKEN_CHARS:
-        raise _Refusal("token too large")
-    segments = token.split(".")
-    if len(segments) != 3:
-        raise _Refusal("malformed token")
-    header_segment, payload_segment, signature_segment = segments
-    header = _json_object(_segment(header_segment))
-    if not isinstance(header.get("alg"), str):
-        raise _Refusal("malformed token")
-    if "kid" in header and not isinstance(header["kid"], str):
-        raise _Refusal("malformed token")
-    if "crit" in header or "b64" in header:
-        raise _Refusal("unsupported header")
-    if not payload_segment:
-        raise _Refusal("malformed token")
-    signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
-    return CompactToken(header, signing_input, payload_segment, _segment(signature_segment))
-
-
-@dataclass(frozen=True, slots=True)
-class KeySet:
-    """The usable keys of one fetched set: each key once per algorithm it may verify."""
-
-    keys: tuple[tuple[str | None, Mapping[str, PyJWK]], ...]  # (kid, algorithm -> key)
-    by_kid: Mapping[str, Mapping[str, PyJWK]] = field(default_factory=dict)
-
-    def has_kid(self, kid: str) -> bool:
-        return kid in self.by_kid
-
-    def find(self, kid: str | None, algorithm: str) -> PyJWK:
-        """The key for a token's kid and algorithm. A token without a kid may use the set only
-        when exactly one key there verifies its algorithm: otherwise which key was meant is a
-        guess, and a guess is not a check."""
-        if kid is not None:
-            key = self.by_kid.get(kid, {}).get(algorithm)
-            if key is None:
-                raise _Refusal("key does not match algorithm")
-            return key
-        matching = [by_alg[algorithm] for _, by_alg in self.keys if algorithm in by_alg]
-        if len(matching) != 1:
-            raise _Refusal("no kid and no single key for its algorithm")
-        return matching[0]
-
-
-def parse_key_set(body: bytes, algorithms: Sequence[str]) -> tuple[KeySet, list[tuple[str, str]]]:
-    """The usable keys of a JWKS document, and (kid, why) for each key left out: a type or
-    algorithm not allowed, a key for encryption, a malformed or too short key, a repeated kid.
-    Raises KeySetError when the document is not a key set or holds no usable key."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise KeySetError(f"key set is not JSON: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise KeySetError('key set must be a JSON object with a "keys" list')
-    keys: list[tuple[str | None, Mapping[str, PyJWK]]] = []
-    by_kid: dict[str, Mapping[str, PyJWK]] = {}
-    skipped: list[tuple[str, str]] = []
-    for index, data in enumerate(document["keys"]):
-        kid = data.get("kid") if isinstance(data, dict) else None
-        label = kid if isinstance(kid, str) else f"#{index}"
-        try:
-            if not isinstance(data, dict):
-                raise KeySetError("not a JSON object")
-            if kid is not None and not isinstance(kid, str):
-                raise KeySetError("kid is not a string")
-            if isinstance(kid, str) and kid in by_kid:
-                raise KeySetError("kid repeated in the set")
-            by_alg = _usable_key(data, algorithms)
-        except KeySetError as exc:
-            skipped.append((label, str(exc)))
-            continue
-        keys.append((kid, by_alg))
-        if kid is not None:
-            by_kid[kid] = by_alg
-    if not keys:
-        raise KeySetError(f"key set holds no key usable with {', '.join(algorithms)}")
-    return KeySet(tuple(keys), by_kid), skipped
-
-
-def _usable_key(data: dict[str, Any], algorithms: Sequence[str]) -> dict[str, PyJWK]:
-    """One JWK as a key per allowed algorithm it fits; its own `alg`, if any, narrows that."""
-    if data.get("use", "sig") != "sig":
-        raise KeySetError(f"use is {data.get('use')!r}, not sig")
-    kty, crv, alg = data.get("kty"), data.get("crv"), data.get("alg")
-    if alg is not None and alg not in algorithms:
-        raise KeySetError(f"alg {alg!r} is not allowed")
-    fitting = [
-        name
-        for name in ((alg,) if alg is not None else algorithms)
-        if ALGORITHM_KEYS.get(name, ("", None))[0] == kty and ALGORITHM_KEYS[name][1] in (None, crv)
-    ]
-    if not fitting:
-        raise KeySetError(f"key type {kty!r} (curve {crv!r}) fits no allowed algorithm")
-    by_alg: dict[str, PyJWK] = {}
-    for name in fitting:
-        try:
-            key = PyJWK(data, algorithm=name)
-        except Exception as exc:  # PyJWT wraps most, not all, of a junk key's failures
-            raise KeySetError(f"malformed key: {exc}") from None
-        public = key.key
-        if isinstance(public, RSAPublicKey | RSAPrivateKey) and public.key_size < MIN_RSA_BITS:
-            raise KeySetError(f"RSA key of {public.key_size} bits, under {MIN_RSA_BITS}")
-        by_alg[name] = key
-    return by_alg
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_claims(
-    claims: Mapping[str, Any],
-    issuer: str,
-    audiences: Sequence[str],
-    now: float,
-    leeway: float = 0.0,
-) -> None:
-    """The claims of a token whose signature holds: `exp` and `iss` present, dates JSON numbers
-    with `exp` not past and `nbf` and `iat` not ahead (each within `leeway`), `iss` exactly the
-    issuer, `sub` and `jti` strings if present, and the audience `aud` (a string or a list) or,
-    only when there is no `aud`, `client_id`, as API Gateway reads Cognito access tokens."""
-    for name in ("exp", "iss"):
-        if claims.get(name) is None:
-            raise _Refusal(f"missing {name}")
-    for name in ("exp", "nbf", "iat"):
-        if name in claims and not _is_number(claims[name]):
-            raise _Refusal(f"{name} is not a number")
-    if claims["exp"] <= now - leeway:
-        raise _Refusal("expired")
-    if claims.get("nbf", -math.inf) > now + leeway or claims.get("iat", -math.inf) > now + leeway:
-        raise _Refusal("not yet valid")
-    if claims["iss"] != issuer:
-        raise _Refusal("wrong issuer")
-    for name in ("sub", "jti"):
-        if name in claims and not isinstance(claims[name], str):
-            raise _Refusal("invalid claims")
-    if "aud" in claims:
-        aud = claims["aud"]
-        named = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if not any(isinstance(value, str) and value in audiences for value in named):
-            raise _Refusal("wrong audience")
-    else:
-        client_id = claims.get("client_id")
-        if not isinstance(client_id, str) or client_id not in audiences:
-            raise _Refusal("wrong audience")
 
 
 def scopes_of(claims: Mapping[str, Any]) -> list[str]:
@@ -461,7 +231,7 @@ class JwtAuthorizer:
                 self.cache_hits += 1
                 return Allow(context)
             return Allow(await self._verify(token))
-        except _Refusal as refused:
+        except TokenRefused as refused:
             return self._refuse(refused.kind, details, _INVALID)
         except _NoKeys:
             wait = max(1, math.ceil(self._next_attempt() - self._now()))
@@ -487,16 +257,16 @@ class JwtAuthorizer:
         parts = read_token(token)
         algorithm, kid = parts.algorithm, parts.kid
         if algorithm not in self.algorithms:
-            raise _Refusal("algorithm not allowed")
+            raise TokenRefused("algorithm not allowed")
         if self._keys is None or (kid is not None and not self._keys.has_kid(kid)):
             await self._refresh()
         if self._keys is None:
             raise _NoKeys()
         if kid is not None and not self._keys.has_kid(kid):
-            raise _Refusal("unknown kid")
+            raise TokenRefused("unknown kid")
         key = self._keys.find(kid, algorithm)
         if not key.Algorithm.verify(parts.signing_input, key.key, parts.signature):
-            raise _Refusal("bad signature")
+            raise TokenRefused("bad signature")
         claims = parts.claims()
         now = time.time()
         check_claims(claims, self.issuer, self.audiences, now, self.leeway)

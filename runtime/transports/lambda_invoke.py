@@ -20,7 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runtime.transports.sqs_origin import describe_aws_error
+from runtime.transports.batch_origin import describe_aws_error
 
 LAMBDA_ATTEMPTS = 1
 LAMBDA_CONNECT_TIMEOUT = 3.0

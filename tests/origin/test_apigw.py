@@ -35,6 +35,7 @@ from runtime.origin.apigw import (
     ApiGatewaySettings,
     HandlerSetupError,
     answer_status,
+    botocore_hook,
     parse_route_handlers,
 )
 from runtime.origin.client import GatewayClient
@@ -526,7 +527,8 @@ def test_a_default_session_made_before_install_is_covered(
     system: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     early = boto3.session.Session()
-    early.events.unregister(apigw.HOOK_EVENT, apigw._before_call)  # as if made before us
+    # as if made before us
+    early.events.unregister(botocore_hook.HOOK_EVENT, botocore_hook._before_call)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", early)
     apigw.install()
     origin = system.origin(WSGW_HANDLER=CHAT)

@@ -16,7 +16,7 @@ from graphql import GraphQLError, build_schema
 
 from runtime.origin.examples.graphql_chat import build_origin
 from runtime.origin.graphql import SKIP, BadRequest, GraphqlOrigin, Reject, SubscriptionStart
-from runtime.transports.http1 import HttpClient
+from runtime.transports.http1_client import HttpClient
 from runtime.wire import graphql_contract as contract
 from runtime.wire.graphql_ws import Operation
 from tests.graphql_origin_server import start_graphql_origin

@@ -17,7 +17,8 @@ import httptools
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from runtime.transports.http1 import MAX_HEADER_BYTES, HttpClient
+from runtime.transports.http1 import MAX_HEADER_BYTES
+from runtime.transports.http1_client import HttpClient
 from runtime.transports.http_commands import CommandEndpoint
 from tests.conftest import TOKEN, RunningNode, StartNode, connect_id
 

@@ -25,11 +25,11 @@ from runtime.config import Settings
 from runtime.transports.base import Allow, Refuse, Verdict
 from runtime.transports.jwt_authorizer import (
     MAX_KEY_SET_BYTES,
-    MAX_TOKEN_CHARS,
     JwtAuthorizer,
     jwt_authorizer_from_settings,
 )
 from runtime.wire.events import HandshakeDetails
+from runtime.wire.jws import MAX_TOKEN_CHARS
 
 ISSUER = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example"
 AUDIENCE = "client-abc"
