@@ -33,7 +33,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 from collections import Counter
@@ -51,7 +50,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from bench import report
 from bench.common import BenchFailure, progress, raise_nofile_limit, run
 from bench.local import MOTO_CHILD  # moto's server alone in a child, as bench.local runs it
-from bench.procs import REPO, Child, Fleet, free_port, wait_listening
+from bench.procs import REPO, Child, Fleet, free_port, free_udp_port, pick_cpus, wait_listening
 from runtime.names import ResourceNames
 from runtime.provision import provision
 from runtime.transports.http1 import (
@@ -1724,12 +1723,6 @@ def aws_client(service: str, endpoint: str) -> Any:
     )
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def until(condition: Callable[[], bool], timeout: float) -> bool:
     """Poll `condition` every 50 ms for at most `timeout` seconds; whether it came true."""
     deadline = time.monotonic() + timeout
@@ -1960,17 +1953,11 @@ def parse_items(text: str | None) -> list[int]:
     return items
 
 
-def pick_cpus(no_pin: bool) -> tuple[bool, tuple[int | None, int | None]]:
-    """The node on one core, this process and its helpers on another, when there are two."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if no_pin or len(cpus) < 2:
-        return False, (None, None)
-    return True, (cpus[0], cpus[1])
-
-
 async def main_async(args: argparse.Namespace, items: list[int]) -> int:
     plan = QUICK if args.quick else Plan()
-    pin, cpus = pick_cpus(args.no_pin)
+    # The node on one core, this process and its helpers on another, when there are two.
+    pin, roles = pick_cpus(args.no_pin, ("node", "harness"))
+    cpus = (roles["node"], roles["harness"])
     if pin:
         os.sched_setaffinity(0, {cpus[1]})  # type: ignore[arg-type]
     else:

@@ -62,8 +62,7 @@ from bench.common import (
     run_harness,
     serve_until_signal,
 )
-from bench.handshakes import pick_cpus
-from bench.procs import REPO, Child, Fleet, free_port, wait_listening
+from bench.procs import REPO, Child, Fleet, free_port, pick_cpus, wait_listening
 from bench.report import check_rows, fill, markdown_table
 from bench.run import CpuWindow, Target, _node_flags, payload_text
 from bench.stats import percentile
@@ -217,7 +216,7 @@ class Receiver(WSListener):
                 else:
                     clients.round_trips.append(time.perf_counter_ns() - sent_at)
         elif kind is WSMsgType.CLOSE:
-            client._close_back(transport, frame)
+            client.close_back(transport, frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if not self.clients.closing:
@@ -239,7 +238,7 @@ class Clients:
         self.round_trips: list[int] = []  # nanoseconds
 
     async def open(self, url: str, count: int) -> None:
-        self.pairs, failures = await client.open_many(url, count, lambda: Receiver(self))
+        self.pairs, failures = await client.open_many(url, count, lambda _: Receiver(self))
         self.transports = [transport for transport, _ in self.pairs]
         self.receivers = [listener for _, listener in self.pairs]  # type: ignore[misc]
         if failures:
@@ -2034,7 +2033,7 @@ async def main_async(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else Plan()
     if args.rounds is not None:
         plan = replace(plan, rounds=args.rounds)
-    pin, cpus = pick_cpus(args.no_pin)
+    pin, cpus = pick_cpus(args.no_pin, ("server", "generator"))
     if pin:
         os.sched_setaffinity(0, {cpus["generator"]})  # type: ignore[arg-type]
     else:

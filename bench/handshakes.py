@@ -58,7 +58,7 @@ from websockets.utils import accept_key, generate_key
 
 from bench import report
 from bench.common import BenchFailure, finish, run_harness
-from bench.procs import REPO, Child, Fleet, MachineWindow, free_port, wait_listening
+from bench.procs import REPO, Child, Fleet, MachineWindow, free_port, pick_cpus, wait_listening
 from bench.stats import percentile
 from runtime.transports.base import Allow
 from runtime.transports.http1 import HttpClient, HttpServer, Request, Response, json_response
@@ -1064,13 +1064,6 @@ def print_summary(r: dict[str, Any]) -> None:
 # Entry points
 
 
-def pick_cpus(no_pin: bool) -> tuple[bool, dict[str, int | None]]:
-    cpus = sorted(os.sched_getaffinity(0))
-    if no_pin or len(cpus) < 2:
-        return False, {"server": None, "generator": None}
-    return True, {"server": cpus[0], "generator": cpus[1]}
-
-
 async def main_async(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else Plan()
     overrides = {
@@ -1086,7 +1079,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if plan.rounds < 1 or plan.per_round < 2 or plan.concurrency < 1:
         print("error: need 1 round, 2 handshakes per round and 1 in flight", file=sys.stderr)
         return 2
-    pin, cpus = pick_cpus(args.no_pin)
+    pin, cpus = pick_cpus(args.no_pin, ("server", "generator"))
     if pin:
         os.sched_setaffinity(0, {cpus["generator"]})  # type: ignore[arg-type]
     else:
