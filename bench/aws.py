@@ -54,9 +54,16 @@ from picows import WSListener, WSMsgType, WSTransport
 
 from bench import client, prices, report
 from bench.aws_standin import attributes_size, billed_requests
-from bench.common import finish, raise_nofile_limit, run, run_harness, serve_until_signal
-from bench.handshakes import BenchFailure, _fill, _table, check_rows, pick_cpus
-from bench.procs import REPO, Child, Fleet, free_port, wait_listening
+from bench.common import (
+    BenchFailure,
+    finish,
+    raise_nofile_limit,
+    run,
+    run_harness,
+    serve_until_signal,
+)
+from bench.procs import REPO, Child, Fleet, free_port, pick_cpus, wait_listening
+from bench.report import check_rows, fill, markdown_table
 from bench.run import CpuWindow, Target, _node_flags, payload_text
 from bench.stats import percentile
 from runtime.config import Settings
@@ -210,7 +217,7 @@ class Receiver(WSListener):
                 else:
                     clients.round_trips.append(time.perf_counter_ns() - sent_at)
         elif kind is WSMsgType.CLOSE:
-            client._close_back(transport, frame)
+            client.close_back(transport, frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if not self.clients.closing:
@@ -232,7 +239,7 @@ class Clients:
         self.round_trips: list[int] = []  # nanoseconds
 
     async def open(self, url: str, count: int) -> None:
-        self.pairs, failures = await client.open_many(url, count, lambda: Receiver(self))
+        self.pairs, failures = await client.open_many(url, count, lambda _: Receiver(self))
         self.transports = [transport for transport, _ in self.pairs]
         self.receivers = [listener for _, listener in self.pairs]  # type: ignore[misc]
         if failures:
@@ -1959,20 +1966,20 @@ def markdown(r: dict[str, Any]) -> str:
         "node's, the SDK's and the poller model's own, not AWS's.",
     ]
     verdict, reason = generator_verdict(r)
-    paragraphs = "\n\n".join(_fill(p) for p in head)
+    paragraphs = "\n\n".join(fill(p) for p in head)
     return (
         f"{SECTION}\n\n{paragraphs}\n\n"
-        f"{_fill(events_text[0])}\n\n{_table(EVENTS_HEADER, events_rows(r))}\n\n"
-        f"{_fill(deliveries_text[0])}\n\n{_table(DELIVERIES_HEADER, deliveries_rows(r))}\n\n"
-        + "\n\n".join(_fill(p) for p in billed_text)
-        + f"\n\n{_table(BILLED_HEADER, billed_rows(r))}\n\n"
+        f"{fill(events_text[0])}\n\n{markdown_table(EVENTS_HEADER, events_rows(r))}\n\n"
+        f"{fill(deliveries_text[0])}\n\n{markdown_table(DELIVERIES_HEADER, deliveries_rows(r))}\n\n"
+        + "\n\n".join(fill(p) for p in billed_text)
+        + f"\n\n{markdown_table(BILLED_HEADER, billed_rows(r))}\n\n"
         "What those requests were, per 1,000 client messages:\n\n"
-        f"{_table(CALLS_HEADER, calls_rows(r))}\n\n"
-        f"{_fill(fifo_note(r))}\n\n"
-        f"{_fill(latency_text[0])}\n\n{_table(LATENCY_HEADER, latency_rows(r))}\n\n"
-        f"### Is the load generator the bottleneck? {verdict}\n\n{_fill(reason)}\n\n"
-        + (_fill("Noise: " + "; ".join(noise(r)) + ".") + "\n\n" if noise(r) else "")
-        + _fill(checks_summary(r["checks"]))
+        f"{markdown_table(CALLS_HEADER, calls_rows(r))}\n\n"
+        f"{fill(fifo_note(r))}\n\n"
+        f"{fill(latency_text[0])}\n\n{markdown_table(LATENCY_HEADER, latency_rows(r))}\n\n"
+        f"### Is the load generator the bottleneck? {verdict}\n\n{fill(reason)}\n\n"
+        + (fill("Noise: " + "; ".join(noise(r)) + ".") + "\n\n" if noise(r) else "")
+        + fill(checks_summary(r["checks"]))
         + "\n"
     )
 
@@ -2003,13 +2010,13 @@ def noise(r: dict[str, Any]) -> list[str]:
 
 
 def print_summary(r: dict[str, Any]) -> None:
-    print(_table(EVENTS_HEADER, events_rows(r)))
+    print(markdown_table(EVENTS_HEADER, events_rows(r)))
     print()
-    print(_table(DELIVERIES_HEADER, deliveries_rows(r)))
+    print(markdown_table(DELIVERIES_HEADER, deliveries_rows(r)))
     print()
-    print(_table(BILLED_HEADER, billed_rows(r)))
+    print(markdown_table(BILLED_HEADER, billed_rows(r)))
     print()
-    print(_table(LATENCY_HEADER, latency_rows(r)))
+    print(markdown_table(LATENCY_HEADER, latency_rows(r)))
     added = r["linger_added_ms"]
     print(f"linger adds {added['p50_ms']:+.2f} ms at p50, {added['p99_ms']:+.2f} ms at p99")
     print("is the load generator the bottleneck? " + " - ".join(generator_verdict(r)))
@@ -2027,7 +2034,7 @@ async def main_async(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else Plan()
     if args.rounds is not None:
         plan = replace(plan, rounds=args.rounds)
-    pin, cpus = pick_cpus(args.no_pin)
+    pin, cpus = pick_cpus(args.no_pin, ("server", "generator"))
     if pin:
         os.sched_setaffinity(0, {cpus["generator"]})  # type: ignore[arg-type]
     else:

@@ -21,9 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
-from bench.common import write_section
+from bench.common import REPO, write_section
 
-REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 OUT_DIR = REPO / "docs" / "performance"
 DOC = REPO / "docs" / "performance.md"

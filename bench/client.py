@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
@@ -22,7 +22,8 @@ CLOSE = WSMsgType.CLOSE
 CONNECT_TIMEOUT = 10.0
 
 
-def _close_back(transport: WSTransport, frame) -> None:  # type: ignore[no-untyped-def]
+def close_back(transport: WSTransport, frame) -> None:  # type: ignore[no-untyped-def]
+    """Answer a server's close frame (unless ours went first), then drop the connection."""
     if not transport.is_close_frame_sent:
         transport.send_close(frame.get_close_code(), frame.get_close_message())
     transport.disconnect()
@@ -57,7 +58,7 @@ class _EchoLoad(WSListener):
             elif load.received >= load.sent:
                 load.drained.set()
         elif kind is CLOSE:
-            _close_back(transport, frame)
+            close_back(transport, frame)
 
 
 @dataclass
@@ -82,7 +83,7 @@ async def throughput(
     on_window: Callable[[str], None] = lambda _: None,
 ) -> ThroughputResult:
     load = _Load()
-    opened, failures = await open_many(url, connections, lambda: _EchoLoad(load, payload))
+    opened, failures = await open_many(url, connections, lambda _: _EchoLoad(load, payload))
     try:
         for transport, _ in opened:
             for _ in range(in_flight):
@@ -142,7 +143,7 @@ class _Pinger(WSListener):
             elif not self.done.done():
                 self.done.set_result(None)
         elif kind is CLOSE:
-            _close_back(transport, frame)
+            close_back(transport, frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if not self.done.done():
@@ -220,17 +221,17 @@ class _Idle(WSListener):
             else:
                 watch.stray += 1
         elif kind is CLOSE:
-            _close_back(transport, frame)
+            close_back(transport, frame)
 
 
-def idle_listener(watch: BroadcastWatch) -> Callable[[], WSListener]:
-    return lambda: _Idle(watch)
+def idle_listener(watch: BroadcastWatch) -> Callable[[int], WSListener]:
+    return lambda _: _Idle(watch)
 
 
 class _Quiet(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame) -> None:  # type: ignore[no-untyped-def]
         if frame.msg_type is CLOSE:
-            _close_back(transport, frame)
+            close_back(transport, frame)
 
 
 def quiet_listener() -> WSListener:
@@ -240,28 +241,37 @@ def quiet_listener() -> WSListener:
 async def open_many(
     url: str,
     count: int,
-    factory: Callable[[], WSListener],
+    factory: Callable[[int], WSListener],
     *,
+    subprotocols: Sequence[str] | None = None,
     concurrency: int = 64,
     time_limit: float = 60.0,
 ) -> tuple[list[tuple[WSTransport, WSListener]], int]:
     """Open `count` connections, `concurrency` handshakes at a time (the listen backlog is ~100).
 
+    Connection i gets `factory(i)` as its listener and, with `subprotocols`, asks for
+    `subprotocols[i]`: GraphQL clients of either protocol, each with its own operation.
     Returns the open ones and how many failed after retries; stops at `time_limit`.
     """
+    if subprotocols is not None and len(subprotocols) != count:
+        raise ValueError(f"{len(subprotocols)} subprotocols for {count} connections")
     opened: list[tuple[WSTransport, WSListener]] = []
     failures = 0
     deadline = time.monotonic() + time_limit
     slots = asyncio.Semaphore(concurrency)
 
-    async def one() -> None:
+    async def one(number: int) -> None:
         nonlocal failures
+        headers = None if subprotocols is None else {"Sec-WebSocket-Protocol": subprotocols[number]}
         async with slots:
             for attempt in range(3):
                 if time.monotonic() > deadline:
                     break
                 try:
-                    pair = await asyncio.wait_for(ws_connect(factory, url), CONNECT_TIMEOUT)
+                    pair = await asyncio.wait_for(
+                        ws_connect(lambda: factory(number), url, extra_headers=headers),
+                        CONNECT_TIMEOUT,
+                    )
                 except Exception:  # refused, reset, handshake error or timeout: retry
                     await asyncio.sleep(0.1 * (attempt + 1))
                     continue
@@ -269,7 +279,7 @@ async def open_many(
                 return
             failures += 1
 
-    await asyncio.gather(*(one() for _ in range(count)))
+    await asyncio.gather(*(one(number) for number in range(count)))
     return opened, failures
 
 

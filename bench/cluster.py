@@ -153,7 +153,7 @@ class ClusterBench:
 
     async def connect(self, pair: Pair, tally: dict[str, Any]) -> tuple[list[Any], list[str]]:
         opened, failures = await load.open_many(
-            pair.b_ws, self.plan.connections, lambda: Counting(tally)
+            pair.b_ws, self.plan.connections, lambda _: Counting(tally)
         )
         if failures:
             raise RuntimeError(f"{failures} connections to node B failed")

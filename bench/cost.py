@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import prices
+from bench.common import REPO
 from bench.prices import Price
 from infra.config import MAX_TASKS, ConfigError, EnvironmentConfig, parse_environment
 from infra.origin import FIFO_BATCH_SIZE, STANDARD_BATCH_SIZE, STANDARD_BATCHING_WINDOW
@@ -49,7 +50,6 @@ from runtime.origin import packing
 from runtime.transports.sqs_commands import DELETE_LINGER
 from runtime.wire import events as wire_events
 
-REPO = Path(__file__).resolve().parent.parent
 CDK_JSON = REPO / "cdk.json"
 RESULTS_DIR = REPO / "bench" / "results"
 NETWORK_MODULE = REPO / "infra" / "network.py"

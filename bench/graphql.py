@@ -46,6 +46,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from picows import WSTransport
@@ -58,7 +59,7 @@ from bench.graphql_report import inputs_label, print_summary
 from bench.graphql_report import markdown as section
 from bench.graphql_results import Fanout, check_executions, summarize, unexpected_check
 from bench.graphql_stage import KINDS, ROUND_TIMEOUT, GraphqlStage
-from bench.procs import Fleet, MachineWindow
+from bench.procs import Fleet, MachineWindow, pick_cpus
 
 log = logging.getLogger("bench.graphql")
 
@@ -221,16 +222,6 @@ class GraphqlBench:
 # Entry points
 
 
-def pick_cpus(no_pin: bool) -> tuple[bool, dict[str, int | None]]:
-    """Node, generator and origin on different cores when there are three; else origin beside
-    the generator (as in bench.run)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if no_pin or len(cpus) < 2:
-        return False, {"node": None, "generator": None, "origin": None}
-    origin = cpus[2] if len(cpus) >= 3 else cpus[1]
-    return True, {"node": cpus[0], "generator": cpus[1], "origin": origin}
-
-
 async def main_async(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else Plan()
     overrides = {
@@ -250,7 +241,9 @@ async def main_async(args: argparse.Namespace) -> int:
     if limit < 3 * plan.subscribers + 200:  # GraphQL, plain, picows
         print(f"error: open-files limit {limit} is too low", file=sys.stderr)
         return 2
-    pin, cpus = pick_cpus(args.no_pin)
+    # Node, generator and origin on different cores when there are three; else origin beside
+    # the generator (as in bench.run).
+    pin, cpus = pick_cpus(args.no_pin, ("node", "generator", "origin"))
     if pin:
         os.sched_setaffinity(0, {cpus["generator"]})  # type: ignore[arg-type]
     else:
@@ -276,7 +269,8 @@ async def main_async(args: argparse.Namespace) -> int:
         }
     )
     print_summary(results)
-    out = REPO / "bench" / "results" / ("graphql-quick.json" if plan.quick else "graphql.json")
+    name = "graphql-quick.json" if plan.quick else "graphql.json"
+    out = args.json or REPO / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"({results['seconds']:.0f} s; raw results in {out})")
@@ -295,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subscribers", type=int, help="subscribers (default 1000; quick 100)")
     parser.add_argument("--publishes", type=int, help="measured publishes in A (default 200)")
     parser.add_argument("--inputs", type=int, help="distinct inputs in B (default 10)")
+    parser.add_argument("--json", type=Path, help="raw results (default bench/results/...)")
     parser.add_argument("--serve-origin", metavar="HOST:PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv  # recorded with the results

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
 from bench import client as load
 from bench.common import BenchFailure
@@ -128,9 +128,7 @@ class Subscriber(WSListener):
         elif kind is WSMsgType.BINARY:
             self.watch.stray(b"<binary frame>")
         elif kind is WSMsgType.CLOSE:  # the node closing: counted as a disconnection
-            if not transport.is_close_frame_sent:
-                transport.send_close(frame.get_close_code(), frame.get_close_message())
-            transport.disconnect()
+            load.close_back(transport, frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.watch.disconnected += 1
@@ -155,9 +153,7 @@ class Receiver(WSListener):
         elif kind is WSMsgType.BINARY:
             watch.stray(b"<binary frame>")
         elif kind is WSMsgType.CLOSE:
-            if not transport.is_close_frame_sent:
-                transport.send_close(frame.get_close_code(), frame.get_close_message())
-            transport.disconnect()
+            load.close_back(transport, frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.watch.disconnected += 1
@@ -166,39 +162,20 @@ class Receiver(WSListener):
 async def open_subscribers(
     url: str, specs: list[tuple[str, str, str]], watch: Watch, time_limit: float = SETUP_TIMEOUT
 ) -> list[WSTransport]:
-    """One connection per (protocol, digest, key), 64 handshakes at a time, 3 tries each."""
-    opened: list[WSTransport] = []
-    failures = 0
-    deadline = time.monotonic() + time_limit
-    slots = asyncio.Semaphore(64)
-
-    async def one(protocol: str, digest: str, key: str) -> None:
-        nonlocal failures
-        async with slots:
-            for attempt in range(3):
-                if time.monotonic() > deadline:
-                    break
-                try:
-                    transport, _ = await asyncio.wait_for(
-                        ws_connect(
-                            lambda: Subscriber(watch, protocol, digest, key),
-                            url,
-                            extra_headers={"Sec-WebSocket-Protocol": protocol},
-                        ),
-                        load.CONNECT_TIMEOUT,
-                    )
-                except Exception:  # refused, reset, handshake error or timeout: retry
-                    await asyncio.sleep(0.1 * (attempt + 1))
-                    continue
-                opened.append(transport)
-                return
-            failures += 1
-
-    await asyncio.gather(*(one(*spec) for spec in specs))
+    """One connection per (protocol, digest, key), asking for that protocol, 64 handshakes at a
+    time and 3 tries each (`bench.client.open_many`); BenchFailure unless all of them open."""
+    opened, failures = await load.open_many(
+        url,
+        len(specs),
+        lambda number: Subscriber(watch, *specs[number]),
+        subprotocols=[protocol for protocol, _, _ in specs],
+        time_limit=time_limit,
+    )
+    transports = [transport for transport, _ in opened]
     if failures:
-        close(opened)
+        close(transports)
         raise BenchFailure(f"{failures} of {len(specs)} GraphQL connections failed to open")
-    return opened
+    return transports
 
 
 def close(transports: list[WSTransport]) -> None:

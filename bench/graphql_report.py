@@ -7,10 +7,9 @@ counts, and the section says whether the load generator may have set the pace.
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Sequence
 from typing import Any
 
+from bench import report
 from bench.graphql_clients import KEY_A, KEY_B
 
 SECTION = "## GraphQL publish fan-out"
@@ -161,16 +160,6 @@ def _figure(value: Any) -> str:
     return f"{value:,}"
 
 
-def _fill(text: str) -> str:
-    return textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False)
-
-
-def _table(header: tuple[str, ...], align: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> str:
-    lines = [f"| {' | '.join(header)} |", f"| {' | '.join(align)} |"]
-    lines += [f"| {' | '.join(row)} |" for row in body]
-    return "\n".join(lines)
-
-
 def markdown(r: dict[str, Any]) -> str:
     plan, meta = r["plan"], r["machine"]
     a, b = r["A"], r["B"]
@@ -225,20 +214,18 @@ def markdown(r: dict[str, Any]) -> str:
         "encoded message of its own protocol and operation ID, where a broadcast writes one "
         "ready frame to every plain connection.",
     ]
-    text = "\n\n".join(_fill(p) for p in paragraphs)
-    results = _table(
-        ("metric", "GraphQL publish", "broadcast (baseline)", "ratio"),
-        ("---", "---:", "---:", "---:"),
-        rows(r),
+    text = "\n\n".join(report.fill(p) for p in paragraphs)
+    results = report.markdown_table(
+        ("metric", "GraphQL publish", "broadcast (baseline)", "ratio"), rows(r)
     )
-    checks = _table(
+    checks = report.markdown_table(
         ("check (measured rounds only)", "measured", "expected", "result"),
-        ("---", "---:", "---:", "---"),
         check_rows(r),
+        align=("---", "---:", "---:", "---"),
     )
     g = r["generator"]
     verdict, reason = generator_verdict(r)
-    generator_text = _fill(
+    generator_text = report.fill(
         "Each round of A has a third fan-out: a picows server (C frame parser, `python -m "
         "bench.servers picows`, on the node's core, idle otherwise) broadcasting a frame of the "
         f"same size to {n} more plain connections of the same generator (which holds {3 * n} "
@@ -255,7 +242,7 @@ def markdown(r: dict[str, Any]) -> str:
         + "'busy' is a process's CPU time over the timed fan-outs' wall time (the generator's "
         "POSTs included). " + reason,
     )
-    generator = _table(
+    generator = report.markdown_table(
         (
             "fan-out received by the generator",
             "deliveries/s",
@@ -264,10 +251,9 @@ def markdown(r: dict[str, Any]) -> str:
             "generator busy",
             "generator us/delivery",
         ),
-        ("---", "---:", "---:", "---:", "---:", "---:"),
         generator_rows(r),
     )
-    notes = _fill(
+    notes = report.fill(
         f"With {b['inputs']} inputs instead of one, a publish took p50 "
         f"{b['publish']['p50_ms']:.2f} ms against {a['publish']['p50_ms']:.2f} ms "
         f"({_ratio(b['publish']['p50_ms'], a['publish']['p50_ms'])}x): {b['inputs']} origin "
@@ -283,7 +269,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{b['machine_noise']['steal_percent']:.0f}%. Every round's time: "
         "bench/results/graphql.json.",
     )
-    lead = _fill(
+    lead = report.fill(
         "Executions, from the origin's own counts and the node's `GET /stats`; unexpected "
         "frames, from the clients' own counts:"
     )

@@ -165,7 +165,7 @@ class GraphqlStage:
         """N plain clients of the node (no subprotocol), the broadcasts' recipients; returns once
         the node holds them and the echo origin has had their CONNECT events."""
         n, watch = self.subscribers, self.watches["broadcast"]
-        opened, failures = await load.open_many(self.ws_url, n, lambda: Receiver(watch))
+        opened, failures = await load.open_many(self.ws_url, n, lambda _: Receiver(watch))
         transports = [transport for transport, _ in opened]
         if failures:
             close(transports)
@@ -190,7 +190,7 @@ class GraphqlStage:
     async def open_picows(self) -> list[WSTransport]:
         """N plain clients of the picows server, and its trigger."""
         n, watch = self.subscribers, self.watches["picows"]
-        opened, failures = await load.open_many(self.picows_url, n, lambda: Receiver(watch))
+        opened, failures = await load.open_many(self.picows_url, n, lambda _: Receiver(watch))
         transports = [transport for transport, _ in opened]
         if failures:
             close(transports)

@@ -42,7 +42,6 @@ import os
 import secrets
 import statistics
 import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -58,8 +57,8 @@ from jwt.algorithms import RSAAlgorithm
 from websockets.utils import accept_key, generate_key
 
 from bench import report
-from bench.common import finish, run_harness
-from bench.procs import REPO, Child, Fleet, MachineWindow, free_port, wait_listening
+from bench.common import BenchFailure, finish, run_harness
+from bench.procs import REPO, Child, Fleet, MachineWindow, free_port, pick_cpus, wait_listening
 from bench.stats import percentile
 from runtime.transports.base import Allow
 from runtime.transports.http1 import Request, Response, json_response
@@ -114,10 +113,6 @@ class Plan:
 
 
 QUICK = Plan(quick=True, handshakes=200, rounds=1, warmup=20)
-
-
-class BenchFailure(Exception):
-    """A check failed: the figures would be wrong or meaningless, so no report is written."""
 
 
 # What the node's door asks: a key set, a Lambda function, a $connect handler (stand-ins here)
@@ -913,13 +908,6 @@ def generator_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
     return out
 
 
-def check_rows(checks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
-    return [
-        (c["name"], f"{c['measured']}", f"{c['expected']}", "PASS" if c["ok"] else "FAIL")
-        for c in checks
-    ]
-
-
 HEADER = (
     "configuration",
     "handshakes",
@@ -940,17 +928,6 @@ GENERATOR_HEADER = (
     "generator busy",
     "generator CPU (us/handshake)",
 )
-
-
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    align = ["---"] + ["---:"] * (len(header) - 1)
-    lines = [f"| {' | '.join(header)} |", f"| {' | '.join(align)} |"]
-    lines += [f"| {' | '.join(row)} |" for row in body]
-    return "\n".join(lines)
-
-
-def _fill(text: str) -> str:
-    return textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False)
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -999,9 +976,9 @@ def markdown(r: dict[str, Any]) -> str:
         "included), per handshake. With that many in flight, latency is mostly queueing: "
         f"about {plan['concurrency']} / the rate.",
     ]
-    text = "\n\n".join(_fill(p) for p in paragraphs)
-    results = _table(HEADER, rows(r))
-    targets = _fill(
+    text = "\n\n".join(report.fill(p) for p in paragraphs)
+    results = report.markdown_table(HEADER, rows(r))
+    targets = report.fill(
         f"Targets (the issue's): JWT with a different token each handshake at least {JWT_MIN:.2f} "
         f"of the baseline's handshakes/s, the cached Lambda authorizer at least {LAMBDA_MIN:.2f}. "
         "Rates per round: "
@@ -1012,7 +989,7 @@ def markdown(r: dict[str, Any]) -> str:
         + "."
     )
     attempted = counts["attempted"]
-    facts = _fill(
+    facts = report.fill(
         f"Counts, warm-up included. Lambda: {invokes} invoke(s) reached the stand-in for "
         f"{attempted['lambda']:,} handshakes (one per TTL is right); the node counted "
         f"{lam.get('authorizer.calls', 0)} call(s), {lam.get('authorizer.cacheHits', 0):,} "
@@ -1029,17 +1006,19 @@ def markdown(r: dict[str, Any]) -> str:
         "bench/results/handshakes.json.",
     )
     verdict, reason = generator_verdict(r)
-    generator_text = _fill(
+    generator_text = report.fill(
         "The same generator, with the same concurrency, in the same rounds, against a picows "
         "server (C parser) and a bare `websockets` server (`python -m bench.servers`) on CPU "
         f"{meta['server_cpu']}. " + reason
     )
-    checks = _table(("check", "measured", "expected", "result"), check_rows(r["checks"]))
+    checks = report.markdown_table(
+        ("check", "measured", "expected", "result"), report.check_rows(r["checks"])
+    )
     return (
         f"{SECTION}\n\n{text}\n\n{results}\n\n{targets}\n\n{facts}\n\n"
         f"### Where a JWT handshake's time goes\n\n{jwt_breakdown(r)}\n\n"
         f"### Is the load generator the bottleneck? {verdict}\n\n{generator_text}\n\n"
-        f"{_table(GENERATOR_HEADER, generator_rows(r))}\n\n"
+        f"{report.markdown_table(GENERATOR_HEADER, generator_rows(r))}\n\n"
         f"Counts checked:\n\n{checks}\n"
     )
 
@@ -1050,7 +1029,7 @@ def jwt_breakdown(r: dict[str, Any]) -> str:
     figures, costs = r["configurations"], r["jwt_costs"]
     base, cached, new = (figures[key]["server_cpu_us"] for key in ("none", "jwt-cached", "jwt"))
     parts = costs["read_us"] + costs["rsa_verify_us"] + costs["claims_us"]
-    return _fill(
+    return report.fill(
         f"Node CPU per handshake: {base:,.0f} us without an authorizer, {cached:,.0f} us with "
         f"the same token every time (+{cached - base:,.0f} us: the longer request, the cache "
         "lookup, the claims carried in the CONNECT and DISCONNECT events), "
@@ -1072,23 +1051,16 @@ def jwt_breakdown(r: dict[str, Any]) -> str:
 
 
 def print_summary(r: dict[str, Any]) -> None:
-    print(_table(HEADER, rows(r)))
+    print(report.markdown_table(HEADER, rows(r)))
     print()
-    print(_table(GENERATOR_HEADER, generator_rows(r)))
+    print(report.markdown_table(GENERATOR_HEADER, generator_rows(r)))
     print("is the load generator the bottleneck? " + " - ".join(generator_verdict(r)))
-    for row in check_rows(r["checks"]):
+    for row in report.check_rows(r["checks"]):
         if row[-1] != "PASS":
             print("FAIL " + " | ".join(row))
 
 
 # Entry points
-
-
-def pick_cpus(no_pin: bool) -> tuple[bool, dict[str, int | None]]:
-    cpus = sorted(os.sched_getaffinity(0))
-    if no_pin or len(cpus) < 2:
-        return False, {"server": None, "generator": None}
-    return True, {"server": cpus[0], "generator": cpus[1]}
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -1106,7 +1078,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if plan.rounds < 1 or plan.per_round < 2 or plan.concurrency < 1:
         print("error: need 1 round, 2 handshakes per round and 1 in flight", file=sys.stderr)
         return 2
-    pin, cpus = pick_cpus(args.no_pin)
+    pin, cpus = pick_cpus(args.no_pin, ("server", "generator"))
     if pin:
         os.sched_setaffinity(0, {cpus["generator"]})  # type: ignore[arg-type]
     else:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -23,10 +24,25 @@ import psutil
 from bench.common import REPO, raise_nofile_limit
 
 
+def pick_cpus(no_pin: bool, roles: Sequence[str]) -> tuple[bool, dict[str, int | None]]:
+    """A core for each role, in order, the last ones sharing the last core when there are fewer
+    cores than roles; none (not pinned) with `--no-pin` or a single core."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if no_pin or len(cpus) < 2:
+        return False, {role: None for role in roles}
+    return True, {role: cpus[min(i, len(cpus) - 1)] for i, role in enumerate(roles)}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Child:

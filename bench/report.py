@@ -1,4 +1,5 @@
-"""Turning raw benchmark results into ratios, a table and docs/performance.md."""
+"""Turning raw benchmark results into ratios, a table and docs/performance.md; and the pieces of
+report text every benchmark writes the same way (paragraphs, markdown tables, check rows)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import importlib.metadata
 import os
 import platform
 import sys
+import textwrap
+from collections.abc import Sequence
 from typing import Any
 
 MAKE_COMMAND = "make bench"
@@ -48,6 +51,33 @@ def machine(pin: bool, server_cpu: int | None, load_cpu: int | None) -> dict[str
         "server_cpu": server_cpu,
         "load_cpu": load_cpu,
     }
+
+
+# Report text shared by the benchmarks, so that their sections of the docs read alike.
+
+
+def fill(text: str) -> str:
+    """A paragraph wrapped at 100 columns, never inside a word, a hyphenated name or a URL."""
+    return textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False)
+
+
+def markdown_table(
+    header: Sequence[str], body: Sequence[Sequence[str]], align: Sequence[str] | None = None
+) -> str:
+    """A markdown table; by default the first column is left-aligned and the figures right."""
+    if align is None:
+        align = ["---"] + ["---:"] * (len(header) - 1)
+    lines = [f"| {' | '.join(header)} |", f"| {' | '.join(align)} |"]
+    lines += [f"| {' | '.join(row)} |" for row in body]
+    return "\n".join(lines)
+
+
+def check_rows(checks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """A benchmark's count checks as table rows: name, measured, expected, PASS or FAIL."""
+    return [
+        (c["name"], f"{c['measured']}", f"{c['expected']}", "PASS" if c["ok"] else "FAIL")
+        for c in checks
+    ]
 
 
 def _ratio(node: float | None, base: float | None) -> float | None:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 
 try:
     from picows import WSMsgType, ws_connect
@@ -39,7 +38,7 @@ except ImportError:  # the load generator's client; not in the node's requiremen
 
 from bench import client, report
 from bench.common import progress, raise_nofile_limit, run
-from bench.procs import REPO, Child, Fleet, free_port, wait_listening
+from bench.procs import REPO, Child, Fleet, MachineWindow, free_port, pick_cpus, wait_listening
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ class CpuWindow:
 
     "others" is the busy time of all CPUs minus our processes and minus interrupt time (the kernel's
     loopback network work lands there): another workload on the machine during a measurement makes
-    its figures less trustworthy, so it is reported.
+    its figures less trustworthy, so it is reported (`procs.MachineWindow` measures it).
     """
 
     def __init__(self, target: Target) -> None:
@@ -101,40 +100,36 @@ class CpuWindow:
             self.children["origin"] = target.origin
         self._start: dict[str, float] = {}
         self._end: dict[str, float] = {}
+        self._machine: MachineWindow | None = None
+        self._noise: dict[str, float] = {}
 
     def _snapshot(self) -> dict[str, float]:
         snap = {name: child.cpu_seconds() for name, child in self.children.items()}
         mine = os.times()
         snap["generator"] = mine.user + mine.system
-        busy = steal = irq = 0.0
-        for cpu in psutil.cpu_times(percpu=True):
-            total = sum(cpu)
-            idle = cpu.idle + getattr(cpu, "iowait", 0.0) + getattr(cpu, "steal", 0.0)
-            busy += total - idle
-            steal += getattr(cpu, "steal", 0.0)
-            irq += getattr(cpu, "irq", 0.0) + getattr(cpu, "softirq", 0.0)
-        snap["_busy"], snap["_steal"], snap["_irq"] = busy, steal, irq
         snap["_wall"] = time.perf_counter()
         return snap
 
     def start(self) -> None:
+        # Children may be added after construction (bench.aws adds its stand-in), not after this.
+        self._machine = MachineWindow(list(self.children.values()))
         self._start = self._snapshot()
 
     def stop(self) -> None:
         self._end = self._snapshot()
+        assert self._machine is not None, "stop() before start()"
+        self._noise = self._machine.result()
 
     def result(self) -> dict[str, Any]:
         delta = {key: self._end[key] - self._start[key] for key in self._start}
         wall = delta.pop("_wall") or 1e-9
-        busy, steal, irq = delta.pop("_busy"), delta.pop("_steal"), delta.pop("_irq")
-        ours = sum(delta.values())
         return {
             "wall_seconds": round(wall, 3),
             "seconds": {name: round(value, 4) for name, value in delta.items()},
             "percent": {name: round(100 * value / wall, 1) for name, value in delta.items()},
-            "others_percent": round(max(0.0, 100 * (busy - ours - irq) / wall), 1),
-            "interrupts_percent": round(100 * irq / wall, 1),
-            "steal_percent": round(100 * steal / wall, 1),
+            "others_percent": self._noise["others_percent"],
+            "interrupts_percent": self._noise["interrupts_percent"],
+            "steal_percent": self._noise["steal_percent"],
         }
 
 
@@ -373,7 +368,7 @@ class Bench:
         plan = self.plan
         n = plan.idle_connections
         # Warm the server's code paths (lazy imports, first origin request), then let it settle.
-        warm, _ = await client.open_many(target.url, 50, client.quiet_listener)
+        warm, _ = await client.open_many(target.url, 50, lambda _: client.quiet_listener())
         client.close_all(warm)
         await self._settled(target, 0)
         rss_before = await target.server.stable_rss()
@@ -602,9 +597,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    cpus = sorted(os.sched_getaffinity(0))
-    pin = not args.no_pin and len(cpus) >= 2
-    server_cpu, load_cpu = (cpus[0], cpus[1]) if pin else (None, None)
+    pin, cpus = pick_cpus(args.no_pin, ("server", "load"))
+    server_cpu, load_cpu = cpus["server"], cpus["load"]
     if pin:
         os.sched_setaffinity(0, {load_cpu})
     else:

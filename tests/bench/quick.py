@@ -14,8 +14,9 @@ DOC = ROOT / "docs" / "performance.md"
 
 
 def quick_run(module: str, raw: Path, timeout: float) -> dict[str, Any]:
-    """`python -m module --quick`: its raw results, its stdout, and the digest of
-    docs/performance.md before and after (a quick run must leave it alone)."""
+    """`python -m module --quick --json raw`: its raw results, its stdout, and the digest of
+    docs/performance.md before and after (a quick run must leave it alone). The benchmarks run
+    this way (bench.aws, bench.handshakes, bench.graphql) all take `--json`."""
     before = _digest()
     result = subprocess.run(
         [sys.executable, "-m", module, "--quick", "--json", str(raw)],

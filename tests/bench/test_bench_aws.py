@@ -17,8 +17,7 @@ import pytest
 
 from bench import aws, prices
 from bench.aws_standin import AwsStandIn
-from bench.common import write_section
-from bench.handshakes import BenchFailure
+from bench.common import BenchFailure, write_section
 from runtime.origin.client import GatewayClient
 from runtime.wire.commands import parse_body
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress

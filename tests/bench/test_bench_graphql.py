@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from picows import WSMsgType
@@ -19,23 +17,17 @@ from bench.common import write_section
 from runtime.transports.http1 import Request
 from runtime.wire import graphql_contract as contract
 from runtime.wire import graphql_ws as gql
+from tests.bench.quick import quick_run
 
 ROOT = Path(__file__).resolve().parents[2]
 # Results of a real run, kept with the tests: bench/results/ is not committed.
 STORED = Path(__file__).with_name("data") / "graphql.json"
 
 
-def test_quick_run_executes_each_input_once_per_publish() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.graphql", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "deliveries/s" in result.stdout
-    raw = json.loads((ROOT / "bench" / "results" / "graphql-quick.json").read_text())
+def test_quick_run_executes_each_input_once_per_publish(tmp_path: Path) -> None:
+    quick = quick_run("bench.graphql", tmp_path / "raw.json", 120)
+    assert "deliveries/s" in quick["stdout"]
+    raw = quick["raw"]
     plan = raw["plan"]
     for name, inputs, publishes in (
         ("A", 1, plan["publishes"]),
