@@ -53,6 +53,7 @@ from bench.local import MOTO_CHILD  # moto's server alone in a child, as bench.l
 from bench.procs import REPO, Child, Fleet, free_port, free_udp_port, pick_cpus, wait_listening
 from runtime.local.provision import provision
 from runtime.names import ResourceNames
+from runtime.origin.events import parse_events
 from runtime.transports.http1 import Request, Response, json_response
 from runtime.transports.http1_client import HttpClient, HttpClientError
 from runtime.transports.http1_server import HttpServer
@@ -402,7 +403,9 @@ class QueueSink:
             received = answer.get("Messages", [])
             if not received:
                 return
-            self.events.extend(json.loads(message["Body"]) for message in received)
+            # Packed or not, as the SDK reads them (the node packs events since issue 14).
+            for message in received:
+                self.events.extend(parse_events(message["Body"]))
             self.sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[

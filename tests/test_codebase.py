@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,20 @@ def test_no_late_binding_of_collaborators() -> None:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "bind"
     ]
     assert not binds, "pass the collaborator at construction or to start():\n" + "\n".join(binds)
+
+
+def test_the_contributing_map_names_files_that_exist() -> None:
+    """CONTRIBUTING.md's table sends a newcomer to files: each must exist. A bare file name in a
+    row is in the directory of the path named before it in that row."""
+    missing = []
+    rows = [line for line in (ROOT / "CONTRIBUTING.md").read_text().splitlines() if line[:1] == "|"]
+    for line in rows:
+        directory = ""
+        for token in re.findall(r"`([\w./-]+)`", line):
+            if "/" in token and token.split("/", 1)[0] in ("runtime", "infra", "tests", "docs"):
+                if not (ROOT / token).exists():
+                    missing.append(token)
+                directory = token if token.endswith("/") else token.rsplit("/", 1)[0] + "/"
+            elif token.endswith(".py") and directory and not (ROOT / directory / token).exists():
+                missing.append(directory + token)
+    assert not missing, f"CONTRIBUTING.md names files that do not exist: {missing}"

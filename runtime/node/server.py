@@ -1,7 +1,12 @@
 """The node: accepts WebSocket clients, turns what they do into events, and carries out commands.
 
-Decisions live in the pure modules (wire/, core/); this module only moves bytes between the
-websockets server, the origin pump and the cluster transport, and owns the connection lifecycle.
+Decisions live in the pure modules (wire/, core/). The node's parts have modules of their own: the
+door (what a handshake meets before its 101), the command runner, the client writer, the origin
+pump and the GraphQL gateway. This module builds them, owns each connection from its 101 to its
+DISCONNECT, and the node's own life (start, drain, stop, periodic work).
+
+Longer than 400 lines because a connection's life and the node's are one story: draining closes
+every connection and waits for their DISCONNECTs, and the periodic work reads the same registry.
 """
 
 from __future__ import annotations

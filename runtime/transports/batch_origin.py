@@ -18,7 +18,7 @@ topic a call also holds at most one message of a group, so an entry the service 
 before anything after it in its group is sent. A standard queue keeps no order anyway (there a
 group's messages may share a call); `sequenceNumber` in each event shows the order.
 
-Longer than our usual module: `BatchOrigin` is one algorithm (what was accepted, what is in
+Longer than 400 lines because `BatchOrigin` is one algorithm (what was accepted, what is in
 doubt, which call waits for which, when an entry is resent, split or refused) over shared state;
 cut in pieces it would be harder to check that a batch handed again sends exactly what is missing.
 """

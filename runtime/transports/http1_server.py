@@ -5,7 +5,7 @@ before it is spent: head bytes and lines as they arrive, the time a head and a b
 body size (from Content-Length before reading, or as a chunked body crosses it), the number of
 connections, and an early check (path, method, token) before any body is read.
 
-Longer than our usual module: most of it is one connection's state machine (reading, answering
+Longer than 400 lines because most of it is one connection's state machine (reading, answering
 pipelined requests in order, one timer for every deadline, lingering after a refusal), whose parts
 read each other's state and are easier to check side by side than spread over modules.
 """
