@@ -39,6 +39,8 @@ ASSET_EXCLUDES = [
     "!/runtime/wire/__init__.py",
     "!/runtime/wire/commands.py",
     "!/runtime/wire/connection_id.py",
+    "!/runtime/wire/graphql_contract.py",  # the GraphQL key limits the SDK shares with the node
+    "!/runtime/wire/graphql_ws.py",  # imported by graphql_contract.py
     "__pycache__/",
     "*.pyc",
     ".*_cache/",
