@@ -17,8 +17,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from runtime.local.provision import MAX_MESSAGE_BYTES, MAX_RECEIVE_COUNT
-from runtime.names import ResourceNames
+from runtime.names import MAX_MESSAGE_BYTES, MAX_RECEIVE_COUNT, ResourceNames
 
 # Long enough for a Lambda consumer with a timeout of up to 30 s (AWS advises six times the
 # function timeout, so that retries of a throttled batch stay invisible to other pollers).

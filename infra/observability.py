@@ -19,7 +19,7 @@ from constructs import Construct
 
 from infra.messaging import GatewayMessaging
 from infra.service import GatewayService
-from runtime.local.provision import MAX_RECEIVE_COUNT
+from runtime.names import MAX_RECEIVE_COUNT
 
 FIVE_MINUTES = cdk.Duration.minutes(5)
 ORIGIN_QUEUE_AGE_LIMIT = cdk.Duration.minutes(5)

@@ -18,6 +18,9 @@ METRICS_NAMESPACE = "WsGateway"  # CloudWatch namespace of the node's EMF metric
 CONNECTIONS_METRIC = "ConnectionsPerTask"  # the metric the service scales on
 WEBSOCKET_PORT = 8080  # the node's default --listen port; the container's and the ALB target's
 PEER_PORT = 9100  # the node's default --peer-listen port (UDP); the container's
+# The environment's queues and topics, as the stack and the local system both create them.
+MAX_MESSAGE_BYTES = 1024 * 1024  # SQS and SNS take up to 1 MiB when the resource allows it
+MAX_RECEIVE_COUNT = 5  # deliveries before a message goes to its DLQ
 _ENVIRONMENT = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 

@@ -12,10 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.names import ResourceNames
-
-MAX_MESSAGE_BYTES = 1024 * 1024  # SQS and SNS take up to 1 MiB when the resource allows it
-MAX_RECEIVE_COUNT = 5  # deliveries before a message goes to its DLQ
+from runtime.names import MAX_MESSAGE_BYTES, MAX_RECEIVE_COUNT, ResourceNames
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,14 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Container, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from runtime.core.registry import ConnectionEntry, ConnectionRegistry
 from runtime.logs import LogThrottle
 from runtime.node.writer import ClientWriter
-from runtime.wire.commands import Answer, Ask
+from runtime.wire.commands import Answer, Ask, PeerCommand
 from runtime.wire.connection_id import InvalidConnectionId, NodeAddress, parse_connection_id
 
 log = logging.getLogger("runtime.connections")
@@ -49,9 +49,9 @@ Close = Callable[[ConnectionEntry[Any], int, str], None]
 class PeerLink(Protocol):
     """The part of the cluster transport asks and answers travel on."""
 
-    def members(self) -> Any: ...
+    def members(self) -> Container[NodeAddress]: ...
 
-    async def forward(self, node: NodeAddress, commands: Any) -> bool: ...
+    async def forward(self, node: NodeAddress, commands: Sequence[PeerCommand]) -> bool: ...
 
 
 def iso8601_ms(ms: int) -> str:
@@ -260,7 +260,7 @@ class ConnectionsApi:
             # The asker times out and answers 410 by itself.
             self.counters["connectionsApiAnswersLost"] += 1
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

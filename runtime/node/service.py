@@ -15,6 +15,7 @@ from runtime.node.peer_address import advertised_address
 from runtime.node.server import Node
 from runtime.transports.base import (
     ClusterTransport,
+    CommandSource,
     HandshakeAuthorizer,
     NoOrigin,
     OriginTransport,
@@ -164,7 +165,7 @@ class NodeService:
         # Started before the node, stopped after its command sources: forwards made while
         # draining still travel.
         self.cluster = cluster
-        self.command_poller: SqsCommandPoller | None = None
+        self.command_poller: CommandSource | None = None
         if settings.commands_queue_url:
             self.command_poller = SqsCommandPoller(
                 settings.commands_queue_url,
@@ -173,7 +174,7 @@ class NodeService:
                 workers=settings.commands_workers,
                 region=settings.aws_region or None,
             )
-        self.commands: CommandEndpoint | None = None
+        self.commands: CommandSource | None = None
         if settings.command_listen is not None:
             host, port = settings.command_listen
             self.commands = CommandEndpoint(

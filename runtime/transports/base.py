@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from runtime.core.execution import CommandExecutor
-from runtime.wire.commands import Command
+from runtime.wire.commands import PeerCommand
 from runtime.wire.connect_answer import ConnectAnswer
 from runtime.wire.connection_id import NodeAddress
 from runtime.wire.events import HandshakeDetails
@@ -63,6 +63,20 @@ class OriginTransport(Protocol):
     async def close(self) -> None: ...
 
 
+class CommandSource(Protocol):
+    """Hands the origin's commands to the node, its executor from construction on: the HTTP
+    command endpoint, the SQS commands queue's poller.
+
+    Started once the node runs. The queue's poller stops before the node drains (other nodes
+    deliver what arrives meanwhile); the endpoint after (its @connections calls are answered to
+    the end).
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class ClusterTransport(Protocol):
     """Carries commands to the node holding their connections, and theirs to this one.
 
@@ -88,7 +102,7 @@ class ClusterTransport(Protocol):
         """Nodes of the cluster other than this one, up or not: the only ones ever sent to."""
         ...
 
-    async def forward(self, node: NodeAddress, commands: Sequence[Command]) -> bool:
+    async def forward(self, node: NodeAddress, commands: Sequence[PeerCommand]) -> bool:
         """True once `node` has the commands; False if it is unknown or down (then: GONE)."""
         ...
 

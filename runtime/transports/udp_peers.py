@@ -30,7 +30,7 @@ from runtime.core.peer_protocol import (
     PeerProtocol,
     PeerUp,
 )
-from runtime.wire.commands import Command, PeerCommand
+from runtime.wire.commands import PeerCommand
 from runtime.wire.connection_id import NodeAddress
 from runtime.wire.forwarded import ForwardedFormatError, decode_forwarded, encode_forwarded
 from runtime.wire.membership import (
@@ -128,7 +128,7 @@ class UdpPeers(asyncio.DatagramProtocol):
     def members(self) -> frozenset[NodeAddress]:
         return self._members
 
-    async def forward(self, node: NodeAddress, commands: Sequence[Command]) -> bool:
+    async def forward(self, node: NodeAddress, commands: Sequence[PeerCommand]) -> bool:
         if self.transport is None or self.transport.is_closing():
             return False
         if node not in self._members:  # the router sends none; this holds for any caller

@@ -11,7 +11,7 @@ from typing import Any
 
 from runtime.core.execution import CommandExecutor
 from runtime.transports.base import OriginUnavailable
-from runtime.wire.commands import Command
+from runtime.wire.commands import PeerCommand
 from runtime.wire.connection_id import NodeAddress
 
 
@@ -116,7 +116,7 @@ class MemoryClusterLink:
     def members(self) -> set[NodeAddress]:
         return set(self.peers())
 
-    async def forward(self, node: NodeAddress, commands: Sequence[Command]) -> bool:
+    async def forward(self, node: NodeAddress, commands: Sequence[PeerCommand]) -> bool:
         target = self.cluster.nodes.get(node)
         if target is None:
             return False

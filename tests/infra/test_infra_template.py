@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
-from runtime.local.provision import MAX_MESSAGE_BYTES, MAX_RECEIVE_COUNT
-from runtime.names import ResourceNames
+from runtime.names import MAX_MESSAGE_BYTES, MAX_RECEIVE_COUNT, ResourceNames
 from tests.infra.synth import EDGE_CERTIFICATE, SynthesizedStack, stack_names
 
 ALL = stack_names()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from runtime.local.provision import MAX_MESSAGE_BYTES, provision
-from runtime.names import ResourceNames
+from runtime.local.provision import provision
+from runtime.names import MAX_MESSAGE_BYTES, ResourceNames
 from tests.aws import MotoEndpoint
 
 
