@@ -15,6 +15,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
+# bench.compare's section of docs/performance.md, which bench.run keeps when it rewrites the file.
+COMPARE_TITLE = "## Before and after a change"
+
 # A client that connects to this path is a control connection: its messages are broadcast to every
 # other connection instead of being echoed (baseline servers only; the node gets a `send` command).
 CONTROL_PATH = "/control"
@@ -46,6 +49,12 @@ def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
 def host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host or "127.0.0.1", int(port)
+
+
+def section_of(text: str, title: str) -> str | None:
+    """The section of a markdown report that starts with `title` (a `## ` line), up to the next."""
+    match = re.search(re.escape(title) + r".*?(?=\n## |\Z)", text, re.DOTALL)
+    return match.group(0).rstrip() + "\n" if match else None
 
 
 def write_section(path: Path, section: str) -> None:

@@ -37,7 +37,7 @@ except ImportError:  # the load generator's client; not in the node's requiremen
     sys.exit("bench needs picows (the load generator's client): .venv/bin/pip install picows")
 
 from bench import client, report
-from bench.common import progress, raise_nofile_limit, run
+from bench.common import COMPARE_TITLE, progress, raise_nofile_limit, run, section_of
 from bench.procs import REPO, Child, Fleet, MachineWindow, free_port, pick_cpus, wait_listening
 
 
@@ -629,7 +629,10 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (None if plan.quick else REPO / "docs" / "performance.md")
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(report.markdown(document))
+        # The other benchmarks write their sections after this one; bench.compare's is not
+        # rewritten by `make bench`, so it is kept.
+        kept = section_of(output.read_text(), COMPARE_TITLE) if output.exists() else None
+        output.write_text(report.markdown(document) + ("\n" + kept if kept else ""))
         print(f"report written to {output}")
     if args.strict and not plan.quick and not all(row["pass"] for row in summary["targets"]):
         return 1
