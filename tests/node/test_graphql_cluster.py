@@ -67,7 +67,8 @@ async def cluster() -> AsyncIterator[Cluster]:
         for task in list(pending):
             await task  # a publish that failed fails the test
         errors = [record for node in nodes for record in node.logs if record["level"] == "ERROR"]
-        assert not errors, errors
+        # Each with its traceback, which the truncated dict of the default message leaves out.
+        assert not errors, "\n".join(f"{r['message']}\n{r.get('exception', '')}" for r in errors)
     finally:
         for node in nodes:
             await node.kill()
