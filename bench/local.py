@@ -42,6 +42,7 @@ from bench import report
 from bench.client import CONNECT_TIMEOUT
 from bench.common import progress, raise_nofile_limit, run, write_section
 from bench.procs import REPO, Child, Fleet, free_port, wait_listening
+from bench.stats import percentile
 from runtime.config import Settings
 from runtime.core.outbox import EventOutbox
 from runtime.local.provision import provision
@@ -173,11 +174,10 @@ async def chat_latency(plan: Plan, sender_url: str, receiver_url: str, room: str
 def _summary(ms: list[float]) -> dict[str, Any]:
     if len(ms) < 2:
         return {"samples": len(ms), "p50_ms": None, "p99_ms": None, "mean_ms": None}
-    cuts = statistics.quantiles(ms, n=100, method="inclusive")
     return {
         "samples": len(ms),
-        "p50_ms": cuts[49],
-        "p99_ms": cuts[98],
+        "p50_ms": percentile(ms, 0.50),
+        "p99_ms": percentile(ms, 0.99),
         "mean_ms": statistics.fmean(ms),
         "max_ms": max(ms),
     }
