@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Container, Coroutine, Sequence
+from collections.abc import Container, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -42,8 +42,6 @@ MAX_PENDING_ASKS = 10_000
 DELETE_CLOSE_CODE = 1000
 
 Info = dict[str, Any]
-Deliver = Callable[[ConnectionEntry[Any], bytes, bool], bool]
-Close = Callable[[ConnectionEntry[Any], int, str], None]
 
 
 class PeerLink(Protocol):
@@ -91,8 +89,7 @@ class ConnectionsApi:
         self.max_payload_bytes = max_payload_bytes
         self.peer_timeout = peer_timeout
         self.max_pending = max_pending
-        self._deliver: Deliver = writer.post
-        self._close: Close = writer.close
+        self._writer = writer
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -189,11 +186,11 @@ class ConnectionsApi:
         if action == "get":
             return OK, json.dumps(connection_info(entry), separators=(",", ":")).encode()
         if action == "delete":
-            self._close(entry, DELETE_CLOSE_CODE, "")
+            self._writer.close(entry, DELETE_CLOSE_CODE, "")
             return NO_CONTENT, b""
         if len(payload) > self.max_payload_bytes:  # the asking node may allow more than this one
             return TOO_LARGE, b""
-        if not self._deliver(entry, payload, binary):
+        if not self._writer.post(entry, payload, binary):
             self.counters["connectionsApiGone"] += 1
             return GONE, b""
         return OK, b""

@@ -236,7 +236,7 @@ class Node:
         flush_reserve = min(5.0, self.settings.drain_seconds / 3)
         log.info("draining", extra={"connections": len(self.registry)})
         for entry in self.registry:
-            self._close(entry, 1001, "going away")
+            self.writer.close(entry, 1001, "going away")
         await self._wait_no_connections(deadline - flush_reserve - time.monotonic())
         for entry in self.registry:  # those that never answered the close
             entry.handle.transport.abort()
@@ -422,10 +422,7 @@ class Node:
                     "closing a connection whose event the origin transport refused",
                     extra={"connectionId": key},
                 )
-                self._close(entry, 1011, "event refused by the origin transport")
-
-    def _close(self, entry: ConnectionEntry[ServerConnection], code: int, reason: str) -> None:
-        self.writer.close(entry, code, reason)
+                self.writer.close(entry, 1011, "event refused by the origin transport")
 
     # Commands
 
@@ -473,7 +470,7 @@ class Node:
                         "origin unavailable too long; closing",
                         extra={"connectionId": key, "seconds": limit},
                     )
-                    self._close(entry, 1011, "origin unavailable")
+                    self.writer.close(entry, 1011, "origin unavailable")
 
     def stats(self) -> dict[str, object]:
         return {
@@ -483,10 +480,7 @@ class Node:
             "reservedEventBytes": self.pump.outbox.reserved_bytes,
             "eventsDelivered": self.pump.delivered,
             "draining": self.draining,
-            **self.counters,
-            **self.door.counters,
-            **self.commands.counters,
-            **self.writer.stats(),
+            **self._counted(),
             **self.connections_api.stats(),
             **(self.graphql.stats() if self.graphql is not None else {}),
             **({"peers": self.cluster.stats()} if self.cluster is not None else {}),
