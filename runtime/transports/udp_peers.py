@@ -71,7 +71,10 @@ class UdpPeers(asyncio.DatagramProtocol):
         self._inbox: dict[NodeAddress, deque[list[PeerCommand]]] = {}
         self._workers: dict[NodeAddress, asyncio.Task[None]] = {}
         self._flush_soon = False
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop's call_at answers a deadline already past with a plain Handle, which has no
+        # when(): the deadline the timer was set for is kept beside it.
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         # Members beyond the static list: every address DNS has named, plus nodes that reached
         # us; a member leaves once it is down and the latest DNS answer no longer names it.
@@ -191,11 +194,12 @@ class UdpPeers(asyncio.DatagramProtocol):
         for event in self.core.events_received():
             self._handle(event)
         deadline = self.core.next_deadline()
-        if self._timer is not None and (deadline is None or self._timer.when() != deadline):
+        if self._timer is not None and (deadline is None or self._timer_at != deadline):
             self._timer.cancel()
             self._timer = None
         if deadline is not None and self._timer is None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
 
     def _on_timer(self) -> None:
         self._timer = None
