@@ -14,22 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from infra.config_door import read_door
+from infra.config_entry import Entry, check_secure, read_entry
+from infra.config_network import NetworkSettings, read_network
+
 # ConfigError is this module's error to its callers (app.py, bench.cost, tests): exported here.
 from infra.config_reader import ConfigError as ConfigError
 from infra.config_reader import SettingsReader
-from infra.door import (
-    CONNECT_EVENTS,
-    CONNECTIONS_DEFAULT_PORT,
-    CONNECTIONS_MODES,
-    ConnectHandler,
-    ConnectionsApi,
-    Door,
-    HandshakeLimits,
-    JwtAuthorizer,
-    LambdaAuthorizer,
-)
-from runtime.config import JWT_ALGORITHMS
-from runtime.names import PEER_PORT, WEBSOCKET_PORT, ResourceNames
+from infra.door import Door
+from runtime.names import ResourceNames
 
 ENVIRONMENTS_KEY = "environments"
 SELECTED_KEY = "env"
@@ -60,35 +53,22 @@ MAX_STOP_TIMEOUT_SECONDS = 120
 
 # Every key an environment may set; anything else is a typo.
 SETTINGS = (
-    "account", "architecture", "authorizer", "azCount", "certificateArn", "connectHandler",
-    "connectionsApi", "connectionsPerTaskTarget", "cpuTargetPercent", "desiredTasks",
-    "domainName", "drainSeconds", "egress", "eventsFifoGroups", "eventsLingerMs",
-    "eventsMessageBytes", "eventsPerMessage", "eventsVia", "exampleOrigin", "fifo", "graphqlOnly",
+    "account", "alarmEmail", "alarmTopicArn", "allowAnyOrigin", "allowedOrigins",
+    "allowPlaintext", "architecture", "authorizer", "azCount", "certificateArn",
+    "commandsRetentionMinutes", "connectHandler", "connectionsApi", "connectionsPerTaskTarget",
+    "cpuTargetPercent", "deletionProtection", "desiredTasks", "domainName", "drainSeconds",
+    "egress", "eventsFifoGroups", "eventsLingerMs", "eventsMessageBytes", "eventsPerMessage",
+    "eventsVia", "exampleOrigin", "fifo", "flowLogs", "globalName", "graphqlOnly",
     "graphqlOriginFunction", "handshakeBurst", "handshakeBurstPerIp", "handshakeRate",
-    "handshakeRatePerIp", "jwtAuthorizer", "keepaliveSeconds", "logRetentionDays",
+    "handshakeRatePerIp", "hostedZone", "jwtAuthorizer", "keepaliveSeconds", "logRetentionDays",
     "maxConnectionsPerTask", "maxTasks", "minTasks", "natGateways", "regions", "taskCpu",
-    "taskMemory",
+    "taskMemory", "vpcCidr", "waf", "wafRateLimit",
 )  # fmt: skip
-# The keys of the door's objects; the first of each is required.
-CONNECT_HANDLER_SETTINGS = ("functionArn", "timeoutSeconds", "errorStatus", "connectEvent")
-AUTHORIZER_SETTINGS = (
-    "functionArn", "identitySources", "ttlSeconds", "ratePerSecond", "burst", "timeoutSeconds",
-    "errorStatus",
-)  # fmt: skip
-JWT_AUTHORIZER_SETTINGS = (
-    "issuer", "audiences", "jwksUrl", "algorithms", "tokenSource", "leewaySeconds",
-)  # fmt: skip
-CONNECTIONS_API_SETTINGS = ("securityGroupId", "port", "mode")
-# Ports the node already listens on: the WebSocket (TCP) and peer (UDP) ports of infra/service.py.
-RESERVED_PORTS = (WEBSOCKET_PORT, PEER_PORT)
-# The node's limits for a function call (runtime/config.py): under API Gateway's 29 s.
-FUNCTION_TIMEOUT_SECONDS = (0.1, 29)
-
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_SECURITY_GROUP = re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
-# Where a Lambda authorizer finds the identity; the names end up comma-joined in one variable.
-_IDENTITY_SOURCE = re.compile(r"^route\.request\.(header|querystring)\.[^\s,]+$")
-_TOKEN_SOURCE = re.compile(r"^(header|query):[^\s,]+$")
+_EMAIL = re.compile(r"^[^@\s,]+@[a-z0-9-]+(\.[a-z0-9-]+)+$", re.IGNORECASE)
+_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:(?P<region>[a-z0-9-]+):\d{12}:[A-Za-z0-9_-]{1,256}$")
+# Commands are worth delivering only while their connections may still be open: after an
+# outage, older ones would replay to clients that have long moved on. SQS keeps at least 60 s.
+COMMANDS_RETENTION_MINUTES = (1, 20_160)
 
 
 @dataclass(frozen=True)
@@ -123,8 +103,11 @@ class EnvironmentConfig:
     desired_tasks: int | None = None
     min_tasks: int = 2
     max_tasks: int = 8
-    certificate_arns: Mapping[str, str] = field(default_factory=dict)
-    domain_names: Mapping[str, str] = field(default_factory=dict)
+    entry: Entry = field(default_factory=Entry)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    alarm_email: str | None = None
+    alarm_topic_arns: Mapping[str, str] = field(default_factory=dict)
+    commands_retention_minutes: int = 10
     fifo: bool = True
     events_via: str = "sqs"
     event_packing: EventPacking = field(default_factory=EventPacking)
@@ -151,10 +134,10 @@ class EnvironmentConfig:
         return self.drain_seconds + STOP_TIMEOUT_MARGIN_SECONDS
 
     def certificate_arn(self, region: str) -> str | None:
-        return self.certificate_arns.get(region)
+        return self.entry.certificate_arns.get(region)
 
     def domain_name(self, region: str) -> str | None:
-        return self.domain_names.get(region)
+        return self.entry.domain_names.get(region)
 
     def graphql_origin_function(self, region: str) -> str | None:
         """The GraphQL origin's function name or ARN in `region`; None: no GraphQL mode."""
@@ -232,14 +215,23 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
     target = reader.integer(
         "connectionsPerTaskTarget", 10, max_connections - 1, max_connections // 2
     )
-    certificate_arns = reader.certificates(regions)
-    domain_names = reader.per_region("domainName", regions, _domain)
-    for region in certificate_arns:
-        if region not in domain_names:
-            raise ConfigError(
-                f"{where}.certificateArn.{region} needs domainName for {region}: the name on "
-                "the certificate, which clients connect to"
+    alarm_email = reader.text("alarmEmail", _EMAIL, "an email address")
+    alarm_topics = reader.per_region("alarmTopicArn", regions, _topic_problem)
+    for region, arn in alarm_topics.items():
+        match = _TOPIC_ARN.fullmatch(arn)
+        assert match is not None
+        if match["region"] != region:
+            raise reader._fail(
+                f"alarmTopicArn.{region}",
+                f"must be a topic in {region} (alarms notify a topic of their own region); "
+                "give one per region as an object",
+                arn,
             )
+    if alarm_email is not None and alarm_topics:
+        raise ConfigError(
+            f"{where}.alarmEmail and alarmTopicArn do not go together: with a topic of your own, "
+            "subscribe the address to it"
+        )
     graphql_functions = reader.functions("graphqlOriginFunction", regions)
     graphql_only = reader.boolean("graphqlOnly", DEFAULTS["graphql_only"])
     if graphql_only and not graphql_functions:
@@ -252,7 +244,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
             f"{where}.graphqlOnly and exampleOrigin do not go together: the example origin "
             "consumes events, and a GraphQL-only node sends none"
         )
-    return EnvironmentConfig(
+    config = EnvironmentConfig(
         name=name,
         regions=regions,
         account=reader.account(),
@@ -263,8 +255,15 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
         desired_tasks=desired,
         min_tasks=min_tasks,
         max_tasks=max_tasks,
-        certificate_arns=certificate_arns,
-        domain_names=domain_names,
+        entry=read_entry(reader, regions),
+        network=read_network(reader, regions),
+        alarm_email=alarm_email,
+        alarm_topic_arns=alarm_topics,
+        commands_retention_minutes=reader.integer(
+            "commandsRetentionMinutes",
+            *COMMANDS_RETENTION_MINUTES,
+            DEFAULTS["commands_retention_minutes"],
+        ),
         fifo=reader.boolean("fifo", DEFAULTS["fifo"]),
         events_via=reader.choice("eventsVia", ("sqs", "sns"), DEFAULTS["events_via"]),
         event_packing=_event_packing(reader),
@@ -285,8 +284,10 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
         ),
         graphql_origin_functions=graphql_functions,
         graphql_only=graphql_only,
-        door=_door(reader, regions, egress),
+        door=read_door(reader, regions, egress),
     )
+    check_secure(reader, config.entry, regions)
+    return config
 
 
 def _event_packing(reader: SettingsReader) -> EventPacking:
@@ -300,101 +301,7 @@ def _event_packing(reader: SettingsReader) -> EventPacking:
     )
 
 
-def _door(reader: SettingsReader, regions: tuple[str, ...], egress: str) -> Door:
-    """The settings a handshake meets, and the @connections API."""
-    connect_handler = reader.section("connectHandler", CONNECT_HANDLER_SETTINGS)
-    authorizer = reader.section("authorizer", AUTHORIZER_SETTINGS)
-    jwt = reader.section("jwtAuthorizer", JWT_AUTHORIZER_SETTINGS)
-    if authorizer is not None and jwt is not None:
-        raise ConfigError(
-            f"{reader.where}.authorizer and jwtAuthorizer do not go together: a handshake "
-            "meets one authorizer; keep one"
-        )
-    if jwt is not None and egress == "vpc-endpoints":
-        raise ConfigError(
-            f"{reader.where}.jwtAuthorizer needs egress nat-gateways: nodes fetch the issuer's "
-            "key set over the internet, and egress vpc-endpoints has no route there"
-        )
-    api = reader.section("connectionsApi", CONNECTIONS_API_SETTINGS)
-    return Door(
-        connect_handler=_connect_handler(connect_handler, regions),
-        authorizer=_authorizer(authorizer, regions),
-        jwt_authorizer=_jwt_authorizer(jwt),
-        handshake_limits=HandshakeLimits(
-            rate_per_ip=reader.number("handshakeRatePerIp", 0, 1_000_000),
-            burst_per_ip=reader.limit_burst("handshakeBurstPerIp", "handshakeRatePerIp", 1_000_000),
-            rate=reader.number("handshakeRate", 0, 1_000_000),
-            burst=reader.limit_burst("handshakeBurst", "handshakeRate", 10_000_000),
-        ),
-        connections_api=_connections_api(api),
-    )
-
-
-def _connect_handler(
-    reader: SettingsReader | None, regions: tuple[str, ...]
-) -> ConnectHandler | None:
-    if reader is None:
+def _topic_problem(text: str) -> str | None:
+    if _TOPIC_ARN.fullmatch(text):
         return None
-    return ConnectHandler(
-        functions=reader.functions("functionArn", regions, required=True),
-        timeout_seconds=reader.number("timeoutSeconds", *FUNCTION_TIMEOUT_SECONDS),
-        error_status=reader.optional_integer("errorStatus", 400, 599, "an HTTP status"),
-        connect_event=reader.choice("connectEvent", CONNECT_EVENTS, None),
-    )
-
-
-def _authorizer(reader: SettingsReader | None, regions: tuple[str, ...]) -> LambdaAuthorizer | None:
-    if reader is None:
-        return None
-    return LambdaAuthorizer(
-        functions=reader.functions("functionArn", regions, required=True),
-        identity_sources=reader.strings(
-            "identitySources",
-            _IDENTITY_SOURCE,
-            "route.request.header.<name> or route.request.querystring.<name>",
-        ),
-        ttl_seconds=reader.number("ttlSeconds", 0, 3600),
-        rate_per_second=reader.number("ratePerSecond", 0.1, 100_000),
-        burst=reader.optional_integer("burst", 1, 1_000_000, "calls in a burst"),
-        timeout_seconds=reader.number("timeoutSeconds", *FUNCTION_TIMEOUT_SECONDS),
-        error_status=reader.optional_integer("errorStatus", 400, 599, "an HTTP status"),
-    )
-
-
-def _jwt_authorizer(reader: SettingsReader | None) -> JwtAuthorizer | None:
-    if reader is None:
-        return None
-    algorithms = None
-    if reader.raw.get("algorithms") is not None:
-        algorithms = reader.strings(
-            "algorithms", re.compile("|".join(JWT_ALGORITHMS)), ", ".join(JWT_ALGORITHMS)
-        )
-    return JwtAuthorizer(
-        issuer=reader.required_https_url("issuer"),
-        audiences=reader.strings("audiences", re.compile(r"^[^\s,]+$"), "a name without commas"),
-        jwks_url=reader.https_url("jwksUrl"),
-        algorithms=algorithms,
-        token_source=reader.text("tokenSource", _TOKEN_SOURCE, "header:<name> or query:<name>"),
-        leeway_seconds=reader.number("leewaySeconds", 0, 300),
-    )
-
-
-def _connections_api(reader: SettingsReader | None) -> ConnectionsApi | None:
-    if reader is None:
-        return None
-    group = reader.text(
-        "securityGroupId", _SECURITY_GROUP, "a security group ID (sg-...)", required=True
-    )
-    port = reader.integer("port", 1024, 65535, CONNECTIONS_DEFAULT_PORT)
-    if port in RESERVED_PORTS:
-        raise reader._fail("port", f"must not be one of the node's ports {RESERVED_PORTS}", port)
-    assert group is not None
-    return ConnectionsApi(
-        security_group_id=group,
-        port=port,
-        mode=reader.choice("mode", CONNECTIONS_MODES, "token"),
-    )
-
-
-def _domain(text: str) -> str | None:
-    return None if _DOMAIN.fullmatch(text) else "must be a DNS name such as ws.example.com"
+    return "must be an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)"

@@ -31,7 +31,13 @@ class GatewayMessaging(Construct):
     """Queues and topics between nodes and the origin; grants for each side of them."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, names: ResourceNames, events_via_topic: bool
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        names: ResourceNames,
+        events_via_topic: bool,
+        commands_retention: cdk.Duration,
     ) -> None:
         super().__init__(scope, construct_id)
         self.names = names
@@ -52,6 +58,9 @@ class GatewayMessaging(Construct):
             fifo=False,
             dead_letter=self.commands_dlq,
             visibility_timeout=COMMANDS_VISIBILITY_TIMEOUT,
+            # A command outliving its connection is useless; after an outage, an old one would
+            # replay to clients that have moved on (commandsRetentionMinutes).
+            retention_period=commands_retention,
         )
         # Standard: commands for different nodes have no order to keep.
         self.commands_topic = self._topic("CommandsTopic", names.commands_topic, topic_key)
@@ -133,6 +142,7 @@ class GatewayMessaging(Construct):
         fifo: bool,
         dead_letter: sqs.IQueue | None = None,
         visibility_timeout: cdk.Duration | None = None,
+        retention_period: cdk.Duration | None = None,
     ) -> sqs.Queue:
         # High-throughput FIFO: order is per connection (the message group), not global. A
         # standard queue leaves every FIFO property out (None).
@@ -145,7 +155,7 @@ class GatewayMessaging(Construct):
             max_message_size_bytes=MAX_MESSAGE_BYTES,
             receive_message_wait_time=cdk.Duration.seconds(20),
             visibility_timeout=visibility_timeout,
-            retention_period=DLQ_RETENTION if dead_letter is None else None,
+            retention_period=DLQ_RETENTION if dead_letter is None else retention_period,
             dead_letter_queue=(
                 sqs.DeadLetterQueue(queue=dead_letter, max_receive_count=MAX_RECEIVE_COUNT)
                 if dead_letter is not None

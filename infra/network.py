@@ -1,5 +1,8 @@
 """The VPC of one region: public subnets for the load balancer, private ones for the nodes.
 
+Each region's address range comes from its settings (infra/config_network.py), disjoint from the
+environment's other regions so that VPCs can be peered.
+
 Nodes reach AWS APIs (SQS, SNS, ECR, CloudWatch Logs, Secrets Manager) either through NAT
 gateways or, with no route to the internet at all, through VPC endpoints that only the nodes'
 security group may use. Network logs (VPC flow logs here, the load balancer's access logs
@@ -19,7 +22,8 @@ from infra.findings import acknowledge
 
 # Interface endpoints a node (and Fargate, on its behalf) needs when there is no NAT gateway:
 # events and commands, the image (ECR API and registry; its layers come from S3 through the
-# gateway endpoint), logs and metrics (EMF), and the peer secret. Lambda's is added only for
+# gateway endpoint), logs and metrics (EMF), the peer secret, and Elastic Load Balancing, which
+# tells a node that its target is draining. Lambda's is added only for
 # nodes that invoke functions (add_lambda_endpoint).
 INTERFACE_ENDPOINTS = {
     "Sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
@@ -28,7 +32,9 @@ INTERFACE_ENDPOINTS = {
     "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
     "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+    "ElasticLoadBalancing": ec2.InterfaceVpcEndpointAwsService.ELASTIC_LOAD_BALANCING,
 }
+FLOW_LOG_TRAFFIC = {"REJECT": ec2.FlowLogTrafficType.REJECT, "ALL": ec2.FlowLogTrafficType.ALL}
 HTTPS = ec2.Port.tcp(443)
 
 
@@ -41,6 +47,8 @@ class GatewayNetwork(Construct):
         construct_id: str,
         *,
         availability_zones: Sequence[str],
+        cidr: str,
+        flow_log_traffic: str,
         egress: str,
         nat_gateways: int,
         log_retention_days: int,
@@ -54,7 +62,7 @@ class GatewayNetwork(Construct):
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
-            ip_addresses=ec2.IpAddresses.cidr("10.0.0.0/16"),
+            ip_addresses=ec2.IpAddresses.cidr(cidr),
             availability_zones=list(availability_zones),
             nat_gateways=nat_gateways,
             subnet_configuration=[
@@ -89,7 +97,9 @@ class GatewayNetwork(Construct):
         self.vpc.add_flow_log(
             "FlowLog",
             destination=ec2.FlowLogDestination.to_s3(self.log_bucket, "vpc-flow-logs/"),
-            traffic_type=ec2.FlowLogTrafficType.ALL,
+            # Rejected traffic by default: what a security review looks for, at a fraction of
+            # the volume (every WebSocket frame is accepted traffic).
+            traffic_type=FLOW_LOG_TRAFFIC[flow_log_traffic],
         )
 
         # Free, and keeps image layer downloads off the NAT gateways too.

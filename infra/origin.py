@@ -2,6 +2,10 @@
 
 It shows the whole loop working after `cdk deploy`, and is the template for wiring one's own
 origin: consume the events queue with partial batch responses, publish commands to the topic.
+In an environment of several regions its table is a DynamoDB global table, made by the first
+region's stack with a replica in every other region (whose stacks deploy after it), so a room
+holds members from every region; a reply to a connection of another region goes to that
+region's commands topic, which the function may publish to.
 The function's package is the origin SDK from the `runtime` directory as is, with the few modules
 it imports (it needs only boto3, which the Lambda runtime provides), so there is no bundling step
 and no Docker.
@@ -67,26 +71,15 @@ class ExampleOrigin(Construct):
         *,
         messaging: GatewayMessaging,
         environment_name: str,
+        regions: tuple[str, ...],
         architecture: str,
         keepalive_seconds: int,
         log_retention_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
         names = messaging.names
-        self.table = dynamodb.Table(
-            self,
-            "ChatTable",
-            table_name=names.chat_table,
-            partition_key=dynamodb.Attribute(name="room", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="connectionId", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            time_to_live_attribute="expiresAt",
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            # Entries live a few keep-alive intervals; nothing here outlives the stack.
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
+        stack = cdk.Stack.of(self)
+        self.table = self._table(names.chat_table, stack.region, regions)
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention(log_retention_days))
         # Written out instead of AWSLambdaBasicExecutionRole: logs to this group only.
         self.role = iam.Role(
@@ -99,7 +92,6 @@ class ExampleOrigin(Construct):
         self.function = lambda_.Function(
             self,
             "Function",
-            function_name=f"wsgw-{environment_name}-chat-origin",
             description="Example gateway origin: chat rooms (runtime.origin.examples.chat)",
             runtime=RUNTIME,
             architecture=(
@@ -130,7 +122,22 @@ class ExampleOrigin(Construct):
             "dynamodb:BatchGetItem",
             "dynamodb:BatchWriteItem",
         )
-        messaging.grant_publish_commands(self.function)
+        # Replies go to the region of each connection, so to every region's commands topic.
+        iam.Grant.add_to_principal(
+            grantee=self.function,
+            actions=["sns:Publish"],
+            resource_arns=[
+                stack.format_arn(
+                    service="sns",
+                    region=other,
+                    resource=names.commands_topic,
+                    arn_format=cdk.ArnFormat.NO_RESOURCE_NAME,
+                )
+                if other != stack.region
+                else messaging.commands_topic.topic_arn
+                for other in regions
+            ],
+        )
         fifo = names.fifo
         self.function.add_event_source(
             event_sources.SqsEventSource(
@@ -139,4 +146,25 @@ class ExampleOrigin(Construct):
                 max_batching_window=None if fifo else STANDARD_BATCHING_WINDOW,
                 report_batch_item_failures=True,  # one bad event does not redeliver the batch
             )
+        )
+
+    def _table(self, name: str, region: str, regions: tuple[str, ...]) -> dynamodb.ITableV2:
+        """Alone, a regional table; with several regions, a global table owned by the first."""
+        if region != regions[0]:
+            # A replica of the first region's global table: that stack deploys first.
+            return dynamodb.TableV2.from_table_name(self, "ChatTable", name)
+        return dynamodb.TableV2(
+            self,
+            "ChatTable",
+            table_name=name,
+            partition_key=dynamodb.Attribute(name="room", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="connectionId", type=dynamodb.AttributeType.STRING),
+            billing=dynamodb.Billing.on_demand(),
+            time_to_live_attribute="expiresAt",
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            replicas=[dynamodb.ReplicaTableProps(region=other) for other in regions[1:]],
+            # Entries live a few keep-alive intervals; nothing here outlives the stack.
+            removal_policy=cdk.RemovalPolicy.DESTROY,
         )

@@ -5,9 +5,14 @@ port, and nodes reach each other only on the UDP peer port. Every task registers
 Map private DNS namespace; a node resolves that name to find its peers. Capacity follows CPU
 and the connections each task holds, which the nodes report as a CloudWatch metric.
 
-Long-lived WebSockets shape the timings: the ALB idle timeout is well above the nodes' ping
-interval, the deregistration delay equals the drain time, and the container's stop timeout
-leaves the node time to finish its drain before SIGKILL.
+Long-lived WebSockets shape the timings. The ALB idle timeout is well above the nodes' ping
+interval. A stopping task's target turns `draining` first; the node sees that within its
+polling interval (DescribeTargetHealth) and drains, and the deregistration delay outlasts both,
+so every client gets its 1001 close before the ALB cuts what is left. The container's stop
+timeout leaves time to finish a drain begun on SIGTERM alone.
+
+Physical names are generated wherever CloudFormation may have to replace a resource (cluster,
+service, load balancer): a fixed name would make the replacement fail.
 
 With a GraphQL origin (a Lambda function), nodes invoke it synchronously and may invoke that
 function (or that alias or version) and nothing else; a GraphQL-only node sends no events.
@@ -24,6 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
@@ -60,6 +66,16 @@ NOFILE_LIMIT = 262_144  # one descriptor per connection, with room for sockets t
 # a connection that stops answering is closed by the node's ping timeout first.
 ALB_IDLE_TIMEOUT = cdk.Duration.minutes(10)
 PEER_DNS_TTL = cdk.Duration.seconds(10)  # the nodes re-resolve every PEERS_REFRESH_SECONDS (10)
+# How often a node asks Elastic Load Balancing for its target's state. The deregistration delay
+# covers two intervals (one may be jittered or fail) and a margin, on top of the drain itself.
+TARGET_HEALTH_INTERVAL_SECONDS = 5
+DEREGISTRATION_MARGIN_SECONDS = 5
+
+
+def deregistration_delay_seconds(drain_seconds: int) -> int:
+    """How long the ALB keeps a deregistered target's connections: past the node's own drain."""
+    return drain_seconds + 2 * TARGET_HEALTH_INTERVAL_SECONDS + DEREGISTRATION_MARGIN_SECONDS
+
 
 SCALE_OUT_COOLDOWN = cdk.Duration.minutes(1)
 # Scaling in closes every connection of the stopped tasks: do it slowly.
@@ -89,8 +105,10 @@ class GatewayService(Construct):
         desired_tasks: int | None,
         min_tasks: int,
         max_tasks: int,
-        certificate_arn: str | None,
+        certificate: acm.ICertificate | None,
         domain_name: str | None,
+        allowed_origins: tuple[str, ...] = (),
+        deletion_protection: bool = False,
         drain_seconds: int,
         stop_timeout_seconds: int,
         keepalive_seconds: int,
@@ -106,13 +124,13 @@ class GatewayService(Construct):
         super().__init__(scope, construct_id)
         door = door or Door()
         base = f"wsgw-{environment_name}"
-        self.service_name = f"{base}-nodes"
+        # The nodes' metric dimension and task family; the ECS service's own name is generated.
+        self.node_name = f"{base}-nodes"
         vpc = network.vpc
 
         self.cluster = ecs.Cluster(
             self,
             "Cluster",
-            cluster_name=base,
             vpc=vpc,
             container_insights_v2=ecs.ContainerInsights.ENABLED,
         )
@@ -157,7 +175,8 @@ class GatewayService(Construct):
             (
                 "The public WebSocket endpoint: clients connect from anywhere, to the "
                 "listener ports only (443, and 80 which redirects to it; 80 alone only "
-                "when no certificate is configured)."
+                "when the environment says allowPlaintext). A WAF web ACL (waf, on by "
+                "default) limits handshakes per source address."
             ),
         )
         self.node_security_group = ec2.SecurityGroup(
@@ -180,23 +199,23 @@ class GatewayService(Construct):
         self.load_balancer = elbv2.ApplicationLoadBalancer(
             self,
             "LoadBalancer",
-            load_balancer_name=base,
             vpc=vpc,
             internet_facing=True,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
             security_group=self.load_balancer_security_group,
             idle_timeout=ALB_IDLE_TIMEOUT,
             drop_invalid_header_fields=True,
+            deletion_protection=deletion_protection,
         )
         self.load_balancer.log_access_logs(network.log_bucket, prefix="alb")
         public_name = domain_name or self.load_balancer.load_balancer_dns_name
-        self.websocket_url = f"{'wss' if certificate_arn else 'ws'}://{public_name}"
+        self.websocket_url = f"{'wss' if certificate else 'ws'}://{public_name}"
 
         cpu_architecture, platform = ARCHITECTURES[architecture]
         self.task_definition = ecs.FargateTaskDefinition(
             self,
             "TaskDefinition",
-            family=self.service_name,
+            family=self.node_name,
             cpu=task_cpu,
             memory_limit_mib=task_memory,
             runtime_platform=ecs.RuntimePlatform(
@@ -227,13 +246,16 @@ class GatewayService(Construct):
             "EVENT_BUFFER_BYTES": str(event_bytes),
             "EVENT_BUFFER_EVENTS": str(event_count),
             "LOG_FORMAT": "json",
-            "SERVICE_NAME": self.service_name,  # dimension of the ConnectionsPerTask metric
+            "SERVICE_NAME": self.node_name,  # dimension of the node's metrics
+            "TARGET_HEALTH_INTERVAL": str(TARGET_HEALTH_INTERVAL_SECONDS),
             **(event_packing or EventPacking()).node_environment(),
         }
         self.graphql_function_arn: str | None = None
         if graphql_origin_function:
             self.graphql_function_arn = self._function_arn(graphql_origin_function)
             self.environment["GRAPHQL_ORIGIN_FUNCTION"] = self.graphql_function_arn
+        if allowed_origins:
+            self.environment["ALLOWED_ORIGINS"] = ",".join(allowed_origins)
         self.environment.update(door.node_environment(region, self._function_arn))
         # One function may serve several roles (say, the authorizer and the $connect handler).
         candidates = [graphql_origin_function, *door.functions(region)]
@@ -356,7 +378,6 @@ class GatewayService(Construct):
         self.service = ecs.FargateService(
             self,
             "Service",
-            service_name=self.service_name,
             cluster=self.cluster,
             task_definition=self.task_definition,
             # Unset, a deploy keeps the count autoscaling chose; set, every deploy resets it.
@@ -376,6 +397,17 @@ class GatewayService(Construct):
                 dns_ttl=PEER_DNS_TTL,
             ),
             propagate_tags=ecs.PropagatedTagSource.SERVICE,
+        )
+
+        self.running_tasks_metric = cloudwatch.Metric(
+            namespace="ECS/ContainerInsights",
+            metric_name="RunningTaskCount",
+            dimensions_map={
+                "ClusterName": self.cluster.cluster_name,
+                "ServiceName": self.service.service_name,
+            },
+            statistic=cloudwatch.Stats.AVERAGE,
+            period=cdk.Duration.minutes(1),
         )
 
         self.target_group = elbv2.ApplicationTargetGroup(
@@ -398,14 +430,31 @@ class GatewayService(Construct):
                 healthy_threshold_count=2,
                 unhealthy_threshold_count=2,
             ),
-            deregistration_delay=cdk.Duration.seconds(drain_seconds),
+            deregistration_delay=cdk.Duration.seconds(deregistration_delay_seconds(drain_seconds)),
         )
-        if certificate_arn:
+        # The node watches its own target's state: draining means ECS is stopping the task.
+        self.container.add_environment("TARGET_GROUP_ARN", self.target_group.target_group_arn)
+        self.task_definition.task_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["elasticloadbalancing:DescribeTargetHealth"], resources=["*"]
+            )
+        )
+        task_policy = self.task_definition.task_role.node.find_child("DefaultPolicy")
+        acknowledge(
+            task_policy.node.default_child,
+            "AwsSolutions-IAM5[Resource::*]",
+            (
+                "elasticloadbalancing:DescribeTargetHealth, by which a node learns that its "
+                "target is draining, supports no resource-level permissions; it is the only "
+                "action granted on all resources, and it reads target states only."
+            ),
+        )
+        if certificate is not None:
             self.load_balancer.add_listener(
                 "Https",
                 port=443,
                 protocol=elbv2.ApplicationProtocol.HTTPS,
-                certificates=[elbv2.ListenerCertificate.from_arn(certificate_arn)],
+                certificates=[elbv2.ListenerCertificate.from_certificate_manager(certificate)],
                 ssl_policy=elbv2.SslPolicy.TLS13_12_RES_PQ,
                 default_target_groups=[self.target_group],
                 open=True,
@@ -423,7 +472,7 @@ class GatewayService(Construct):
         self.connections_metric = cloudwatch.Metric(
             namespace=METRICS_NAMESPACE,
             metric_name=CONNECTIONS_METRIC,
-            dimensions_map={"ServiceName": self.service_name},
+            dimensions_map={"ServiceName": self.node_name},
             statistic=cloudwatch.Stats.AVERAGE,
             period=cdk.Duration.minutes(1),
         )

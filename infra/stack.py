@@ -1,5 +1,5 @@
-"""One environment in one region: network, messaging, nodes, the optional example origin, and
-their alarms, with the outputs an origin needs.
+"""One environment in one region: network, messaging, nodes, the way in (names, TLS, WAF), the
+optional example origin, and their alarms, with the outputs an origin needs.
 """
 
 from __future__ import annotations
@@ -7,14 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_certificatemanager as acm
 from constructs import Construct
 
 from infra.config import EnvironmentConfig
+from infra.entry import GatewayDns, imported_zone, regional_certificate
+from infra.firewall import GatewayFirewall
 from infra.messaging import GatewayMessaging
 from infra.network import GatewayNetwork
-from infra.observability import GatewayObservability
+from infra.observability import GatewayObservability, WatchedFunction
 from infra.origin import ExampleOrigin
 from infra.service import GatewayService
+
+
+def function_name(function: str) -> str:
+    """A Lambda function's name from its name or its ARN (with or without a version or alias)."""
+    if not function.startswith("arn:"):
+        return function
+    return function.split(":")[6]
 
 
 def stack_name(environment: str, region: str) -> str:
@@ -40,8 +50,10 @@ class GatewayStack(cdk.Stack):
             stack_name(config.name, region),
             env=cdk.Environment(account=account, region=region),
             description=f"WebSocket gateway, environment {config.name}, region {region}",
+            termination_protection=config.entry.deletion_protection,
             **kwargs,
         )
+        entry = config.entry
         cdk.Tags.of(self).add("Project", "wsgw")
         cdk.Tags.of(self).add("Environment", config.name)
 
@@ -49,6 +61,8 @@ class GatewayStack(cdk.Stack):
             self,
             "Network",
             availability_zones=self.availability_zones,
+            cidr=config.network.vpc_cidrs[region],
+            flow_log_traffic=config.network.flow_log_traffic,
             egress=config.egress,
             nat_gateways=config.nat_gateways,
             log_retention_days=config.log_retention_days,
@@ -57,8 +71,21 @@ class GatewayStack(cdk.Stack):
         if graphql_function or config.door.functions(region):
             self.network.add_lambda_endpoint()
         self.messaging = GatewayMessaging(
-            self, "Messaging", names=config.names, events_via_topic=config.events_via == "sns"
+            self,
+            "Messaging",
+            names=config.names,
+            events_via_topic=config.events_via == "sns",
+            commands_retention=cdk.Duration.minutes(config.commands_retention_minutes),
         )
+        zone = imported_zone(self, entry.hosted_zone) if entry.hosted_zone else None
+        domain_name = config.domain_name(region)
+        certificate: acm.ICertificate | None = None
+        certificate_arn = config.certificate_arn(region)
+        if certificate_arn is not None:
+            certificate = acm.Certificate.from_certificate_arn(self, "Certificate", certificate_arn)
+        elif zone is not None:
+            assert domain_name is not None and entry.global_name is not None
+            certificate = regional_certificate(self, zone, domain_name, entry.global_name)
         self.service = GatewayService(
             self,
             "Gateway",
@@ -72,8 +99,10 @@ class GatewayStack(cdk.Stack):
             desired_tasks=config.desired_tasks,
             min_tasks=config.min_tasks,
             max_tasks=config.max_tasks,
-            certificate_arn=config.certificate_arn(region),
-            domain_name=config.domain_name(region),
+            certificate=certificate,
+            domain_name=domain_name,
+            allowed_origins=entry.allowed_origins,
+            deletion_protection=entry.deletion_protection,
             drain_seconds=config.drain_seconds,
             stop_timeout_seconds=config.stop_timeout_seconds,
             keepalive_seconds=config.keepalive_seconds,
@@ -93,21 +122,57 @@ class GatewayStack(cdk.Stack):
                 "ExampleOrigin",
                 messaging=self.messaging,
                 environment_name=config.name,
+                regions=config.regions,
                 architecture=config.architecture,
                 keepalive_seconds=config.keepalive_seconds,
                 log_retention_days=config.log_retention_days,
+            )
+        self.firewall: GatewayFirewall | None = None
+        if entry.waf:
+            self.firewall = GatewayFirewall(
+                self,
+                "Firewall",
+                load_balancer=self.service.load_balancer,
+                rate_limit=entry.waf_rate_limit,
+                log_retention_days=config.log_retention_days,
+            )
+        self.dns: GatewayDns | None = None
+        if zone is not None:
+            assert domain_name is not None and entry.global_name is not None
+            self.dns = GatewayDns(
+                self,
+                "Dns",
+                zone=zone,
+                region=region,
+                regional_name=domain_name,
+                global_name=entry.global_name,
+                load_balancer=self.service.load_balancer,
             )
         self.observability = GatewayObservability(
             self,
             "Observability",
             messaging=self.messaging,
             service=self.service,
-            origin_function=self.origin.function if self.origin else None,
+            functions=self._watched_functions(config, region),
             environment_name=config.name,
             region=region,
+            max_tasks=config.max_tasks,
+            alarm_email=config.alarm_email,
+            alarm_topic_arn=config.alarm_topic_arns.get(region),
         )
 
-        self._output("WebSocketUrl", self.service.websocket_url, "Where clients connect")
+        if entry.global_name is not None:
+            self._output(
+                "GlobalWebSocketUrl",
+                f"wss://{entry.global_name}",
+                "Where clients connect: the nearest healthy region",
+            )
+        self._output("WebSocketUrl", self.service.websocket_url, "This region's own address")
+        self._output(
+            "AlarmTopicArn",
+            self.observability.alarm_topic.topic_arn,
+            "Every alarm of this region notifies this topic: subscribe the on-call here",
+        )
         self._output(
             "LoadBalancerDnsName",
             self.service.load_balancer.load_balancer_dns_name,
@@ -143,6 +208,28 @@ class GatewayStack(cdk.Stack):
                 self.messaging.events_topic.topic_arn,
                 "Nodes publish events here; subscribe more consumers (filter on routeKey)",
             )
+
+    def _watched_functions(self, config: EnvironmentConfig, region: str) -> list[WatchedFunction]:
+        """Every Lambda function the gateway of this region depends on, by name."""
+        named = {
+            "GraphqlOrigin": config.graphql_origin_function(region),
+            "ConnectHandler": (
+                config.door.connect_handler.functions[region]
+                if config.door.connect_handler
+                else None
+            ),
+            "Authorizer": (
+                config.door.authorizer.functions[region] if config.door.authorizer else None
+            ),
+        }
+        watched = [
+            WatchedFunction(label, function_name(function))
+            for label, function in named.items()
+            if function
+        ]
+        if self.origin is not None:
+            watched.append(WatchedFunction("ExampleOrigin", self.origin.function.function_name))
+        return watched
 
     @property
     def availability_zones(self) -> list[str]:

@@ -16,6 +16,14 @@ PREFIX = "wsgw"
 HEALTH_PATH = "/healthz"  # GET on the WebSocket port: 200, or 503 once the node drains
 METRICS_NAMESPACE = "WsGateway"  # CloudWatch namespace of the node's EMF metrics
 CONNECTIONS_METRIC = "ConnectionsPerTask"  # the metric the service scales on
+MESSAGES_IN_METRIC = "MessagesIn"
+MESSAGES_OUT_METRIC = "MessagesOut"
+EVENTS_SENT_METRIC = "EventsSent"
+ORIGIN_ERRORS_METRIC = "OriginErrors"
+ORIGIN_LATENCY_METRIC = "OriginLatency"
+PEER_IN_METRIC = "PeerDatagramsIn"
+PEER_OUT_METRIC = "PeerDatagramsOut"
+DRAINS_METRIC = "Drains"
 WEBSOCKET_PORT = 8080  # the node's default --listen port; the container's and the ALB target's
 PEER_PORT = 9100  # the node's default --peer-listen port (UDP); the container's
 # The environment's queues and topics, as the stack and the local system both create them.

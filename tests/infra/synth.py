@@ -2,8 +2,9 @@
 
 The environments: cdk.json's `dev` (one region) and `prod` (two regions) exactly as users deploy
 them, and `edge`, defined here, which turns every switch the other way (an explicit account,
-TLS with a domain, standard queues, events through a standard SNS topic, NAT gateways, x86,
-and a GraphQL origin: a Lambda alias, by ARN).
+three regions behind one global name in a hosted zone, one of them with its own certificate,
+WAF with its own rate, existing alarm topics, a region's own VPC range, standard queues, events
+through a standard SNS topic, NAT gateways, x86, and a GraphQL origin: a Lambda alias, by ARN).
 """
 
 from __future__ import annotations
@@ -23,11 +24,25 @@ EDGE_CERTIFICATE = (
     "arn:aws:acm:eu-central-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 )
 EDGE_GRAPHQL_FUNCTION = "arn:aws:lambda:eu-central-1:123456789012:function:wsgw-edge-graphql:live"
+EDGE_REGIONS = ["eu-central-1", "us-west-2", "ap-southeast-2"]
+EDGE_ALARM_TOPICS = {
+    region: f"arn:aws:sns:{region}:123456789012:oncall-pager" for region in EDGE_REGIONS
+}
 EDGE = {
     "account": "123456789012",
-    "regions": ["eu-central-1"],
-    "certificateArn": EDGE_CERTIFICATE,
-    "domainName": "ws.example.com",
+    "regions": EDGE_REGIONS,
+    "hostedZone": {"name": "example.net", "id": "Z04EDGE0000EXAMPLE"},
+    "globalName": "live.example.net",
+    # One region brings its own certificate (and name); the others get theirs from the zone.
+    "certificateArn": {"eu-central-1": EDGE_CERTIFICATE},
+    "domainName": {"eu-central-1": "eu.example.net"},
+    "allowedOrigins": ["https://app.example.net", "https://*.preview.example.net"],
+    "wafRateLimit": 500,
+    "deletionProtection": False,
+    "alarmTopicArn": EDGE_ALARM_TOPICS,
+    "vpcCidr": {"ap-southeast-2": "172.20.0.0/16"},
+    "flowLogs": "ALL",
+    "commandsRetentionMinutes": 30,
     "fifo": False,
     "eventsVia": "sns",
     "egress": "nat-gateways",
@@ -44,7 +59,11 @@ EDGE = {
     "connectionsPerTaskTarget": 30000,
     "cpuTargetPercent": 50,
     "logRetentionDays": 30,
-    "graphqlOriginFunction": EDGE_GRAPHQL_FUNCTION,
+    "graphqlOriginFunction": {
+        "eu-central-1": EDGE_GRAPHQL_FUNCTION,
+        "us-west-2": "wsgw-edge-graphql",
+        "ap-southeast-2": "wsgw-edge-graphql",
+    },
 }
 
 
@@ -117,6 +136,7 @@ DEFAULTS: dict[str, Any] = {
     "exampleOrigin": False,
     "architecture": "ARM64",
     "certificateArn": None,
+    "allowPlaintext": False,
     "graphqlOriginFunction": None,
     "graphqlOnly": False,
 }

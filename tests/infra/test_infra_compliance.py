@@ -68,7 +68,9 @@ def test_an_unacknowledged_finding_fails_synthesis(tmp_path: Any) -> None:
     """The checks are wired into the app itself, not only into these tests."""
     context = {
         **cdk_json_context(),
-        "environments": {"nag": {"regions": ["us-west-2"], "egress": "nat-gateways"}},
+        "environments": {
+            "nag": {"regions": ["us-west-2"], "egress": "nat-gateways", "allowPlaintext": True}
+        },
         "env": "nag",
     }
     app = build_app(context, outdir=str(tmp_path))

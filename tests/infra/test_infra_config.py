@@ -16,7 +16,7 @@ from infra.config import (
     parse_environment,
 )
 from runtime.config import load
-from tests.infra.synth import EDGE, cdk_json_context
+from tests.infra.synth import cdk_json_context
 
 
 def _load(context: dict[str, Any]) -> EnvironmentConfig:
@@ -40,7 +40,14 @@ def test_cdk_json_turns_on_the_recommended_feature_flags_and_template_validation
 
 
 def test_defaults_are_production_choices() -> None:
-    config = parse_environment("prod", {"regions": ["eu-west-1"]})
+    config = parse_environment(
+        "prod",
+        {
+            "regions": ["eu-west-1"],
+            "hostedZone": {"name": "example.com", "id": "Z0123456789ABC"},
+            "allowedOrigins": ["https://app.example.com"],
+        },
+    )
     assert config.fifo and config.events_via == "sqs"
     assert config.architecture == "ARM64"
     assert config.egress == "vpc-endpoints" and config.nat_gateways == 0
@@ -50,11 +57,26 @@ def test_defaults_are_production_choices() -> None:
     assert config.drain_seconds < config.stop_timeout_seconds <= 120
     assert config.names.events_queue == "wsgw-prod-events.fifo"
     assert config.graphql_origin_function("eu-west-1") is None and not config.graphql_only
+    assert config.entry.waf and config.entry.deletion_protection
+    assert not config.entry.allow_plaintext and not config.entry.allow_any_origin
+    assert config.network.flow_log_traffic == "REJECT"
+    assert config.network.vpc_cidrs == {"eu-west-1": "10.6.0.0/16"}
+    assert config.commands_retention_minutes == 10
 
 
 def test_a_string_certificate_and_domain_apply_to_the_only_region() -> None:
-    config = parse_environment("edge", EDGE)
-    assert config.certificate_arn("eu-central-1") == EDGE["certificateArn"]
+    certificate = "arn:aws:acm:eu-central-1:123456789012:certificate/abc-123"
+    config = parse_environment(
+        "edge",
+        {
+            "regions": ["eu-central-1"],
+            "certificateArn": certificate,
+            "domainName": "ws.example.com",
+            "allowAnyOrigin": True,
+            "fifo": False,
+        },
+    )
+    assert config.certificate_arn("eu-central-1") == certificate
     assert config.domain_name("eu-central-1") == "ws.example.com"
     assert config.names.events_queue == "wsgw-edge-events"
 
@@ -70,6 +92,7 @@ def test_certificates_per_region() -> None:
             "regions": ["us-east-1", "eu-west-1"],
             "certificateArn": arns,
             "domainName": {"us-east-1": "us.example.com", "eu-west-1": "eu.example.com"},
+            "allowedOrigins": ["https://app.example.com"],
         },
     )
     assert config.certificate_arn("eu-west-1") == arns["eu-west-1"]
@@ -81,6 +104,7 @@ def test_a_graphql_function_by_name_serves_every_region() -> None:
         "prod",
         {
             "regions": ["us-east-1", "eu-west-1"],
+            "allowPlaintext": True,
             "graphqlOriginFunction": "my_graphql-1",
             "graphqlOnly": True,
         },
@@ -96,7 +120,12 @@ def test_graphql_functions_by_arn_per_region_with_an_alias_or_a_version() -> Non
         "eu-west-1": "arn:aws:lambda:eu-west-1:210987654321:function:gql:7",
     }
     config = parse_environment(
-        "prod", {"regions": ["us-east-1", "eu-west-1"], "graphqlOriginFunction": arns}
+        "prod",
+        {
+            "regions": ["us-east-1", "eu-west-1"],
+            "allowPlaintext": True,
+            "graphqlOriginFunction": arns,
+        },
     )
     assert config.graphql_origin_function("eu-west-1") == arns["eu-west-1"]
     assert not config.graphql_only  # events still go to the event origin
@@ -219,6 +248,7 @@ def test_event_packing_reaches_the_node_settings_of_the_same_names() -> None:
         "dev",
         {
             "regions": ["us-east-1"],
+            "allowPlaintext": True,
             "eventsPerMessage": 1,
             "eventsMessageBytes": 131072,
             "eventsLingerMs": 20,

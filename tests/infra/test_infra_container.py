@@ -336,6 +336,8 @@ def node_process(
         PEERS_DNS=f"localhost:{peer_port}",
         REGION=moto_endpoint.region,
         AWS_REGION=moto_endpoint.region,
+        # The target group's watcher is tested against moto's ELBv2 in tests/node; off here.
+        TARGET_GROUP_ARN="",
     )
     assert all(isinstance(value, str) for value in environment.values()), environment
     environment.update(PEER_SECRET=secrets.token_urlsafe(32))  # the ECS secret

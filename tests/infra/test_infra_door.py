@@ -40,6 +40,7 @@ ORIGIN_GROUP = "sg-0123456789abcdef0"
 COMMAND_PORT = 8090
 DOOR: dict[str, Any] = {
     "regions": [REGION],
+    "allowPlaintext": True,
     "graphqlOriginFunction": GRAPHQL_FUNCTION,
     "connectHandler": {
         "functionArn": CONNECT_FUNCTION,
@@ -75,6 +76,11 @@ def by_name(function: str) -> dict[str, Any]:
             [f"arn:aws:lambda:{REGION}:", {"Ref": "AWS::AccountId"}, f":function:{function}"],
         ]
     }
+
+
+TARGET_GROUP_ARN = (
+    "arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/wsgw-nodes/0123456789abcdef"
+)
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +235,7 @@ def test_the_node_accepts_the_door_task_environment(door: SynthesizedStack) -> N
         GRAPHQL_ORIGIN_FUNCTION=function + GRAPHQL_FUNCTION,
         CONNECT_HANDLER_FUNCTION=function + CONNECT_FUNCTION,
         PEER_SECRET="p" * 64,
+        TARGET_GROUP_ARN=TARGET_GROUP_ARN,
         COMMAND_TOKEN="c" * 64,
     )
     assert all(isinstance(value, str) for value in environment.values()), environment
@@ -266,7 +273,7 @@ def test_door_has_no_finding_and_no_new_acknowledgment(door: SynthesizedStack) -
 
 
 def test_no_door_setting_means_no_door_variable() -> None:
-    config = parse_environment("dev", {"regions": ["us-east-1"]})
+    config = parse_environment("dev", {"regions": ["us-east-1"], "allowPlaintext": True})
     assert config.door == Door()
     assert config.door.functions("us-east-1") == []
     assert config.door.node_environment("us-east-1", lambda name: name) == {}
@@ -274,7 +281,8 @@ def test_no_door_setting_means_no_door_variable() -> None:
 
 def jwt_environment(settings: dict[str, Any]) -> dict[str, str]:
     config = parse_environment(
-        "dev", {"regions": ["us-east-1"], "egress": "nat-gateways", **settings}
+        "dev",
+        {"regions": ["us-east-1"], "egress": "nat-gateways", "allowPlaintext": True, **settings},
     )
     assert config.door.functions("us-east-1") == []  # a JWT authorizer invokes no function
     return config.door.node_environment("us-east-1", lambda name: pytest.fail(name))
@@ -331,6 +339,7 @@ def test_defaults_of_a_connections_api_and_a_bare_connect_handler() -> None:
         "prod",
         {
             "regions": ["us-east-1", "eu-west-1"],
+            "allowPlaintext": True,
             "connectHandler": {
                 "functionArn": {
                     "us-east-1": "arn:aws:lambda:us-east-1:123456789012:function:c",

@@ -69,11 +69,17 @@ def lambda_endpoints(stack: SynthesizedStack) -> list[dict[str, Any]]:
     ]
 
 
+TARGET_GROUP_ARN = (
+    "arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/wsgw-nodes/0123456789abcdef"
+)
+
+
 @pytest.fixture(scope="module")
 def graphql_only(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStack:
     """A GraphQL-only environment: its function by name, and no NAT (egress vpc-endpoints)."""
     settings = {
         "regions": [ONLY_REGION],
+        "allowPlaintext": True,
         "graphqlOriginFunction": ONLY_FUNCTION,
         "graphqlOnly": True,
     }
@@ -170,6 +176,7 @@ def test_the_node_accepts_the_graphql_only_task_environment(
         DOMAIN_NAME="gateway.example.com",
         GRAPHQL_ORIGIN_FUNCTION=function,
         PEER_SECRET="x" * 32,
+        TARGET_GROUP_ARN=TARGET_GROUP_ARN,
     )
     assert all(isinstance(value, str) for value in environment.values()), environment
     settings = load({}, environ=environment)
