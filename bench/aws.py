@@ -67,6 +67,7 @@ from bench.report import check_rows, fill, markdown_table
 from bench.run import CpuWindow, Target, _node_flags, payload_text
 from bench.stats import percentile
 from runtime.config import Settings
+from runtime.names import partition
 from runtime.origin import packing
 from runtime.origin.client import BOTO_CONFIG, GatewayClient
 from runtime.origin.events import Event, event_type, gateway_handler, message_data, parse_events
@@ -1194,7 +1195,7 @@ class AwsBench:
         batch_size, window = self.mapping.batch(pipeline.fifo)
         spec = {
             "queue_url": events_url,
-            "queue_arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}",
+            "queue_arn": f"arn:{partition(REGION)}:sqs:{REGION}:{ACCOUNT}:{name}",
             "topic_arn": topic_arn,
             "region": REGION,
             "batch_size": batch_size,

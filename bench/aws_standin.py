@@ -46,6 +46,7 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 
 from bench.common import run
+from runtime.names import partition
 
 BILLING_CHUNK = 65_536
 MAX_BATCH_ENTRIES = 10
@@ -401,6 +402,7 @@ class AwsStandIn:
         account: str = "000000000000",
     ) -> None:
         self.host, self.port, self.region, self.account = host, port, region, account
+        self.partition = partition(region)  # its ARNs say arn:aws-cn: in cn-north-1, as AWS's do
         self.queues: dict[str, Queue] = {}
         self.topics: dict[str, Topic] = {}
         self._runner: web.AppRunner | None = None
@@ -447,14 +449,14 @@ class AwsStandIn:
         if not _QUEUE_NAME.fullmatch(name):
             raise AwsError("InvalidParameterValue", f"Invalid queue name {name!r}")
         if name not in self.queues:
-            arn = f"arn:aws:sqs:{self.region}:{self.account}:{name}"
+            arn = f"arn:{self.partition}:sqs:{self.region}:{self.account}:{name}"
             url = f"{self.url}/{self.account}/{name}"
             self.queues[name] = Queue(name, url, arn, dict(attributes or {}))
         return self.queues[name].url
 
     def create_topic(self, name: str, *, attributes: dict[str, str] | None = None) -> str:
         """The topic's ARN; a name ending in .fifo makes a FIFO topic. Idempotent by name."""
-        arn = f"arn:aws:sns:{self.region}:{self.account}:{name}"
+        arn = f"arn:{self.partition}:sns:{self.region}:{self.account}:{name}"
         if arn not in self.topics:
             known = {"TopicArn": arn, "Owner": self.account}
             if name.endswith(".fifo"):
@@ -892,7 +894,7 @@ class AwsStandIn:
         return _tag("SubscriptionArn", arn), 0
 
     def _caller_identity(self) -> str:
-        arn = f"arn:aws:iam::{self.account}:root"
+        arn = f"arn:{self.partition}:iam::{self.account}:root"
         return _tag("Arn", arn) + _tag("UserId", self.account) + _tag("Account", self.account)
 
     # Feeding and control -----------------------------------------------------------------------

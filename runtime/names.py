@@ -30,6 +30,26 @@ PEER_PORT = 9100  # the node's default --peer-listen port (UDP); the container's
 MAX_MESSAGE_BYTES = 1024 * 1024  # SQS and SNS take up to 1 MiB when the resource allows it
 MAX_RECEIVE_COUNT = 5  # deliveries before a message goes to its DLQ
 _ENVIRONMENT = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+# The partitions whose regions have their own prefix, as botocore's partitions.json lists them; a
+# region of any other name is in the commercial partition. "us-iso-" and "us-isob-" differ at the
+# hyphen, so no prefix here is the start of another.
+_PARTITIONS = (
+    ("cn-", "aws-cn"),
+    ("us-gov-", "aws-us-gov"),
+    ("us-iso-", "aws-iso"),
+    ("us-isob-", "aws-iso-b"),
+    ("eu-isoe-", "aws-iso-e"),
+    ("us-isof-", "aws-iso-f"),
+    ("eusc-", "aws-eusc"),
+)
+
+
+def partition(region: str) -> str:
+    """The partition an ARN in `region` names: China and GovCloud ARNs are not `arn:aws:`."""
+    for prefix, name in _PARTITIONS:
+        if region.startswith(prefix):
+            return name
+    return "aws"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,4 +105,4 @@ class ResourceNames:
         return f"{self._base}-chat-connections"
 
     def commands_topic_arn(self, region: str, account: str) -> str:
-        return f"arn:aws:sns:{region}:{account}:{self.commands_topic}"
+        return f"arn:{partition(region)}:sns:{region}:{account}:{self.commands_topic}"

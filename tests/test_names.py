@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import botocore.loaders
 import pytest
 
 from runtime.config import Settings
-from runtime.names import PEER_PORT, WEBSOCKET_PORT, ResourceNames
+from runtime.names import PEER_PORT, WEBSOCKET_PORT, ResourceNames, partition
 
 
 def test_names_of_a_fifo_environment() -> None:
@@ -22,6 +23,52 @@ def test_names_of_a_fifo_environment() -> None:
     assert names.commands_topic_arn("eu-west-1", "123456789012") == (
         "arn:aws:sns:eu-west-1:123456789012:wsgw-prod-commands"
     )
+
+
+@pytest.mark.parametrize(
+    ("region", "arn"),
+    [
+        ("cn-north-1", "arn:aws-cn:sns:cn-north-1:123456789012:wsgw-prod-commands"),
+        ("cn-northwest-1", "arn:aws-cn:sns:cn-northwest-1:123456789012:wsgw-prod-commands"),
+        ("us-gov-west-1", "arn:aws-us-gov:sns:us-gov-west-1:123456789012:wsgw-prod-commands"),
+        ("us-gov-east-1", "arn:aws-us-gov:sns:us-gov-east-1:123456789012:wsgw-prod-commands"),
+    ],
+)
+def test_the_commands_topic_arn_names_the_regions_partition(region: str, arn: str) -> None:
+    assert ResourceNames("prod").commands_topic_arn(region, "123456789012") == arn
+
+
+@pytest.mark.parametrize(
+    ("region", "expected"),
+    [
+        ("us-east-1", "aws"),
+        ("eu-central-2", "aws"),
+        ("mx-central-1", "aws"),
+        ("cn-north-1", "aws-cn"),
+        ("us-gov-west-1", "aws-us-gov"),
+        ("us-iso-east-1", "aws-iso"),
+        ("us-isob-east-1", "aws-iso-b"),
+        ("eu-isoe-west-1", "aws-iso-e"),
+        ("us-isof-south-1", "aws-iso-f"),
+        ("eusc-de-east-1", "aws-eusc"),
+        ("local", "aws"),  # the local system's region
+    ],
+)
+def test_partition_of_a_region(region: str, expected: str) -> None:
+    assert partition(region) == expected
+
+
+def test_partition_agrees_with_every_region_botocore_knows() -> None:
+    """botocore's partitions.json is AWS's own list; the SDK may meet any region in it."""
+    data = botocore.loaders.create_loader().load_data("partitions")
+    regions = {
+        region: entry["id"]
+        for entry in data["partitions"]
+        for region in entry["regions"]
+        if not region.endswith("-global")  # pseudo-regions of global endpoints, not ARNs
+    }
+    assert len(set(regions.values())) >= 7 and len(regions) > 40
+    assert {region: partition(region) for region in regions} == regions
 
 
 def test_standard_queues_have_no_suffix() -> None:

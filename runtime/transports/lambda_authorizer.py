@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from runtime.config import Settings, default_api_id
 from runtime.core.rate_limit import TokenBuckets
 from runtime.logs import LogThrottle
+from runtime.names import partition
 from runtime.transports.base import Allow, Refuse, Verdict
 from runtime.transports.lambda_invoke import LambdaFailed, LambdaFunctionError, LambdaInvoker
 from runtime.wire.events import HandshakeDetails
@@ -186,11 +187,13 @@ class LambdaAuthorizer:
 
     def _arn(self, request_context: Mapping[str, object]) -> str:
         """Settings first; else what the $connect event says; API Gateway's shape either way."""
+        region = self.region or str(request_context.get("region") or "local")
         return method_arn(
-            region=self.region or str(request_context.get("region") or "local"),
+            region=region,
             api_id=self.api_id or str(request_context.get("apiId") or ""),
             stage=self.stage or str(request_context.get("stage") or "local"),
             account=self.account,
+            partition=partition(region),
         )
 
     def _landed(self, values: tuple[str, ...], flight: asyncio.Task[_Outcome]) -> None:

@@ -457,6 +457,14 @@ def test_sts_get_caller_identity(running: Running, clients: Clients) -> None:
     assert counts["billed"] == {"sqs": 0, "sns": 0, "snsDeliveries": 0}
 
 
+def test_arns_name_the_partition_of_the_standins_region() -> None:
+    standin = AwsStandIn(region="cn-north-1")
+    standin.create_queue("commands")
+    queue_arn = standin.queues["commands"].attributes["QueueArn"]
+    assert queue_arn == "arn:aws-cn:sqs:cn-north-1:000000000000:commands"
+    assert standin.create_topic("commands") == "arn:aws-cn:sns:cn-north-1:000000000000:commands"
+
+
 def test_billed_requests_count_each_64_kib(running: Running, clients: Clients) -> None:
     sqs, sns = clients.sqs, clients.sns
     url = sqs.create_queue(QueueName=unique("billed"))["QueueUrl"]

@@ -50,9 +50,28 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
-def test_dockerfile_uses_the_slim_official_python_base() -> None:
+# An image reference pinned by digest: the tag may stay beside it for readers.
+PINNED_IMAGE = re.compile(r"[^\s@]+@sha256:[0-9a-f]{64}")
+
+
+def base_images() -> list[str]:
+    """The image of every FROM, without its --platform= option or its `AS name`."""
     froms = [arguments for keyword, arguments in dockerfile_instructions() if keyword == "FROM"]
-    assert froms == ["python:3.11-slim"]
+    return [
+        next(word for word in arguments.split() if not word.startswith("--")) for arguments in froms
+    ]
+
+
+def test_dockerfile_uses_the_slim_official_python_base() -> None:
+    assert [image.partition("@")[0] for image in base_images()] == ["python:3.11-slim"]
+
+
+def test_every_base_image_is_pinned_by_its_digest() -> None:
+    """A tag moves (python:3.11-slim is rebuilt every few weeks); a digest names fixed bytes."""
+    images = base_images()
+    assert images
+    for image in images:
+        assert PINNED_IMAGE.fullmatch(image), f"{image} is not pinned by an @sha256: digest"
 
 
 def test_dockerfile_runs_as_a_non_root_user() -> None:

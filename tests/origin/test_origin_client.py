@@ -143,6 +143,30 @@ def test_each_region_gets_only_its_commands(aws_chain: MotoEndpoint, environment
     ]
 
 
+@pytest.mark.parametrize(
+    ("region", "partition"), [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")]
+)
+def test_commands_reach_a_china_or_govcloud_region(
+    aws_chain: MotoEndpoint, environment_name: str, region: str, partition: str
+) -> None:
+    """Their topics' ARNs are not `arn:aws:`; moto keeps partitions apart as AWS does, so a
+    topic named in the wrong partition is not found and nothing arrives."""
+    resources = provision_region(aws_chain, environment_name, region)
+    assert resources.commands_topic_arn.startswith(f"arn:{partition}:sns:{region}:")
+    ids = [issuer(region).issue() for _ in range(2)]
+    sdk = GatewayClient(environment=environment_name)  # the account from STS, as in Lambda
+    sdk.send(ids, "hi")
+    sdk.broadcast("all", regions=[region])
+    sdk.flush()
+
+    assert sdk.topic_arn(region) == resources.commands_topic_arn
+    _, commands = commands_on(client(aws_chain, "sqs", region), resources.commands_queue_url)
+    assert commands == [
+        {"action": "send", "connectionIds": ids, "data": "hi", "isBase64Encoded": False},
+        {"action": "broadcast", "data": "all", "isBase64Encoded": False},
+    ]
+
+
 def test_publish_reaches_each_region_as_one_command(
     moto_endpoint: MotoEndpoint, environment_name: str
 ) -> None:

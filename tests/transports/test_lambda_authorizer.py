@@ -463,6 +463,22 @@ async def test_the_function_gets_api_gateways_event(fake_lambda: FakeLambda) -> 
     }
 
 
+@pytest.mark.parametrize(
+    ("region", "partition"), [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")]
+)
+async def test_the_method_arn_names_the_regions_partition(
+    fake_lambda: FakeLambda, region: str, partition: str
+) -> None:
+    arn = f"arn:{partition}:execute-api:{region}:000000000000:{API_ID}/prod/$connect"
+    fake_lambda.answers.append((policy(resource=arn).encode(), None, 0.0))
+    gate = authorizer(invoker_at(fake_lambda.url), region=region, stage="prod")
+    try:
+        assert isinstance(await gate.authorize(handshake(), CONTEXT), Allow)
+    finally:
+        await gate.close()
+    assert [event["methodArn"] for event in fake_lambda.events] == [arn]
+
+
 async def test_a_function_too_slow_is_an_error_in_time(fake_lambda: FakeLambda) -> None:
     fake_lambda.answers.append((ALLOW.encode(), None, 3.0))
     gate = authorizer(invoker_at(fake_lambda.url, timeout=0.3))
