@@ -13,7 +13,9 @@ where it came from:
 - figures our benchmarks measure: bench/results/*.json when present, else the defaults below,
   marked "default, not measured on this machine";
 - the sizes of an event and a command: encoded by the node's and the SDK's own encoders;
-- prices: bench/prices.py (us-east-1 list prices, no free tier).
+- prices: bench/prices.py (us-east-1 list prices, no free tier);
+- in production, what issue 16 adds (WAF, health checks, alarms...): bench/hardening.py, added to
+  the bill and shown on its own with the bill before and after (--no-hardening leaves it out).
 
 SQS and SNS requests are counted from how the node sends: its pump sends a batch once the
 oldest event has waited the linger (or the batch is full), packs the batch into messages (on
@@ -35,11 +37,20 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bench import prices
+from bench import hardening, prices
+from bench.bill import (
+    HOURS_PER_MONTH,
+    MILLION,
+    MINUTES_PER_MONTH,
+    Bill,
+    Line,
+    monthly,
+)
+from bench.bill import spec as _spec
 from bench.common import REPO
 from bench.prices import Price
 from infra.config import MAX_TASKS, ConfigError, EnvironmentConfig, parse_environment
@@ -54,10 +65,6 @@ CDK_JSON = REPO / "cdk.json"
 RESULTS_DIR = REPO / "bench" / "results"
 NETWORK_MODULE = REPO / "infra" / "network.py"
 
-HOURS_PER_MONTH = 730
-SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
-MINUTES_PER_MONTH = HOURS_PER_MONTH * 60
-MILLION = 1_000_000
 MAX_ENTRIES_PER_CALL = 10  # SendMessageBatch and PublishBatch
 MAX_CALL_BYTES = 1 << 20  # what one SendMessageBatch carries at most
 FULL_VCPU = 1024  # CPU units; one node process uses one core at most
@@ -78,11 +85,6 @@ SAMPLE_USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
 )
-
-
-def _spec(what: str, unit: str = "", default: Any = MISSING) -> Any:
-    """A dataclass field that can present itself as a row of the inputs table."""
-    return field(default=default, metadata={"what": what, "unit": unit})
 
 
 @dataclass(frozen=True)
@@ -200,34 +202,7 @@ class Input:
     source: str
 
 
-@dataclass(frozen=True)
-class Line:
-    """One item of a bill, `quantity` in the price's unit."""
-
-    item: str
-    quantity: float
-    price: Price
-
-    @property
-    def monthly(self) -> float:
-        return self.quantity * self.price.usd
-
-
-@dataclass(frozen=True)
-class Bill:
-    lines: tuple[Line, ...]
-
-    @property
-    def total(self) -> float:
-        return sum(line.monthly for line in self.lines)
-
-
 # ---- the arithmetic ------------------------------------------------------------------------
-
-
-def monthly(per_second: float) -> float:
-    """A steady rate as a month's count."""
-    return per_second * SECONDS_PER_MONTH
 
 
 def connections_per_task(
@@ -360,14 +335,19 @@ def split_tier(quantity: float, first_tier: float) -> tuple[float, float]:
     return min(quantity, first_tier), max(0.0, quantity - first_tier)
 
 
-def interface_endpoint_count(source: str) -> int:
+def interface_endpoint_count(source: str, leaving_out: Sequence[str] = ()) -> int:
     """Interface endpoints the stack creates per AZ: the entries of infra/network.py's
-    INTERFACE_ENDPOINTS (Lambda's is added only for nodes that invoke functions)."""
+    INTERFACE_ENDPOINTS (Lambda's is added only for nodes that invoke functions), less those
+    whose service is named in `leaving_out` (issue 16's, which bench.hardening prices)."""
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Dict):
             continue
         if any(getattr(target, "id", None) == "INTERFACE_ENDPOINTS" for target in node.targets):
-            return len(node.value.keys)
+            return sum(
+                1
+                for service in node.value.values
+                if not (isinstance(service, ast.Attribute) and service.attr in leaving_out)
+            )
     raise ValueError("INTERFACE_ENDPOINTS, a dict, is not in infra/network.py")
 
 
@@ -819,11 +799,15 @@ def read_deployment(
     for key, name in DEPLOYMENT_KEYS.items():
         in_file = f"{where}.{key}" if key in raw else "infra.config default"
         sources[name] = "flag" if key in overrides else in_file
-    sources["interface_endpoints"] = "infra/network.py INTERFACE_ENDPOINTS"
+    sources["interface_endpoints"] = (
+        "infra/network.py INTERFACE_ENDPOINTS (issue 16's ELB API endpoint priced apart)"
+    )
     values = {name: getattr(config, name) for name in DEPLOYMENT_KEYS.values()}
     deployment = Deployment(
         environment=environment,
-        interface_endpoints=interface_endpoint_count(NETWORK_MODULE.read_text()),
+        interface_endpoints=interface_endpoint_count(
+            NETWORK_MODULE.read_text(), hardening.ENDPOINT_SERVICES
+        ),
         **values,
     )
     return deployment, config, sources
@@ -997,7 +981,8 @@ class Report:
     deployment: Deployment
     region: Region
     lcus: dict[str, float]
-    project: Bill
+    before: Bill  # this project before issue 16's production hardening
+    added: tuple[hardening.Addition, ...]  # what issue 16 adds (none outside production)
     api_gateway: Bill
     modelled_per_1000: float
     modelled_at_bench: float | None  # the model at bench.aws's conditions, when it counted
@@ -1006,8 +991,17 @@ class Report:
     warnings: tuple[str, ...]
 
     @property
+    def project(self) -> Bill:
+        """This project's bill: the deployment, and what issue 16 adds to it."""
+        return Bill(self.before.lines + tuple(item.line for item in self.added))
+
+    @property
     def ratio(self) -> float:
         return self.project.total / self.api_gateway.total
+
+    @property
+    def ratio_before(self) -> float:
+        return self.before.total / self.api_gateway.total
 
 
 def build(args: argparse.Namespace) -> Report:
@@ -1044,6 +1038,21 @@ def build(args: argparse.Namespace) -> Report:
     assume = Assumptions()
     sizes = measure_sizes(load.message_bytes)
     region = region_traffic(load, deployment, node, measured, assume, sizes)
+    hardened = args.hardening
+    if hardened is None:
+        hardened = args.environment in hardening.HARDENED_ENVIRONMENTS
+    added = hardening.Added()
+    additions: tuple[hardening.Addition, ...] = ()
+    if hardened:
+        additions = hardening.additions(
+            added,
+            regions=load.regions,
+            handshakes_per_second=region.connects,
+            tasks=region.tasks,
+            az_count=deployment.az_count,
+            vpc_endpoints=deployment.egress == "vpc-endpoints",
+            api_request_bytes=assume.api_request_bytes,
+        )
     per_1000 = modelled_per_1000(region)
     scale = 1.0
     at_bench = bench_region(measured, bench_node_settings(args.results), deployment, assume)
@@ -1058,13 +1067,15 @@ def build(args: argparse.Namespace) -> Report:
         *input_rows(measured, measured_sources),
         *input_rows(assume, {}, NOT_MEASURED),
         *input_rows(sizes, {}, "encoded by runtime.wire.events and runtime.origin.packing"),
+        *(input_rows(added, hardening.SOURCES, hardening.ISSUE) if additions else ()),
     )
     return Report(
         load=load,
         deployment=deployment,
         region=region,
         lcus=region_lcus(region, load.message_bytes, node, assume),
-        project=project_bill(load, deployment, node, region, assume, scale),
+        before=project_bill(load, deployment, node, region, assume, scale),
+        added=additions,
         api_gateway=api_gateway_bill(load, deployment, region, assume),
         modelled_per_1000=per_1000,
         modelled_at_bench=modelled_at_bench,
@@ -1169,6 +1180,7 @@ def render(report: Report) -> str:
         f"**Ratio, this project / API Gateway: {report.ratio:.3f}** "
         f"(${report.project.total:,.2f} / ${report.api_gateway.total:,.2f} a month)",
         "",
+        *hardening_section(report),
         "### One region, as the model counts it",
         "",
         "| quantity | value |",
@@ -1210,6 +1222,38 @@ def render(report: Report) -> str:
     return "\n".join(out)
 
 
+def hardening_section(report: Report) -> list[str]:
+    """Issue 16's additions on their own: each item in one region and in all, and the bill and
+    its ratio to API Gateway's before and after them."""
+    if not report.added:
+        return []
+    regions = report.load.regions
+    rows = [
+        f"### What issue 16 added: production hardening, in each of {regions} region(s)",
+        "",
+        "| item | quantity per region | unit | unit price ($) | per region ($) | x regions "
+        "| monthly ($) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    rows += [
+        f"| {item.item} | {_number(item.quantity)} | {item.price.unit} | {_usd(item.price.usd)} "
+        f"| {item.each_monthly:,.2f} | {'1 (once)' if item.once else item.copies} "
+        f"| {item.line.monthly:,.2f} |"
+        for item in report.added
+    ]
+    added = hardening.total(report.added)
+    rows += [
+        f"| **added** | | | | **{hardening.per_region(report.added):,.2f}** a region | "
+        f"| **{added:,.2f}** |",
+        "",
+        f"**Before issue 16: ${report.before.total:,.2f} a month, {report.ratio_before:.3f} of "
+        f"API Gateway's; after: ${report.project.total:,.2f}, {report.ratio:.3f}** "
+        f"(+${added:,.2f}, +{added / report.before.total:.1%}; API Gateway's side unchanged).",
+        "",
+    ]
+    return rows
+
+
 def calibration_rows(report: Report) -> list[str]:
     """How the modelled SQS and SNS requests were scaled to what a benchmark counted."""
     if report.scale == 1.0 and report.modelled_at_bench is None:
@@ -1249,6 +1293,27 @@ def as_json(report: Report) -> dict[str, Any]:
         "project": bill(report.project),
         "api_gateway": bill(report.api_gateway),
         "ratio": report.ratio,
+        "hardening": {
+            "lines": [
+                {
+                    "item": item.item,
+                    "quantity": item.quantity,
+                    "unit": item.price.unit,
+                    "unit_price": item.price.usd,
+                    "price": item.price.key,
+                    "once": item.once,
+                    "copies": item.copies,
+                    "monthly": item.line.monthly,
+                }
+                for item in report.added
+            ],
+            "per_region": hardening.per_region(report.added),
+            "total": hardening.total(report.added),
+            "before_total": report.before.total,
+            "after_total": report.project.total,
+            "ratio_before": report.ratio_before,
+            "ratio_after": report.ratio,
+        },
         "region": asdict(report.region),
         "alb_lcus": report.lcus,
         "modelled_billed_per_1000": report.modelled_per_1000,
@@ -1314,6 +1379,12 @@ def parser() -> argparse.ArgumentParser:
     add("--events-linger-ms", type=_bounded(int, 0, inclusive=True), help="the nodes' setting")
     add("--billed-per-1000", type=POSITIVE, help="SQS+SNS requests per 1,000 client messages")
     add("--environment", default="prod", help="of cdk.json (default prod)")
+    add(
+        "--hardening",
+        action=argparse.BooleanOptionalAction,
+        help="add what issue 16 adds to production regions (default: for "
+        f"{', '.join(hardening.HARDENED_ENVIRONMENTS)} only)",
+    )
     add("--cdk-json", type=Path, default=CDK_JSON, help=argparse.SUPPRESS)
     add("--results", type=Path, default=RESULTS_DIR, help="benchmark results (bench/results)")
     add("--json", action="store_true", help="JSON instead of tables")

@@ -6,6 +6,9 @@ tables with scripts, so the stored copies this was written from rarely show the 
 that could not be seen on (a transcription of) the AWS page itself says "unconfirmed here" and
 names the public pages that quote the same figure. Check them before relying on a bill.
 
+The prices of what issue 16 adds to a production region (bench/hardening.py) come last: WAF's
+are the same in every region and Route 53 is global. Two are free, priced at 0 to show it.
+
 Free tiers are NOT applied anywhere (FREE_TIERS_APPLIED): the model prices a steady production
 load, where they are small, and AWS grants some only to new accounts for 12 months.
 """
@@ -34,7 +37,7 @@ ALB_FREE_RULES = 10  # the first 10 rules a request meets are not charged
 
 @dataclass(frozen=True)
 class Price:
-    """One list price: `usd` per `unit`, from `source`, checked as `checked` says."""
+    """One list price: `usd` per `unit`, from `source`, checked as `checked` says, on `read_on`."""
 
     key: str
     usd: float
@@ -42,6 +45,7 @@ class Price:
     what: str
     source: str
     checked: str
+    read_on: str = READ_ON
 
 
 _FARGATE = "https://aws.amazon.com/fargate/pricing/"
@@ -54,6 +58,10 @@ _LAMBDA = "https://aws.amazon.com/lambda/pricing/"
 _CLOUDWATCH = "https://aws.amazon.com/cloudwatch/pricing/"
 _EC2 = "https://aws.amazon.com/ec2/pricing/on-demand/"
 _APIGW = "https://aws.amazon.com/api-gateway/pricing/"
+_WAF = "https://aws.amazon.com/waf/pricing/"
+_ROUTE53 = "https://aws.amazon.com/route53/pricing/"
+_KMS = "https://aws.amazon.com/kms/pricing/"
+_ACM = "https://aws.amazon.com/certificate-manager/pricing/"
 
 _FARGATE_SEEN = (
     "unconfirmed here (the stored page shows no rates); the same figures on "
@@ -62,6 +70,11 @@ _FARGATE_SEEN = (
 _ELB_SEEN = (
     "figure and LCU dimensions as transcribed verbatim from the AWS page on 2026-09-20 "
     "(github.com/api-evangelist/amazon-elastic-load-balancing, plans/...-pricing.yml)"
+)
+_WAF_SEEN = (
+    "unconfirmed here (the stored AWS pages name the three charges without figures; AWS's "
+    "networking blog says WAF is priced the same in every region); the same figures on "
+    "c3x.dev/blog/aws-waf-cost-explained and awsnegotiations.com (2026)"
 )
 _APIGW_SEEN = (
     "figure from the AWS page's worked example, transcribed verbatim on 2026-09-20 "
@@ -192,6 +205,89 @@ APIGW_MESSAGES_MILLION_BEYOND = Price(
 APIGW_CONNECTION_MINUTES_MILLION = Price(
     "apigw_connection_minutes_million", 0.25, "million connection-minutes",
     "API Gateway WebSocket connection minutes", _APIGW, _APIGW_SEEN,
+)  # fmt: skip
+
+# ---- what issue 16 adds to a production region (bench/hardening.py) ----
+WAF_WEB_ACL_MONTH = Price(
+    "waf_web_acl_month", 5.00, "web ACL-month", "AWS WAF web ACL (prorated hourly)", _WAF,
+    _WAF_SEEN,
+)  # fmt: skip
+WAF_RULE_MONTH = Price(
+    "waf_rule_month", 1.00, "rule-month",
+    "AWS WAF rule; a rule group counts as one rule (AWS managed groups other than the paid "
+    "ones cost nothing more)", _WAF,
+    _WAF_SEEN + "; one rule per rule group per aws.github.io/aws-security-services-best-practices "
+    "(WAF cost guide)",
+)  # fmt: skip
+WAF_REQUESTS_MILLION = Price(
+    "waf_requests_million", 0.60, "million requests",
+    "AWS WAF requests inspected, allowed or blocked (web ACLs within 1,500 WCUs)", _WAF,
+    _WAF_SEEN + "; the 1,500 WCUs the base price covers per AWS's What's New of 2023-04-11",
+)  # fmt: skip
+LOGS_VENDED_GB = Price(
+    "logs_vended_gb", 0.50, "GB",
+    "CloudWatch Logs vended logs (WAF's) delivered to CloudWatch Logs, first 10 TB", _CLOUDWATCH,
+    "unconfirmed here; the first-tier figure in aws-samples' cfm-tips vended-log calculator "
+    "(the same as standard ingestion)",
+)  # fmt: skip
+ROUTE53_HEALTH_CHECK_MONTH = Price(
+    "route53_health_check_month", 0.50, "health check-month",
+    "Route 53 health check of an AWS endpoint", _ROUTE53,
+    "unconfirmed here (AWS's developer guide sends to the pricing page for what an AWS "
+    "endpoint is); figure on wewantcode.com's Route 53 lesson and ns1.com/resources/aws-dns",
+)  # fmt: skip
+ROUTE53_HEALTH_CHECK_FEATURE_MONTH = Price(
+    "route53_health_check_feature_month", 1.00, "feature-month",
+    "Route 53 health check optional feature (HTTPS, string matching, fast interval, latency), "
+    "AWS endpoint", _ROUTE53,
+    "unconfirmed here; best-known public list price (public study notes give $1-2 a month "
+    "each, $1 for AWS endpoints)",
+)  # fmt: skip
+ROUTE53_HOSTED_ZONE_MONTH = Price(
+    "route53_hosted_zone_month", 0.50, "hosted zone-month",
+    "Route 53 public hosted zone (first 25)", _ROUTE53,
+    "unconfirmed here; figure on ns1.com/resources/aws-dns and eatsip365.com",
+)  # fmt: skip
+ROUTE53_ALIAS_QUERIES_MILLION = Price(
+    "route53_alias_queries_million", 0.0, "million queries",
+    "Route 53 alias queries to an ELB load balancer, any routing policy", _ROUTE53,
+    "free: AWS's Route 53 developer guide (choosing between alias and non-alias records) says "
+    "Route 53 does not charge for alias queries to AWS resources",
+)  # fmt: skip
+ACM_PUBLIC_CERTIFICATE_MONTH = Price(
+    "acm_public_certificate_month", 0.0, "certificate-month",
+    "ACM public certificate used by an ALB", _ACM,
+    "free: unconfirmed here; public certificates for integrated services are free per "
+    "digitaliceroom.com and awsi.click (2025-2026)",
+)  # fmt: skip
+CLOUDWATCH_ALARM_MONTH = Price(
+    "cloudwatch_alarm_month", 0.10, "alarm-month",
+    "CloudWatch standard-resolution alarm on one metric", _CLOUDWATCH,
+    "unconfirmed here; figure on c3x.dev/resources/aws/aws_cloudwatch_metric_alarm (2026)",
+)  # fmt: skip
+CLOUDWATCH_DASHBOARD_MONTH = Price(
+    "cloudwatch_dashboard_month", 3.00, "dashboard-month",
+    "CloudWatch dashboard (3 per account free, not applied)", _CLOUDWATCH,
+    "unconfirmed here; figure on factualminds.com/blog/amazon-cloudwatch-pricing-... (June 2026)",
+)  # fmt: skip
+CLOUDWATCH_METRIC_MONTH = Price(
+    "cloudwatch_metric_month", 0.30, "metric-month",
+    "CloudWatch custom metric, EMF included (first 10,000)", _CLOUDWATCH,
+    "unconfirmed here; figure on cal53.calculator.city and vantage.sh (metrics pricing)",
+)  # fmt: skip
+KMS_KEY_MONTH = Price(
+    "kms_key_month", 1.00, "key-month", "KMS customer managed key (prorated hourly)", _KMS,
+    "seen on stored copies of the AWS page (English and French), 20,000 free requests a month "
+    "not applied",
+)  # fmt: skip
+KMS_REQUESTS_10K = Price(
+    "kms_requests_10k", 0.03, "10,000 requests", "KMS requests, symmetric keys", _KMS,
+    "unconfirmed here; figure on wring.co/blog/aws-kms-pricing-guide and factualminds.com (2026)",
+)  # fmt: skip
+SNS_EMAIL_100K = Price(
+    "sns_email_100k", 2.00, "100,000 notifications", "SNS email notifications", _SNS,
+    "unconfirmed here; figure on factualminds.com/blog/amazon-sns-pricing-... (June 2026); the "
+    "first 1,000 a month free are not applied",
 )  # fmt: skip
 
 ALL: tuple[Price, ...] = tuple(

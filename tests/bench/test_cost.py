@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cost, prices
+from bench import cost, hardening, prices
 from infra import origin
 from runtime.transports.sqs_commands import DELETE_LINGER
 
@@ -184,7 +184,12 @@ def test_api_gateway_message_units_and_tiers() -> None:
 def test_interface_endpoints_counted_from_the_network_module() -> None:
     source = 'OTHER = {"a": 1}\nINTERFACE_ENDPOINTS = {"Sqs": 1, "Sns": 2, "Logs": 3}\n'
     assert cost.interface_endpoint_count(source) == 3
-    assert cost.interface_endpoint_count((ROOT / "infra" / "network.py").read_text()) == 6
+    network = (ROOT / "infra" / "network.py").read_text()
+    assert cost.interface_endpoint_count(network, hardening.ENDPOINT_SERVICES) == 6
+    # Issue 16's ELB API endpoint, should it join the dict, is priced with issue 16's additions.
+    source = "INTERFACE_ENDPOINTS = {'Sqs': S.SQS, 'Elb': S.ELASTIC_LOAD_BALANCING}\n"
+    assert cost.interface_endpoint_count(source) == 2
+    assert cost.interface_endpoint_count(source, hardening.ENDPOINT_SERVICES) == 1
     with pytest.raises(ValueError, match="INTERFACE_ENDPOINTS"):
         cost.interface_endpoint_count("X = 1\n")
 
@@ -310,7 +315,7 @@ def test_cli_prints_both_bills_and_every_input(
     assert "### API Gateway WebSocket" in out
     assert "Ratio, this project / API Gateway" in out
     for item in (cost.Load, cost.Deployment, cost.NodeSettings, cost.Measured,
-                 cost.Assumptions, cost.Sizes):  # fmt: skip
+                 cost.Assumptions, cost.Sizes, hardening.Added):  # fmt: skip
         for spec in dataclasses.fields(item):
             assert f"| {spec.metadata['what']} |" in out, spec.name
     for price in prices.ALL:
@@ -378,8 +383,10 @@ def test_cli_reads_measured_results(capsys: pytest.CaptureFixture[str], tmp_path
     at_bench = report["modelled_billed_per_1000_at_bench"]
     assert at_bench == pytest.approx(6 * 1000 / 21 + 100 / 21, rel=0.02)
     assert report["billed_scale"] == pytest.approx(140 / at_bench)
+    added = {line["item"] for line in report["hardening"]["lines"]}  # issue 16's WAF, SNS
     messaging = [line for line in report["project"]["lines"] if line["unit"].startswith("million")
-                 and not line["item"].startswith("Lambda")]  # fmt: skip
+                 and not line["item"].startswith("Lambda")
+                 and line["item"] not in added]  # fmt: skip
     scaled = sum(
         line["quantity"] for line in messaging if "SNS FIFO deliveries" not in line["item"]
     )
@@ -453,10 +460,22 @@ def test_example_costs_at_most_a_tenth_of_api_gateway(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """cdk.json's prod is the cheapest correct deployment: a standard events queue fed directly,
-    a 100 ms linger, 2 AZs, up to 40,000 connections a task."""
-    ratio = example_ratio(capsys, tmp_path)
+    a 100 ms linger, 2 AZs, up to 40,000 connections a task. Its traffic path, that is: issue
+    16's production hardening comes on top (below)."""
+    ratio = example_ratio(capsys, tmp_path, "--no-hardening")
     assert 0.05 < ratio <= 0.1  # the lower bound: the model did not lose a cost on the way
     assert math.isfinite(ratio)
+
+
+def test_production_hardening_adds_under_a_tenth_of_the_bill(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 16's WAF, health checks, alarms, key and endpoint add about $81 a month to prod's
+    $959 (the model uncalibrated): 8%, which takes the example from 0.094 of API Gateway's bill
+    to 0.102, past a tenth."""
+    before = example_ratio(capsys, tmp_path, "--no-hardening")
+    after = example_ratio(capsys, tmp_path)
+    assert before < after < 1.1 * before
 
 
 def test_a_fifo_queue_fed_through_sns_costs_half_as_much_again(
@@ -467,6 +486,6 @@ def test_a_fifo_queue_fed_through_sns_costs_half_as_much_again(
     FIFO queue (each message billed), and Lambda's FIFO batches without a window (an invocation
     per node batch, each publishing its replies). About 1.85 times the cheapest ($1,771 against
     $959 a month, the model uncalibrated); 1.55 times with 4 buckets, the default before."""
-    cheapest = example_ratio(capsys, tmp_path, *RECOMMENDED)
-    ordered = example_ratio(capsys, tmp_path, *ORDERED)
+    cheapest = example_ratio(capsys, tmp_path, *RECOMMENDED, "--no-hardening")
+    ordered = example_ratio(capsys, tmp_path, *ORDERED, "--no-hardening")
     assert 1.5 * cheapest < ordered < 2.5 * cheapest
