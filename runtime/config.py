@@ -512,8 +512,8 @@ _SPECS: dict[str, _Spec] = {
     "gone_events": _Spec(_bool, "send GONE events for commands to unknown connections", "BOOL"),
     "metrics_interval": _Spec(
         _float(0, 3600),
-        "seconds between ConnectionsPerTask metrics, logged in CloudWatch Embedded Metric Format "
-        "(0: none)",
+        "seconds between metrics lines (ConnectionsPerTask, and traffic counts since the line "
+        "before), logged in CloudWatch Embedded Metric Format (0: none)",
     ),
     "metrics_namespace": _Spec(_text, "CloudWatch namespace of the node's metrics"),
     "service_name": _Spec(_text, "ServiceName dimension of the node's metrics"),
