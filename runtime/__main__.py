@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         clean = _run(serve())
+    except config.ConfigError as exc:  # found only as the node is built, e.g. no target IP
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. an address already in use
         print(f"error: {exc}", file=sys.stderr)
         return 1

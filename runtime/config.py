@@ -116,6 +116,15 @@ def _level(text: str) -> str:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+def _ip(text: str) -> str:
+    if text:
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            raise ValueError(f"must be an IP address (got {text!r})") from None
+    return text
+
+
 def _node_address(text: str) -> NodeAddress:
     host, port = host_port(text)
     try:
@@ -246,6 +255,9 @@ class Settings:
     ping_timeout: float = 20.0
     close_timeout: float = 5.0
     drain_seconds: float = 25.0
+    target_group_arn: str = ""
+    target_id: str = ""
+    target_health_interval: float = 5.0
     region: str = "local"
     stage: str = "local"
     domain_name: str = ""
@@ -439,6 +451,21 @@ _SPECS: dict[str, _Spec] = {
     "ping_timeout": _Spec(_float(0.1, 3600), "seconds a client has to answer a ping"),
     "close_timeout": _Spec(_float(0.1, 600), "seconds a closing client has to answer"),
     "drain_seconds": _Spec(_float(0, 3600), "seconds SIGTERM/SIGINT may take to drain"),
+    "target_group_arn": _Spec(
+        _text,
+        "ALB target group this node is registered in: the node drains once its target there is "
+        "draining (empty: not watched)",
+        "ARN",
+    ),
+    "target_id": _Spec(
+        _ip,
+        "this node's IP in --target-group-arn (default: the task's IP from the ECS task metadata "
+        "endpoint)",
+        "IP",
+    ),
+    "target_health_interval": _Spec(
+        _float(1, 60), "seconds between questions about the target's state (with jitter)"
+    ),
     "region": _Spec(_region, "region named in events and connection IDs"),
     "stage": _Spec(_text, "stage (environment) named in events"),
     "domain_name": _Spec(
@@ -485,8 +512,8 @@ _SPECS: dict[str, _Spec] = {
     "gone_events": _Spec(_bool, "send GONE events for commands to unknown connections", "BOOL"),
     "metrics_interval": _Spec(
         _float(0, 3600),
-        "seconds between ConnectionsPerTask metrics, logged in CloudWatch Embedded Metric Format "
-        "(0: none)",
+        "seconds between metrics lines (ConnectionsPerTask, and traffic counts since the line "
+        "before), logged in CloudWatch Embedded Metric Format (0: none)",
     ),
     "metrics_namespace": _Spec(_text, "CloudWatch namespace of the node's metrics"),
     "service_name": _Spec(_text, "ServiceName dimension of the node's metrics"),
@@ -715,6 +742,10 @@ def _check_together(s: Settings) -> None:
         )
     if s.peers and s.peers_dns:
         raise ConfigError("set --peers or --peers-dns, not both")
+    if s.target_group_arn and not s.target_group_arn.startswith("arn:"):
+        raise ConfigError(f"--target-group-arn must be an arn:... (got {s.target_group_arn!r})")
+    if s.target_id and not s.target_group_arn:
+        raise ConfigError("--target-id names this node in --target-group-arn: set both")
     _check_graphql(s)
     _check_door(s)
 

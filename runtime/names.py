@@ -16,14 +16,16 @@ PREFIX = "wsgw"
 HEALTH_PATH = "/healthz"  # GET on the WebSocket port: 200, or 503 once the node drains
 METRICS_NAMESPACE = "WsGateway"  # CloudWatch namespace of the node's EMF metrics
 CONNECTIONS_METRIC = "ConnectionsPerTask"  # the metric the service scales on
-MESSAGES_IN_METRIC = "MessagesIn"
-MESSAGES_OUT_METRIC = "MessagesOut"
-EVENTS_SENT_METRIC = "EventsSent"
-ORIGIN_ERRORS_METRIC = "OriginErrors"
-ORIGIN_LATENCY_METRIC = "OriginLatency"
+# The node's other metrics, in the same EMF line: counts since the line before (OriginLatency: the
+# average, in ms, of the origin transport's successful deliveries since then, left out if none).
+MESSAGES_IN_METRIC = "MessagesIn"  # client messages received
+MESSAGES_OUT_METRIC = "MessagesOut"  # messages sent to clients
+EVENTS_SENT_METRIC = "EventsSent"  # events the origin transport delivered
+ORIGIN_ERRORS_METRIC = "OriginErrors"  # deliveries failed (batch kept, retried) + events refused
+ORIGIN_LATENCY_METRIC = "OriginLatency"  # ms, average of the origin transport's send round trips
 PEER_IN_METRIC = "PeerDatagramsIn"
 PEER_OUT_METRIC = "PeerDatagramsOut"
-DRAINS_METRIC = "Drains"
+DRAINS_METRIC = "Drains"  # 1 in the interval a drain began, else 0
 WEBSOCKET_PORT = 8080  # the node's default --listen port; the container's and the ALB target's
 PEER_PORT = 9100  # the node's default --peer-listen port (UDP); the container's
 # The environment's queues and topics, as the stack and the local system both create them.

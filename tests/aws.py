@@ -145,3 +145,37 @@ async def queue_lambda_results(endpoint: MotoEndpoint, *results: str) -> None:
         ) as response,
     ):
         assert response.status == 201
+
+
+# Elastic Load Balancing: a target group with one IP target, as ECS registers a task behind an ALB.
+
+
+def create_target_group(endpoint: MotoEndpoint, name: str, ip: str, port: int) -> str:
+    """A VPC and an IP target group in it holding `ip:port`; returns the group's ARN."""
+    vpc = endpoint.client("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    elbv2 = endpoint.client("elbv2")
+    arn: str = elbv2.create_target_group(
+        Name=name, Protocol="HTTP", Port=port, VpcId=vpc, TargetType="ip"
+    )["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": ip, "Port": port}])
+    return arn
+
+
+def moto_target_groups(endpoint: MotoEndpoint) -> dict[str, Any]:
+    """moto's target groups by ARN: its server runs in this process, so tests reach into it."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.elbv2.models import elbv2_backends
+
+    groups: dict[str, Any] = elbv2_backends[DEFAULT_ACCOUNT_ID][endpoint.region].target_groups
+    return groups
+
+
+def start_draining(endpoint: MotoEndpoint, arn: str, ip: str) -> None:
+    """Turn a registered target `draining`, as a real ALB does for its deregistration delay.
+
+    moto has no delay: DeregisterTargets makes an IP target `unused` (Target.NotRegistered) at
+    once, and it says `draining` only of a group's "terminated" targets (see `health_for` in
+    moto/elbv2/models.py). The server runs in this process, so the target is moved there.
+    """
+    group = moto_target_groups(endpoint)[arn]
+    group.terminated_targets[ip] = group.targets.pop(ip)

@@ -316,6 +316,28 @@ def test_aws_transports_need_their_queue_or_topic() -> None:
     assert loaded.commands_workers == 4
 
 
+def test_load_balancer_target_settings() -> None:
+    loaded = settings()
+    assert (loaded.target_group_arn, loaded.target_id, loaded.target_health_interval) == ("", "", 5)
+    arn = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/wsgw/abc"
+    loaded = settings(
+        {"TARGET_GROUP_ARN": arn, "TARGET_ID": "10.0.3.4", "TARGET_HEALTH_INTERVAL": "2.5"}
+    )
+    assert (loaded.target_group_arn, loaded.target_id, loaded.target_health_interval) == (
+        arn,
+        "10.0.3.4",
+        2.5,
+    )
+    with pytest.raises(ConfigError, match="TARGET_HEALTH_INTERVAL must be between 1 and 60"):
+        settings({"TARGET_HEALTH_INTERVAL": "0.5"})
+    with pytest.raises(ConfigError, match=r"--target-id must be an IP address \(got 'host'\)"):
+        settings(target_group_arn=arn, target_id="host")
+    with pytest.raises(ConfigError, match="--target-group-arn must be an arn:"):
+        settings(target_group_arn="wsgw")
+    with pytest.raises(ConfigError, match="--target-id names this node in --target-group-arn"):
+        settings(target_id="10.0.3.4")
+
+
 def test_graphql_settings() -> None:
     base = {"command_token": "t", "local_only": "true"}
     loaded = load(

@@ -136,8 +136,11 @@ class GraphqlGateway:
         self.sessions[entry.connection_id] = served
         self._arm_timer(served)
         try:
-            while await self._act(served, session.receive(await connection.recv())):
-                pass
+            while True:
+                message = await connection.recv()
+                self.counters["graphqlMessagesReceived"] += 1
+                if not await self._act(served, session.receive(message)):
+                    break
         finally:
             if served.timer is not None:
                 served.timer.cancel()

@@ -47,6 +47,9 @@ class OriginPump:
         self.delivered = 0
         self.dropped = 0
         self.failures = 0
+        # Deliveries that succeeded and the seconds they took, for the OriginLatency metric.
+        self.round_trips = 0
+        self.round_trip_seconds = 0.0
         self._wake = asyncio.Event()
         self._filled = asyncio.Event()  # a lingering batch has filled
         self._empty = asyncio.Event()
@@ -213,6 +216,7 @@ class OriginPump:
         )
 
     async def _send(self, batch: Batch) -> None:
+        started = time.monotonic()
         try:
             await self.transport.deliver(batch.events)
         except asyncio.CancelledError:
@@ -243,6 +247,8 @@ class OriginPump:
             self._retry_at = 0.0
             self.outbox.complete(batch)
             self.delivered += len(batch.events)
+            self.round_trips += 1
+            self.round_trip_seconds += time.monotonic() - started
         finally:
             if not len(self.outbox):
                 self._empty.set()

@@ -21,8 +21,12 @@ ECS_METADATA_VARIABLE = "ECS_CONTAINER_METADATA_URI_V4"
 
 
 async def advertised_address(
-    settings: Settings, environ: dict[str, str] | os._Environ[str] = os.environ
+    settings: Settings,
+    environ: dict[str, str] | os._Environ[str] = os.environ,
+    *,
+    task_ip: str | None = None,
 ) -> NodeAddress:
+    """`task_ip`: the task's IP if the caller already read it from the metadata (read once)."""
     if settings.peer_advertise is not None:
         return settings.peer_advertise
     host, port = settings.peer_listen
@@ -30,7 +34,7 @@ async def advertised_address(
         return NodeAddress(host, port)
     metadata_url = environ.get(ECS_METADATA_VARIABLE)
     if metadata_url:
-        ip = await ecs_task_ip(metadata_url)
+        ip = task_ip or await ecs_task_ip(metadata_url)
         log.info("peer address from ECS task metadata", extra={"peerAddress": f"{ip}:{port}"})
         return NodeAddress(ip, port)
     ip = outbound_ip(ipv6=host == "::")

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -39,7 +39,7 @@ from runtime.node.graphql import GraphqlGateway
 from runtime.node.handshake import (
     subprotocol_selector,
 )
-from runtime.node.metrics import connections_metric
+from runtime.node.metrics import MetricsLine, Totals
 from runtime.node.origin_pump import OriginPump
 from runtime.node.writer import ClientWriter
 from runtime.transports.base import (
@@ -144,6 +144,8 @@ class Node:
             gone_events=settings.gone_events,
         )
         self.draining = False
+        self.drain_started = False  # by `drain`, not `stop`: the Drains metric
+        self.metrics = MetricsLine(settings.metrics_namespace, settings.service_name)
         self.ws_address: tuple[str, int] | None = None
         self._server: Server | None = None
         self._no_connections = asyncio.Event()
@@ -230,11 +232,13 @@ class Node:
         """
         if self.draining:
             return False
-        self.draining = True
+        self.draining = self.drain_started = True
         started = time.monotonic()
         deadline = started + self.settings.drain_seconds
         flush_reserve = min(5.0, self.settings.drain_seconds / 3)
         log.info("draining", extra={"connections": len(self.registry)})
+        if self.settings.metrics_interval > 0:
+            self._log_metrics()  # now: the task may be gone before the next interval
         for entry in self.registry:
             self.writer.close(entry, 1001, "going away")
         await self._wait_no_connections(deadline - flush_reserve - time.monotonic())
@@ -385,6 +389,7 @@ class Node:
             if not pump.has_room:
                 await self._wait_for_room(connection)
             data = await connection.recv()
+            self.counters["messagesReceived"] += 1
             now = entry.last_active_at = now_ms()
             event = events.message_event(fragment, entry.sequence(), now, select(data), data)
             if len(event) > max_event:
@@ -447,13 +452,31 @@ class Node:
                     break
 
     async def _metrics_loop(self) -> None:
-        s = self.settings
         while True:
-            await asyncio.sleep(s.metrics_interval)
-            fields = connections_metric(
-                s.metrics_namespace, s.service_name, len(self.registry), now_ms()
-            )
-            metrics_log.info("connections", extra=fields)
+            await asyncio.sleep(self.settings.metrics_interval)
+            self._log_metrics()
+
+    def _log_metrics(self) -> None:
+        fields = self.metrics.fields(len(self.registry), self._totals(), now_ms())
+        metrics_log.info("metrics", extra=fields)
+
+    def _totals(self) -> Totals:
+        """The metrics' totals, read from the counters the node and its parts keep."""
+        graphql = self.graphql
+        graphql_in = graphql.counters["graphqlMessagesReceived"] if graphql is not None else 0
+        peers = self.cluster.stats() if self.cluster is not None else {}
+        pump = self.pump
+        return Totals(
+            messages_in=self.counters["messagesReceived"] + graphql_in,
+            messages_out=self.writer.counters["messagesSent"],
+            events_sent=pump.delivered,
+            origin_errors=pump.failures + pump.dropped,
+            origin_round_trips=pump.round_trips,
+            origin_round_trip_seconds=pump.round_trip_seconds,
+            peer_datagrams_in=_count(peers, "datagrams_received"),
+            peer_datagrams_out=_count(peers, "datagrams_sent"),
+            drains=int(self.drain_started),
+        )
 
     async def _stale_loop(self) -> None:
         """Close connections whose events have waited too long for an unreachable origin (1011)."""
@@ -512,6 +535,12 @@ EVENT_ENVELOPE_BYTES = 8 * 1024
 def largest_message_fitting(max_event_bytes: int) -> int:
     """The largest binary message whose event (base64 body, envelope) fits one origin message."""
     return max(1024, (max_event_bytes - EVENT_ENVELOPE_BYTES) * 3 // 4)
+
+
+def _count(stats: Mapping[str, object], key: str) -> int:
+    """A counter from a transport's stats (typed loosely: they are served as JSON)."""
+    value = stats.get(key, 0)
+    return value if isinstance(value, int) else 0
 
 
 def _close_status(connection: ServerConnection) -> tuple[int, str]:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
+from typing import Any
 
 from runtime.config import Settings
 from runtime.core.peer_protocol import PeerProtocol
 from runtime.node import ecs_stop
 from runtime.node.peer_address import advertised_address
 from runtime.node.server import Node
+from runtime.node.target_health import TargetHealthWatcher, watcher_from_settings
 from runtime.transports.base import (
     ClusterTransport,
     CommandSource,
@@ -128,15 +132,22 @@ def peers_from_settings(settings: Settings) -> UdpPeers:
     )
 
 
-async def build_service(settings: Settings) -> NodeService:
+async def build_service(
+    settings: Settings, environ: dict[str, str] | os._Environ[str] = os.environ
+) -> NodeService:
     """A node as its settings describe it, with the UDP cluster unless --local-only.
 
-    The peer address is settled first: every connection ID the node mints carries it.
+    The peer address is settled first: every connection ID the node mints carries it. The ECS
+    task metadata is read once, for the load balancer target's IP and the peer address alike.
     """
+    target_health = await watcher_from_settings(settings, environ)
     if settings.local_only:
-        return NodeService(settings)
-    settings = replace(settings, peer_advertise=await advertised_address(settings))
-    return NodeService(settings, cluster=peers_from_settings(settings))
+        return NodeService(settings, target_health=target_health)
+    task_ip = target_health.ip if target_health is not None and not settings.target_id else None
+    settings = replace(
+        settings, peer_advertise=await advertised_address(settings, environ, task_ip=task_ip)
+    )
+    return NodeService(settings, cluster=peers_from_settings(settings), target_health=target_health)
 
 
 class NodeService:
@@ -148,8 +159,10 @@ class NodeService:
         origin: OriginTransport | None = None,
         cluster: ClusterTransport | None = None,
         graphql_origin: GraphqlOriginClient | None = None,
+        target_health: TargetHealthWatcher | None = None,
     ) -> None:
         self.settings = settings
+        self.target_health = target_health  # watched from `run_until_signal`, with ECS metadata
         if origin is None:
             origin = origin_from_settings(settings)
         if graphql_origin is None:
@@ -222,31 +235,30 @@ class NodeService:
             await self.commands.stop()
         if self.cluster is not None:
             await self.cluster.stop()
+        if self.target_health is not None:
+            self.target_health.close()
 
     async def run_until_signal(self) -> bool:
-        """Serve until SIGTERM or SIGINT, then drain; a second signal stops at once."""
+        """Serve until SIGTERM or SIGINT, or until the load balancer or ECS lets go of this task,
+        then drain; a signal during the drain stops at once."""
         await self.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        url = ecs_stop.metadata_url()
-        watcher = None
-        if url is not None:
-            watcher = asyncio.create_task(ecs_stop.wait_for_task_stopping(url))
-
-            def stopping(task: asyncio.Task[None]) -> None:
-                if not task.cancelled() and task.exception() is None:
-                    stop.set()
-
-            watcher.add_done_callback(stopping)
+        watchers = self._watch_for_stopping(stop)
         await stop.wait()
         stop.clear()
-        if watcher is not None and watcher.done() and not watcher.cancelled():
-            log.info("ECS is stopping this task; draining (signal to stop now)")
+        seen = [
+            watcher.result()
+            for watcher in watchers
+            if watcher.done() and not watcher.cancelled() and watcher.exception() is None
+        ]
+        if seen:
+            log.info(f"{seen[0]}; draining (signal to stop now)")
         else:
             log.info("signal received; draining (signal again to stop now)")
-        if watcher is not None:
+        for watcher in watchers:
             watcher.cancel()
         drain = asyncio.create_task(self.drain())
         again = asyncio.create_task(stop.wait())
@@ -258,3 +270,38 @@ class NodeService:
         drain.cancel()
         await self.stop()
         return False
+
+    def _watch_for_stopping(self, stop: asyncio.Event) -> list[asyncio.Task[str]]:
+        """Watch for the signs, before SIGTERM, that this task is being stopped: its load
+        balancer target draining, and the ECS task metadata. Each says what it saw; the first
+        sets `stop`. A watcher that fails is logged, and the others (and SIGTERM) still work."""
+        signs: list[Coroutine[Any, Any, str]] = []
+        if self.target_health is not None:
+            assert self.node.ws_address is not None  # started
+            signs.append(self._target_let_go(self.target_health, self.node.ws_address[1]))
+        url = ecs_stop.metadata_url()
+        if url is not None:
+            signs.append(self._task_stopping(url))
+
+        def seen(task: asyncio.Task[str]) -> None:
+            if task.cancelled():
+                return
+            if task.exception() is not None:
+                log.error("a stop watcher failed", exc_info=task.exception())
+                return
+            stop.set()
+
+        watchers = [asyncio.create_task(sign) for sign in signs]
+        for watcher in watchers:
+            watcher.add_done_callback(seen)
+        return watchers
+
+    @staticmethod
+    async def _target_let_go(watcher: TargetHealthWatcher, port: int) -> str:
+        what = await watcher.wait_until_let_go(port)
+        return f"the load balancer target of this task is {what}"
+
+    @staticmethod
+    async def _task_stopping(url: str) -> str:
+        await ecs_stop.wait_for_task_stopping(url)
+        return "ECS is stopping this task"

@@ -16,8 +16,9 @@ from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.aws import MotoEndpoint, create_target_group, start_draining
 from tests.origin_server import RecordingOrigin
-from tests.processes import ROOT, start_process
+from tests.processes import ROOT, free_ports, keep_reading, start_process
 
 
 async def test_sigterm_drains_100_clients(origin: RecordingOrigin) -> None:
@@ -130,6 +131,16 @@ async def _get(host: str, port: int, path: str, upgrade: bool = False) -> bytes:
             {"PEER_LISTEN": "0.0.0.0:0"},
             "PEER_LISTEN needs a fixed port",
         ),
+        (
+            ["--origin-transport", "echo", "--no-command-auth", "1", "--local-only", "1"],
+            {"TARGET_GROUP_ARN": "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/g/1"},
+            "--target-group-arn needs this node's IP in the target group: set --target-id",
+        ),
+        (
+            ["--origin-transport", "echo", "--no-command-auth", "1", "--local-only", "1"],
+            {"TARGET_ID": "10.0.0.7"},
+            "--target-id names this node in --target-group-arn",
+        ),
     ],
 )
 def test_bad_settings_stop_the_node_with_a_clear_message(
@@ -165,31 +176,51 @@ async def test_builtin_echo_origin_answers_each_message() -> None:
         assert await asyncio.wait_for(process.wait(), 10) == 0
 
 
+class TaskMetadata:
+    """A fake ECS task metadata endpoint: the container's (its IP) and the task's (its status)."""
+
+    def __init__(self, ip: str = "127.0.0.1") -> None:
+        self.ip = ip
+        self.desired_status = "RUNNING"
+        self.container_reads = 0
+        app = web.Application()
+        app.router.add_get("/v4/abc", self._container)
+        app.router.add_get("/v4/abc/task", self._task)
+        self._runner = web.AppRunner(app, access_log=None)
+        self.url = ""
+
+    async def start(self) -> TaskMetadata:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v4/abc"
+        return self
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    async def _container(self, request: web.Request) -> web.Response:
+        self.container_reads += 1
+        return web.json_response({"Networks": [{"IPv4Addresses": [self.ip]}]})
+
+    async def _task(self, request: web.Request) -> web.Response:
+        return web.json_response({"DesiredStatus": self.desired_status, "KnownStatus": "RUNNING"})
+
+
 async def test_drains_when_ecs_starts_stopping_the_task(origin: RecordingOrigin) -> None:
     """Behind an ALB the SIGTERM comes too late: the node drains on the metadata's STOPPED."""
-    desired = {"status": "RUNNING"}
-
-    async def task_metadata(request: web.Request) -> web.Response:
-        return web.json_response({"DesiredStatus": desired["status"], "KnownStatus": "RUNNING"})
-
-    app = web.Application()
-    app.router.add_get("/v4/abc/task", task_metadata)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    metadata = f"http://127.0.0.1:{runner.addresses[0][1]}/v4/abc"
+    metadata = await TaskMetadata().start()
     process, addresses = await start_process(
         "--listen", "127.0.0.1:0", "--command-listen", "", "--origin-url", origin.url,
         "--drain-seconds", "5",
         expect=("websocketAddress",),
-        env={"ECS_CONTAINER_METADATA_URI_V4": metadata},
+        env={"ECS_CONTAINER_METADATA_URI_V4": metadata.url},
     )  # fmt: skip
     try:
         async with connect(f"ws://{addresses['websocketAddress']}") as client:
             await origin.wait_for(lambda e: len(e) >= 1)
             await asyncio.sleep(1.5)  # polled and still RUNNING: nothing happens
             assert client.state.name == "OPEN"
-            desired["status"] = "STOPPED"  # no signal at all
+            metadata.desired_status = "STOPPED"  # no signal at all
             with contextlib.suppress(ConnectionClosed):
                 await asyncio.wait_for(client.recv(), 5)
             assert client.close_code == 1001
@@ -199,4 +230,66 @@ async def test_drains_when_ecs_starts_stopping_the_task(origin: RecordingOrigin)
         if process.returncode is None:
             process.kill()
             await process.wait()
-        await runner.cleanup()
+        await metadata.stop()
+
+
+async def test_drains_when_the_load_balancer_drains_the_target(
+    origin: RecordingOrigin, moto_endpoint: MotoEndpoint, environment_name: str
+) -> None:
+    """The documented signal: ELB says the task's target is draining (the metadata never says
+    STOPPED here, and no signal is sent)."""
+    clients_count = 20
+    metadata = await TaskMetadata("127.0.0.1").start()
+    port = free_ports(1)[0]
+    group = create_target_group(moto_endpoint, environment_name, "127.0.0.1", port)
+    process, addresses = await start_process(
+        "--listen", f"127.0.0.1:{port}", "--command-listen", "", "--origin-url", origin.url,
+        "--drain-seconds", "5",
+        expect=("websocketAddress",),
+        env={
+            **moto_endpoint.environment(),
+            "ECS_CONTAINER_METADATA_URI_V4": metadata.url,
+            "TARGET_GROUP_ARN": group,
+            "TARGET_HEALTH_INTERVAL": "1",
+        },
+    )  # fmt: skip
+    records, reader = keep_reading(process)
+    clients: list[ClientConnection] = []
+    try:
+        url = f"ws://{addresses['websocketAddress']}"
+        clients = list(await asyncio.gather(*(connect(url) for _ in range(clients_count))))
+        await origin.wait_for(lambda e: len(e) >= clients_count)
+        deadline = time.monotonic() + 10
+        while not any(r.get("state") == "healthy" for r in records):  # seen registered
+            assert time.monotonic() < deadline, "the node never asked for its target's state"
+            await asyncio.sleep(0.05)
+        assert all(client.state.name == "OPEN" for client in clients)
+        start_draining(moto_endpoint, group, "127.0.0.1")
+
+        async def close_code(client: ClientConnection) -> int | None:
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(client.recv(), 8)
+            return client.close_code
+
+        codes = await asyncio.gather(*(close_code(client) for client in clients))
+        assert codes == [1001] * clients_count
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+        await asyncio.wait_for(reader, 5)
+        disconnects = origin.of_type("DISCONNECT")
+        assert len(disconnects) == clients_count
+        assert {d["disconnectStatusCode"] for d in disconnects} == {1001}
+        messages = [r["message"] for r in records]
+        assert (
+            "the load balancer target of this task is draining; draining (signal to stop now)"
+            in messages
+        )
+        assert "signal received; draining (signal again to stop now)" not in messages
+        assert metadata.container_reads == 1  # the task's IP, read once
+    finally:
+        for client in clients:
+            await client.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        reader.cancel()
+        await metadata.stop()
