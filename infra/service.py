@@ -26,6 +26,7 @@ grants (task, service, load balancer, scaling); split, each part would restate t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -66,15 +67,26 @@ NOFILE_LIMIT = 262_144  # one descriptor per connection, with room for sockets t
 # a connection that stops answering is closed by the node's ping timeout first.
 ALB_IDLE_TIMEOUT = cdk.Duration.minutes(10)
 PEER_DNS_TTL = cdk.Duration.seconds(10)  # the nodes re-resolve every PEERS_REFRESH_SECONDS (10)
-# How often a node asks Elastic Load Balancing for its target's state. The deregistration delay
-# covers two intervals (one may be jittered or fail) and a margin, on top of the drain itself.
+# How often a node asks Elastic Load Balancing for its target's state. Describe calls share one
+# throttling bucket per account and region (refilled at about 10 a second), so the interval
+# grows with the fleet to keep the whole service under TARGET_HEALTH_CALLS_PER_SECOND.
 TARGET_HEALTH_INTERVAL_SECONDS = 5
+TARGET_HEALTH_CALLS_PER_SECOND = 4
+# The node waits between 0.5 and 1.5 intervals (jitter): the delay covers two such waits (one
+# answer may fail), the node's drain, and a margin, before the ALB cuts connections.
 DEREGISTRATION_MARGIN_SECONDS = 5
 
 
-def deregistration_delay_seconds(drain_seconds: int) -> int:
+def target_health_interval_seconds(max_tasks: int) -> int:
+    return max(
+        TARGET_HEALTH_INTERVAL_SECONDS, math.ceil(max_tasks / TARGET_HEALTH_CALLS_PER_SECOND)
+    )
+
+
+def deregistration_delay_seconds(drain_seconds: int, max_tasks: int) -> int:
     """How long the ALB keeps a deregistered target's connections: past the node's own drain."""
-    return drain_seconds + 2 * TARGET_HEALTH_INTERVAL_SECONDS + DEREGISTRATION_MARGIN_SECONDS
+    interval = target_health_interval_seconds(max_tasks)
+    return drain_seconds + 3 * interval + DEREGISTRATION_MARGIN_SECONDS
 
 
 SCALE_OUT_COOLDOWN = cdk.Duration.minutes(1)
@@ -247,7 +259,7 @@ class GatewayService(Construct):
             "EVENT_BUFFER_EVENTS": str(event_count),
             "LOG_FORMAT": "json",
             "SERVICE_NAME": self.node_name,  # dimension of the node's metrics
-            "TARGET_HEALTH_INTERVAL": str(TARGET_HEALTH_INTERVAL_SECONDS),
+            "TARGET_HEALTH_INTERVAL": str(target_health_interval_seconds(max_tasks)),
             **(event_packing or EventPacking()).node_environment(),
         }
         self.graphql_function_arn: str | None = None
@@ -430,7 +442,9 @@ class GatewayService(Construct):
                 healthy_threshold_count=2,
                 unhealthy_threshold_count=2,
             ),
-            deregistration_delay=cdk.Duration.seconds(deregistration_delay_seconds(drain_seconds)),
+            deregistration_delay=cdk.Duration.seconds(
+                deregistration_delay_seconds(drain_seconds, max_tasks)
+            ),
         )
         # The node watches its own target's state: draining means ECS is stopping the task.
         self.container.add_environment("TARGET_GROUP_ARN", self.target_group.target_group_arn)

@@ -54,7 +54,7 @@ def test_additions_by_hand() -> None:
     assert items["Route 53 health checks: HTTPS"].line.monthly == pytest.approx(2 * 1.00)
     zone = items["Route 53 hosted zone (usually there already)"]
     assert (zone.once, zone.copies, zone.line.monthly) == (True, 1, 0.50)
-    assert items["CloudWatch alarms added (4 to 10)"].quantity == 6
+    assert items["CloudWatch alarms added (5 to 9)"].quantity == 4
     assert items["CloudWatch dashboards added (1 to 1)"].line.monthly == 0
     assert items["CloudWatch custom metrics added"].line.monthly == pytest.approx(2 * 8 * 0.30)
     emf_gb = 3 * 200 * 730 * 60 / GB  # 200 bytes a minute more from each of 3 tasks

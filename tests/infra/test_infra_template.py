@@ -12,7 +12,7 @@ from aws_cdk.assertions import Match
 
 from infra.config import EnvironmentConfig, parse_environment
 from infra.config_network import default_cidr
-from infra.service import deregistration_delay_seconds
+from infra.service import deregistration_delay_seconds, target_health_interval_seconds
 from runtime.names import MAX_MESSAGE_BYTES, MAX_RECEIVE_COUNT, ResourceNames
 from tests.infra.synth import SynthesizedStack, stack_names
 
@@ -307,7 +307,7 @@ def test_container_is_configured_by_environment_variables(stack: SynthesizedStac
         ),
         "LOG_FORMAT": "json",
         "SERVICE_NAME": f"wsgw-{stack.environment}-nodes",
-        "TARGET_HEALTH_INTERVAL": "5",
+        "TARGET_HEALTH_INTERVAL": str(target_health_interval_seconds(config.max_tasks)),
         "TARGET_GROUP_ARN": {"Ref": target_group},
         **({"ALLOWED_ORIGINS": ",".join(origins)} if origins else {}),
         "EVENTS_PER_MESSAGE": str(stack.settings.get("eventsPerMessage", 1000)),
@@ -385,8 +385,11 @@ def test_load_balancer_is_internet_facing_with_websocket_timeouts_and_logs(
     attributes = {item["Key"]: item["Value"] for item in target_group["TargetGroupAttributes"]}
     # Past the node's own drain, which begins within two polls of its target turning draining.
     drain = stack.settings.get("drainSeconds", 30)
+    max_tasks = stack.settings.get("maxTasks", 8)
+    interval = int(environment_of(stack)["TARGET_HEALTH_INTERVAL"])
+    assert interval == target_health_interval_seconds(max_tasks) >= max_tasks / 4
     delay = int(attributes["deregistration_delay.timeout_seconds"])
-    assert delay == deregistration_delay_seconds(drain) >= drain + 2 * 5
+    assert delay == deregistration_delay_seconds(drain, max_tasks) >= drain + 3 * interval
 
 
 @each(TLS)
