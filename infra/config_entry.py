@@ -133,15 +133,15 @@ def check_secure(reader: SettingsReader, entry: Entry, regions: tuple[str, ...])
 def _allowed_origins(reader: SettingsReader) -> tuple[str, ...]:
     if reader.raw.get("allowedOrigins") is None:
         return ()
+    if isinstance(reader.raw["allowedOrigins"], list) and "*" in reader.raw["allowedOrigins"]:
+        raise ConfigError(
+            f"{reader.where}.allowedOrigins must not hold '*': say allowAnyOrigin: true instead"
+        )
     origins = reader.strings(
         "allowedOrigins",
         re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s,]+$", re.IGNORECASE),
         "a browser origin such as https://app.example.com or https://*.example.com",
     )
-    if "*" in origins:
-        raise ConfigError(
-            f"{reader.where}.allowedOrigins must not hold '*': say allowAnyOrigin: true instead"
-        )
     try:
         compile_allowed_origins(origins)
     except ValueError as exc:

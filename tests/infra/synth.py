@@ -137,6 +137,8 @@ DEFAULTS: dict[str, Any] = {
     "architecture": "ARM64",
     "certificateArn": None,
     "allowPlaintext": False,
+    "waf": True,
+    "deletionProtection": True,
     "graphqlOriginFunction": None,
     "graphqlOnly": False,
 }
