@@ -291,7 +291,8 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
 
 
 def _event_packing(reader: SettingsReader) -> EventPacking:
-    """Packing of events into queue messages; the queue and topic take 256 KiB messages."""
+    """Packing of events into queue messages: at most 256 KiB each (the SDK's reply size), though
+    the queue and topic the stack makes take 1 MiB."""
     default = EventPacking()
     return EventPacking(
         per_message=reader.integer("eventsPerMessage", 1, 10_000, default.per_message),
@@ -304,4 +305,4 @@ def _event_packing(reader: SettingsReader) -> EventPacking:
 def _topic_problem(text: str) -> str | None:
     if _TOPIC_ARN.fullmatch(text):
         return None
-    return "must be an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)"
+    return "must be an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<name>)"

@@ -232,11 +232,13 @@ def _function_problem(text: str) -> str | None:
         return None
     return (
         "must be a Lambda function name (letters, digits, - and _; at most 64) or ARN "
-        "(arn:aws:lambda:<region>:<account>:function:<name>[:<alias or version>])"
+        "(arn:<partition>:lambda:<region>:<account>:function:<name>[:<alias or version>])"
     )
 
 
 def _certificate_problem(text: str) -> str | None:
     if _CERTIFICATE.fullmatch(text):
         return None
-    return "must be an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>)"
+    return (
+        "must be an ACM certificate ARN (arn:<partition>:acm:<region>:<account>:certificate/<id>)"
+    )

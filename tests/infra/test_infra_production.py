@@ -336,6 +336,16 @@ def test_every_alarm_notifies_the_alarm_topic_when_it_fires_and_clears(
     assert stack.data["Outputs"]["AlarmTopicArn"]["Value"] == topic
 
 
+def test_every_alarm_has_a_runbook_entry(stacks: dict[str, SynthesizedStack]) -> None:
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    for stack in stacks.values():
+        for name in alarms_of(stack):
+            anchor = name.removeprefix(f"wsgw-{stack.environment}-")
+            assert f"#### {anchor}\n" in runbook or f'<a id="{anchor}"></a>' in runbook, anchor
+    for label in ("connect-handler", "authorizer"):  # alarms of door functions, not in these
+        assert f'<a id="{label}-errors"></a>' in runbook
+
+
 @each(ALL)
 def test_alarm_thresholds_and_missing_data(stack: SynthesizedStack) -> None:
     alarms = alarms_of(stack)
