@@ -8,7 +8,8 @@ import botocore.loaders
 import pytest
 
 from runtime.config import Settings
-from runtime.names import PEER_PORT, WEBSOCKET_PORT, ResourceNames, partition
+from runtime.names import MAX_MESSAGE_BYTES, PEER_PORT, WEBSOCKET_PORT, ResourceNames, partition
+from runtime.node.server import largest_message_fitting
 
 
 def test_names_of_a_fifo_environment() -> None:
@@ -90,3 +91,14 @@ def test_the_image_exposes_the_ports_the_node_listens_on_by_default() -> None:
     assert sorted(exposed) == sorted([f"{WEBSOCKET_PORT}/tcp", f"{PEER_PORT}/udp"])
     assert Settings().listen[1] == WEBSOCKET_PORT
     assert Settings().peer_listen[1] == PEER_PORT
+
+
+def test_the_readme_limits_row_matches_the_queue_sizes() -> None:
+    """The limits table's figures: a 1 MiB queue or topic (what the stack makes, and a new SQS
+    queue's default) and a 256 KiB one (a new SNS topic's default) fit these messages."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| One event per origin"))
+    assert f"about {round(largest_message_fitting(MAX_MESSAGE_BYTES) / 1024)} KiB" in row
+    assert f"about {round(largest_message_fitting(256 * 1024) / 1024)} KiB" in row
+    assert "a new SQS queue takes 1 MiB by default" in row
+    assert "left at the default 256 KiB" not in row  # the old claim about SQS
