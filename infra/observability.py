@@ -340,33 +340,29 @@ class GatewayObservability(Construct):
 
 
 def _node_metrics(node_name: str) -> Mapping[str, cloudwatch.Metric]:
-    """The nodes' own per-minute metrics, summed over every task of the service."""
-    metrics = {
+    """The nodes' own per-minute metrics over every task of the service: counts summed, the
+    origin's delivery latency averaged."""
+    counts = (
+        MESSAGES_IN_METRIC,
+        MESSAGES_OUT_METRIC,
+        EVENTS_SENT_METRIC,
+        ORIGIN_ERRORS_METRIC,
+        PEER_IN_METRIC,
+        PEER_OUT_METRIC,
+        DRAINS_METRIC,
+    )
+    statistics = {name: cloudwatch.Stats.SUM for name in counts}
+    statistics[ORIGIN_LATENCY_METRIC] = cloudwatch.Stats.AVERAGE
+    return {
         name: cloudwatch.Metric(
             namespace=METRICS_NAMESPACE,
             metric_name=name,
             dimensions_map={"ServiceName": node_name},
-            statistic=cloudwatch.Stats.SUM,
+            statistic=statistic,
             period=ONE_MINUTE,
         )
-        for name in (
-            MESSAGES_IN_METRIC,
-            MESSAGES_OUT_METRIC,
-            EVENTS_SENT_METRIC,
-            ORIGIN_ERRORS_METRIC,
-            PEER_IN_METRIC,
-            PEER_OUT_METRIC,
-            DRAINS_METRIC,
-        )
+        for name, statistic in statistics.items()
     }
-    metrics[ORIGIN_LATENCY_METRIC] = cloudwatch.Metric(
-        namespace=METRICS_NAMESPACE,
-        metric_name=ORIGIN_LATENCY_METRIC,
-        dimensions_map={"ServiceName": node_name},
-        statistic=cloudwatch.Stats.AVERAGE,
-        period=ONE_MINUTE,
-    )
-    return metrics
 
 
 def _lambda_metric(function_name: str, metric_name: str) -> cloudwatch.Metric:
