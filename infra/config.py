@@ -227,6 +227,11 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
                 "give one per region as an object",
                 arn,
             )
+    missing = [region for region in regions if region not in alarm_topics]
+    if alarm_topics and missing:
+        raise reader._fail(
+            "alarmTopicArn", f"must name a topic for every region; missing {missing}", alarm_topics
+        )
     if alarm_email is not None and alarm_topics:
         raise ConfigError(
             f"{where}.alarmEmail and alarmTopicArn do not go together: with a topic of your own, "

@@ -86,6 +86,16 @@ def read_entry(reader: SettingsReader, regions: tuple[str, ...]) -> Entry:
         }
         for region, name in domain_names.items():
             _check_in_zone(f"{where}.domainName.{region}", name, zone)
+            if name == global_name:
+                raise ConfigError(
+                    f"{where}.domainName.{region} must differ from globalName {global_name}: "
+                    "that name holds the latency records of every region"
+                )
+        if len(set(domain_names.values())) != len(domain_names):
+            raise ConfigError(
+                f"{where}.domainName must give each region its own name in hostedZone "
+                f"(got {dict(domain_names)!r})"
+            )
     entry = Entry(
         hosted_zone=zone,
         global_name=global_name,
@@ -122,7 +132,8 @@ def check_secure(reader: SettingsReader, entry: Entry, regions: tuple[str, ...])
         )
     if entry.allow_any_origin and entry.allowed_origins:
         raise ConfigError(f"{where}.allowAnyOrigin and allowedOrigins do not go together: keep one")
-    if not plaintext and not entry.allowed_origins and not entry.allow_any_origin:
+    tls = [region for region in regions if entry.tls(region)]
+    if tls and not entry.allowed_origins and not entry.allow_any_origin:
         raise ConfigError(
             f"{where}.allowedOrigins is required with TLS: the browser origins allowed to open "
             "connections (e.g. ['https://app.example.com']), against cross-site WebSocket "

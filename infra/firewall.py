@@ -90,7 +90,10 @@ class GatewayFirewall(Construct):
             resource_arn=load_balancer.load_balancer_arn,
             web_acl_arn=self.web_acl.attr_arn,
         )
-        log_group_name = f"{LOG_GROUP_PREFIX}{stack.stack_name}"
+        # WAF needs the prefix, so CloudFormation cannot generate the name; the stack's own ID
+        # (a UUID per stack) keeps a retained group from blocking a stack made again later.
+        stack_uuid = cdk.Fn.select(2, cdk.Fn.split("/", stack.stack_id))
+        log_group_name = f"{LOG_GROUP_PREFIX}{stack.stack_name}-{stack_uuid}"
         self.log_group = logs.LogGroup(
             self,
             "BlockedRequests",

@@ -68,6 +68,7 @@ class GatewayObservability(Construct):
         functions: Sequence[WatchedFunction],
         environment_name: str,
         region: str,
+        min_tasks: int,
         max_tasks: int,
         alarm_email: str | None,
         alarm_topic_arn: str | None,
@@ -76,7 +77,7 @@ class GatewayObservability(Construct):
         self.prefix = f"wsgw-{environment_name}"
         self.alarm_topic = self._alarm_topic(alarm_email, alarm_topic_arn)
         self.alarms: list[cloudwatch.Alarm] = []
-        self._alarm_service(messaging, service, max_tasks)
+        self._alarm_service(messaging, service, min_tasks, max_tasks)
         for function in functions:
             self._alarm_function(function)
         self.dashboard = self._dashboard(messaging, service, functions, region)
@@ -105,12 +106,37 @@ class GatewayObservability(Construct):
             master_key=key,
             enforce_ssl=True,
         )
+        # The topic's policy (TLS only) replaces SNS's default one, which would have let
+        # CloudWatch publish: say so again, for this account's alarms of this environment only.
+        stack = cdk.Stack.of(self)
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name=f"{self.prefix}-*",
+                            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    },
+                },
+            )
+        )
         if email is not None:
             topic.add_subscription(subscriptions.EmailSubscription(email))
         return topic
 
     def _alarm_service(
-        self, messaging: GatewayMessaging, service: GatewayService, max_tasks: int
+        self,
+        messaging: GatewayMessaging,
+        service: GatewayService,
+        min_tasks: int,
+        max_tasks: int,
     ) -> None:
         load_balancer = service.load_balancer.metrics
         target_group = service.target_group.metrics
@@ -180,16 +206,6 @@ class GatewayObservability(Construct):
             threshold=NODE_5XX_PER_5_MINUTES,
         )
         self._alarm(
-            "TasksAtMaximum",
-            "tasks-at-maximum",
-            f"The service has run at maxTasks ({max_tasks}) for {TASKS_AT_MAX_MINUTES} minutes: "
-            "scaling can add no more capacity",
-            service.running_tasks_metric.with_(period=FIVE_MINUTES),
-            threshold=max_tasks,
-            evaluation_periods=TASKS_AT_MAX_MINUTES // 5,
-            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        )
-        self._alarm(
             "ConnectionsMetricMissing",
             "connections-metric-missing",
             "No node has reported ConnectionsPerTask for five minutes: scaling on connections "
@@ -199,6 +215,18 @@ class GatewayObservability(Construct):
             evaluation_periods=5,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             missing=cloudwatch.TreatMissingData.BREACHING,
+        )
+        if min_tasks == max_tasks:
+            return  # a fixed size is always at its maximum: nothing to tell anyone
+        self._alarm(
+            "TasksAtMaximum",
+            "tasks-at-maximum",
+            f"The service has run at maxTasks ({max_tasks}) for {TASKS_AT_MAX_MINUTES} minutes: "
+            "scaling can add no more capacity",
+            service.running_tasks_metric.with_(period=FIVE_MINUTES),
+            threshold=max_tasks,
+            evaluation_periods=TASKS_AT_MAX_MINUTES // 5,
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
         )
 
     def _alarm_function(self, function: WatchedFunction) -> None:

@@ -152,10 +152,12 @@ class ExampleOrigin(Construct):
         """Alone, a regional table; with several regions, a global table owned by the first."""
         if region != regions[0]:
             # A replica of the first region's global table: that stack deploys first.
-            return dynamodb.TableV2.from_table_name(self, "ChatTable", name)
+            return dynamodb.TableV2.from_table_name(self, "ChatRooms", name)
+        # A new construct ID (and name): the regional table of earlier versions was ChatTable,
+        # and CloudFormation cannot turn a Table into a GlobalTable in place.
         return dynamodb.TableV2(
             self,
-            "ChatTable",
+            "ChatRooms",
             table_name=name,
             partition_key=dynamodb.Attribute(name="room", type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name="connectionId", type=dynamodb.AttributeType.STRING),

@@ -156,11 +156,18 @@ class GatewayStack(cdk.Stack):
             functions=self._watched_functions(config, region),
             environment_name=config.name,
             region=region,
+            min_tasks=config.min_tasks,
             max_tasks=config.max_tasks,
             alarm_email=config.alarm_email,
             alarm_topic_arn=config.alarm_topic_arns.get(region),
         )
 
+        if config.alarm_email is None and region not in config.alarm_topic_arns:
+            cdk.Annotations.of(self).add_warning_v2(
+                "wsgw:alarmsReachNobody",
+                "No alarmEmail or alarmTopicArn: alarms notify a topic nobody is subscribed to. "
+                "Subscribe the on-call to the AlarmTopicArn output, or set one of them.",
+            )
         if entry.global_name is not None:
             self._output(
                 "GlobalWebSocketUrl",

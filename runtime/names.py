@@ -103,8 +103,12 @@ class ResourceNames:
 
     @property
     def chat_table(self) -> str:
-        """The example chat origin's connection registry."""
-        return f"{self._base}-chat-connections"
+        """The example chat origin's connection registry: a DynamoDB global table on AWS.
+
+        Renamed from `-chat-connections` when it became a global table, so that a deployed
+        regional table and the new global one never hold the same name during the update.
+        """
+        return f"{self._base}-chat-rooms"
 
     def commands_topic_arn(self, region: str, account: str) -> str:
         return f"arn:{partition(region)}:sns:{region}:{account}:{self.commands_topic}"

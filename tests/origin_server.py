@@ -5,6 +5,7 @@ It keeps events the way MemoryOrigin does, so tests wait on either with the same
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import web
@@ -19,6 +20,8 @@ class RecordingOrigin(MemoryOrigin):
         self.peers: set[tuple[str, int]] = set()
         self.fail_next = 0
         self.authorization: str | None = None
+        # While set, batches are read and then held unanswered until it is released.
+        self.hold: asyncio.Event | None = None
         self.url = ""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/events", self._events)
@@ -42,6 +45,8 @@ class RecordingOrigin(MemoryOrigin):
             self.peers.add(tuple(peer[:2]))
         self.authorization = request.headers.get("Authorization")
         body = await request.read()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fail_next:
             self.fail_next -= 1
             return web.Response(status=503, text="origin overloaded")

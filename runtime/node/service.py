@@ -255,17 +255,28 @@ class NodeService:
             if watcher.done() and not watcher.cancelled() and watcher.exception() is None
         ]
         if seen:
-            log.info(f"{seen[0]}; draining (signal to stop now)")
+            log.info(f"{seen[0]}; draining (signal twice to stop now)")
         else:
             log.info("signal received; draining (signal again to stop now)")
         for watcher in watchers:
             watcher.cancel()
         drain = asyncio.create_task(self.drain())
-        again = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait((drain, again), return_when=asyncio.FIRST_COMPLETED)
-        if drain in done:
-            again.cancel()
-            return drain.result()
+        # When a watcher began the drain, ECS's own SIGTERM is still to come, and may come at
+        # once: the load balancer ends a deregistration early when the target's last connection
+        # closes. That signal must not cut the drain short (its DISCONNECTs are still being
+        # sent); the stop timeout bounds it, and a second signal still stops at once.
+        patience = 1 if seen else 0
+        while True:
+            again = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait((drain, again), return_when=asyncio.FIRST_COMPLETED)
+            if drain in done:
+                again.cancel()
+                return drain.result()
+            stop.clear()
+            if not patience:
+                break
+            patience -= 1
+            log.info("signal received while draining; finishing (signal again to stop now)")
         log.warning("second signal; stopping without finishing the drain")
         drain.cancel()
         await self.stop()

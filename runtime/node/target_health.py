@@ -50,10 +50,14 @@ READ_TIMEOUT = 5.0
 
 def let_go(state: str, reason: str, seen_registered: bool) -> str | None:
     """What the load balancer is doing with the target, if it is letting go of it: "draining"
-    or "deregistered"; None while it still sends it traffic (or never had it)."""
+    or "deregistered"; None while it still sends it traffic (or never had it). Either needs the
+    target seen registered first: a task that reuses the IP of a target still draining from an
+    earlier task is not the one being let go."""
+    if not seen_registered:
+        return None
     if state == DRAINING:
         return "draining"
-    if seen_registered and state == UNUSED and reason == NOT_REGISTERED:
+    if state == UNUSED and reason == NOT_REGISTERED:
         return "deregistered"
     return None
 

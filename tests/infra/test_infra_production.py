@@ -29,13 +29,19 @@ from runtime.names import (
     PEER_OUT_METRIC,
     partition,
 )
-from tests.infra.synth import EDGE_ALARM_TOPICS, SynthesizedStack, cdk_json_context, stack_names
+from tests.infra.synth import (
+    EDGE_ALARM_TOPICS,
+    UNSUBSCRIBED_ALARMS,
+    SynthesizedStack,
+    cdk_json_context,
+    stack_names,
+    validation_findings,
+)
 
 ALL = stack_names()
 WAF = stack_names(waf=True)
 NO_WAF = stack_names(waf=False)
 ZONED = [name for name in ALL if "-dev-" not in name]  # prod and edge have hosted zones
-PROTECTED = stack_names(deletionProtection=True)
 
 
 def each(names: list[str]) -> Any:
@@ -140,6 +146,7 @@ ORIGINS = {"allowedOrigins": ["https://app.example.com"]}
         ({**ZONE, **ORIGINS, "flowLogs": "ACCEPT"}, r"flowLogs must be one of REJECT, ALL"),
         ({**ZONE, **ORIGINS, "commandsRetentionMinutes": 0}, r"from 1 to 20160"),
         ({**ZONE, **ORIGINS, "alarmEmail": "oncall"}, r"alarmEmail must be an email address"),
+        ({**ZONE, **ORIGINS, "domainName": "ws.example.com"}, r"must differ from globalName"),
         (
             {**ZONE, **ORIGINS, "alarmTopicArn": "arn:aws:sns:eu-west-1:123456789012:t"},
             r"alarmTopicArn\.us-east-1 must be a topic in us-east-1",
@@ -158,6 +165,41 @@ ORIGINS = {"allowedOrigins": ["https://app.example.com"]}
 def test_bad_production_settings_are_named(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_environment("qa", {"regions": ["us-east-1"], **settings})
+
+
+def test_a_tls_region_needs_allowed_origins_even_beside_a_plaintext_one() -> None:
+    settings = {
+        "regions": ["us-east-1", "eu-west-1"],
+        "certificateArn": {"us-east-1": "arn:aws:acm:us-east-1:123456789012:certificate/a-1"},
+        "domainName": {"us-east-1": "us.example.com"},
+        "allowPlaintext": True,
+    }
+    with pytest.raises(ConfigError, match="allowedOrigins is required with TLS"):
+        parse_environment("qa", settings)
+    config = parse_environment("qa", {**settings, "allowAnyOrigin": True})
+    assert config.entry.tls("us-east-1") and not config.entry.tls("eu-west-1")
+
+
+def test_multi_region_names_and_topics_are_checked_per_region() -> None:
+    two = {"regions": ["us-east-1", "eu-west-1"], **ZONE, **ORIGINS}
+    with pytest.raises(ConfigError, match=r"domainName must give each region its own name"):
+        parse_environment("qa", {**two, "domainName": "ws2.example.com"})
+    topic = {"us-east-1": "arn:aws:sns:us-east-1:123456789012:pager"}
+    with pytest.raises(ConfigError, match=r"alarmTopicArn must name a topic for every region"):
+        parse_environment("qa", {**two, "alarmTopicArn": topic})
+
+
+def test_a_fixed_size_service_has_no_tasks_at_maximum_alarm(tmp_path: Path) -> None:
+    settings = {"regions": ["us-east-1"], "allowPlaintext": True, "minTasks": 3, "maxTasks": 3}
+    synthesize_only(settings, tmp_path)
+    data = json.loads((tmp_path / "wsgw-qa-us-east-1.template.json").read_text())
+    names = [
+        resource["Properties"]["AlarmName"]
+        for resource in data["Resources"].values()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    ]
+    assert "wsgw-qa-connections-metric-missing" in names
+    assert "wsgw-qa-tasks-at-maximum" not in names
 
 
 def test_regions_get_disjoint_vpc_ranges_that_stay_when_regions_are_added() -> None:
@@ -210,7 +252,8 @@ def test_a_web_acl_limits_handshakes_per_address_and_applies_the_common_rules(
     assert association["WebACLArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
     logging = stack.one("AWS::WAFv2::LoggingConfiguration")
     assert logging["ResourceArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
-    assert f"aws-waf-logs-{stack.name}" in json.dumps(logging["LogDestinationConfigs"])
+    destination = json.dumps(logging["LogDestinationConfigs"])
+    assert f"aws-waf-logs-{stack.name}-" in destination and "AWS::StackId" in destination
     assert logging["LoggingFilter"]["DefaultBehavior"] == "DROP"  # only blocked requests
 
 
@@ -228,7 +271,6 @@ def test_deletion_protection_follows_the_setting(stack: SynthesizedStack) -> Non
     manifest = json.loads((stack.outdir / "manifest.json").read_text())
     properties = manifest["artifacts"][stack.name]["properties"]
     assert properties.get("terminationProtection", False) is protected
-    assert (stack.name in PROTECTED) is protected
 
 
 @each(ZONED)
@@ -274,6 +316,14 @@ def test_one_global_name_answers_with_the_nearest_healthy_region(stack: Synthesi
     assert {"DomainName": regional, "HostedZoneId": zone_id} in certificate["Properties"][
         "DomainValidationOptions"
     ]
+
+
+def test_alarms_that_reach_nobody_are_the_one_warning(stacks: dict[str, SynthesizedStack]) -> None:
+    """dev sets neither alarmEmail nor alarmTopicArn: synthesis says so; prod and edge do."""
+    for name, stack in stacks.items():
+        warned = validation_findings(stack.outdir, allow_unsubscribed=False)
+        rules = {finding["ruleName"] for finding in warned}
+        assert rules == ({UNSUBSCRIBED_ALARMS} if "-dev-" in name else set()), name
 
 
 def test_without_a_hosted_zone_there_are_no_records(stacks: dict[str, SynthesizedStack]) -> None:
@@ -387,6 +437,15 @@ def test_the_created_topic_is_encrypted_for_cloudwatch_and_mails_the_on_call(
         if "TopicName" not in resource["Properties"]
     ]
     assert topics[0]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    # The TLS-only topic policy replaces SNS's default one: CloudWatch is let back in by name.
+    policy = next(
+        resource["Properties"]["PolicyDocument"]["Statement"]
+        for resource in prod.resources("AWS::SNS::TopicPolicy").values()
+        if "ObservabilityAlarmTopic" in json.dumps(resource["Properties"]["Topics"])
+    )
+    publish = [s for s in policy if s["Effect"] == "Allow" and s["Action"] == "sns:Publish"]
+    assert publish and publish[0]["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert "wsgw-prod-*" in json.dumps(publish[0]["Condition"]["ArnLike"])
     prod.template.has_resource_properties(
         "AWS::SNS::Subscription",
         {"Protocol": "email", "Endpoint": cdk_json_context()["environments"]["prod"]["alarmEmail"]},

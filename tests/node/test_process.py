@@ -233,6 +233,49 @@ async def test_drains_when_ecs_starts_stopping_the_task(origin: RecordingOrigin)
         await metadata.stop()
 
 
+async def test_sigterm_after_a_watcher_began_the_drain_lets_it_finish(
+    origin: RecordingOrigin,
+) -> None:
+    """ECS sends SIGTERM once the load balancer has let go, which may be at once when the last
+    client leaves: that signal must not cut short a drain still sending its DISCONNECTs."""
+    metadata = await TaskMetadata().start()
+    process, _addresses = await start_process(
+        "--listen", "127.0.0.1:0", "--command-listen", "", "--origin-url", origin.url,
+        "--drain-seconds", "10",
+        expect=("websocketAddress",),
+        env={"ECS_CONTAINER_METADATA_URI_V4": metadata.url},
+    )  # fmt: skip
+    records, reader = keep_reading(process)
+    try:
+        url = f"ws://{_addresses['websocketAddress']}"
+        clients = [await connect(url) for _ in range(3)]
+        await origin.wait_for(lambda e: len(e) >= 3)
+        origin.hold = asyncio.Event()  # the DISCONNECTs will wait at the origin
+        metadata.desired_status = "STOPPED"
+        for client in clients:
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(client.recv(), 5)
+            assert client.close_code == 1001
+        process.send_signal(signal.SIGTERM)  # ECS's, while the drain still flushes
+        await asyncio.sleep(1.0)
+        assert process.returncode is None, "the first SIGTERM cut the drain short"
+        origin.hold.set()
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+        await asyncio.wait_for(reader, 5)
+        assert len(origin.of_type("DISCONNECT")) == 3
+        messages = [r["message"] for r in records]
+        assert "signal received while draining; finishing (signal again to stop now)" in messages
+        assert "second signal; stopping without finishing the drain" not in messages
+    finally:
+        if origin.hold is not None:
+            origin.hold.set()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        reader.cancel()
+        await metadata.stop()
+
+
 async def test_drains_when_the_load_balancer_drains_the_target(
     origin: RecordingOrigin, moto_endpoint: MotoEndpoint, environment_name: str
 ) -> None:
@@ -280,7 +323,7 @@ async def test_drains_when_the_load_balancer_drains_the_target(
         assert {d["disconnectStatusCode"] for d in disconnects} == {1001}
         messages = [r["message"] for r in records]
         assert (
-            "the load balancer target of this task is draining; draining (signal to stop now)"
+            "the load balancer target of this task is draining; draining (signal twice to stop now)"
             in messages
         )
         assert "signal received; draining (signal again to stop now)" not in messages
