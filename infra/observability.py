@@ -2,14 +2,13 @@
 
 Every alarm notifies the environment's alarm topic (one per region: created here, with the
 `alarmEmail` subscribed, or an existing one named by `alarmTopicArn`), when it fires and when it
-clears. docs/architecture.md's runbook says what to do for each. The dashboard shows
-connections, capacity, messages in and out, the origin's latency and errors, peer traffic and
-drains, from the nodes' own metrics (runtime/node/metrics.py) and AWS's.
+clears. docs/architecture.md's runbook says what to do for each. The dashboard is
+infra/dashboard.py's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aws_cdk as cdk
@@ -22,20 +21,10 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from infra.dashboard import gateway_dashboard
 from infra.messaging import GatewayMessaging
 from infra.service import GatewayService
-from runtime.names import (
-    DRAINS_METRIC,
-    EVENTS_SENT_METRIC,
-    MAX_RECEIVE_COUNT,
-    MESSAGES_IN_METRIC,
-    MESSAGES_OUT_METRIC,
-    METRICS_NAMESPACE,
-    ORIGIN_ERRORS_METRIC,
-    ORIGIN_LATENCY_METRIC,
-    PEER_IN_METRIC,
-    PEER_OUT_METRIC,
-)
+from runtime.names import MAX_RECEIVE_COUNT
 
 ONE_MINUTE = cdk.Duration.minutes(1)
 FIVE_MINUTES = cdk.Duration.minutes(5)
@@ -80,7 +69,17 @@ class GatewayObservability(Construct):
         self._alarm_service(messaging, service, min_tasks, max_tasks)
         for function in functions:
             self._alarm_function(function)
-        self.dashboard = self._dashboard(messaging, service, functions, region)
+        self.dashboard = gateway_dashboard(
+            self,
+            name=f"{self.prefix}-{region}",
+            messaging=messaging,
+            service=service,
+            function_metrics=[
+                lambda_metric(function.function_name, name)
+                for function in functions
+                for name in ("Errors", "Throttles")
+            ],
+        )
 
     def _alarm_topic(self, email: str | None, existing_arn: str | None) -> sns.ITopic:
         if existing_arn is not None:
@@ -235,7 +234,7 @@ class GatewayObservability(Construct):
                 f"{function.label}{metric_name}",
                 f"{_kebab(function.label)}-{metric_name.lower()}",
                 f"The {function.label} function ({function.function_name}) {what}",
-                _lambda_metric(function.function_name, metric_name),
+                lambda_metric(function.function_name, metric_name),
                 threshold=0,
             )
 
@@ -269,131 +268,8 @@ class GatewayObservability(Construct):
         alarm.add_ok_action(action)
         self.alarms.append(alarm)
 
-    def _dashboard(
-        self,
-        messaging: GatewayMessaging,
-        service: GatewayService,
-        functions: Sequence[WatchedFunction],
-        region: str,
-    ) -> cloudwatch.Dashboard:
-        load_balancer = service.load_balancer.metrics
-        target_group = service.target_group.metrics
-        node = _node_metrics(service.node_name)
-        origin_functions = [
-            _lambda_metric(function.function_name, name)
-            for function in functions
-            for name in ("Errors", "Throttles")
-        ]
-        return cloudwatch.Dashboard(
-            self,
-            "Dashboard",
-            dashboard_name=f"{self.prefix}-{region}",  # dashboards are global: the region tells
-            default_interval=cdk.Duration.hours(3),
-            widgets=[
-                [
-                    _graph(
-                        "Connections per task (average, what scaling tracks)",
-                        [service.connections_metric],
-                        [service.connections_metric.with_(statistic=cloudwatch.Stats.MAXIMUM)],
-                    ),
-                    _graph(
-                        "Tasks",
-                        [
-                            service.running_tasks_metric,
-                            target_group.healthy_host_count(),
-                            target_group.unhealthy_host_count(),
-                        ],
-                    ),
-                    _graph(
-                        "CPU and memory (%)",
-                        [
-                            service.service.metric_cpu_utilization(),
-                            service.service.metric_memory_utilization(),
-                        ],
-                    ),
-                ],
-                [
-                    _graph(
-                        "Client messages in and out (per minute, all nodes)",
-                        [node[MESSAGES_IN_METRIC], node[MESSAGES_OUT_METRIC]],
-                    ),
-                    _graph(
-                        "Origin: events sent, errors; send latency (ms)",
-                        [node[EVENTS_SENT_METRIC], node[ORIGIN_ERRORS_METRIC], *origin_functions],
-                        [node[ORIGIN_LATENCY_METRIC]],
-                    ),
-                    _graph(
-                        "Peer datagrams in and out; drains",
-                        [node[PEER_IN_METRIC], node[PEER_OUT_METRIC]],
-                        [node[DRAINS_METRIC]],
-                    ),
-                ],
-                [
-                    _graph(
-                        "Load balancer",
-                        [
-                            load_balancer.active_connection_count(),
-                            load_balancer.new_connection_count(),
-                        ],
-                        [
-                            load_balancer.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT),
-                            target_group.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT),
-                        ],
-                    ),
-                    _graph(
-                        "Events waiting for the origin",
-                        [messaging.events_queue.metric_approximate_number_of_messages_visible()],
-                        [messaging.events_queue.metric_approximate_age_of_oldest_message()],
-                    ),
-                    _graph(
-                        "Dead-letter queues",
-                        [
-                            messaging.events_dlq.metric_approximate_number_of_messages_visible(),
-                            messaging.commands_dlq.metric_approximate_number_of_messages_visible(),
-                        ],
-                    ),
-                ],
-                [
-                    _graph(
-                        "Commands",
-                        [
-                            messaging.commands_queue.metric_number_of_messages_sent(),
-                            messaging.commands_queue.metric_approximate_number_of_messages_visible(),
-                        ],
-                        [messaging.commands_queue.metric_approximate_age_of_oldest_message()],
-                    ),
-                ],
-            ],
-        )
 
-
-def _node_metrics(node_name: str) -> Mapping[str, cloudwatch.Metric]:
-    """The nodes' own per-minute metrics over every task of the service: counts summed, the
-    origin's delivery latency averaged."""
-    counts = (
-        MESSAGES_IN_METRIC,
-        MESSAGES_OUT_METRIC,
-        EVENTS_SENT_METRIC,
-        ORIGIN_ERRORS_METRIC,
-        PEER_IN_METRIC,
-        PEER_OUT_METRIC,
-        DRAINS_METRIC,
-    )
-    statistics = {name: cloudwatch.Stats.SUM for name in counts}
-    statistics[ORIGIN_LATENCY_METRIC] = cloudwatch.Stats.AVERAGE
-    return {
-        name: cloudwatch.Metric(
-            namespace=METRICS_NAMESPACE,
-            metric_name=name,
-            dimensions_map={"ServiceName": node_name},
-            statistic=statistic,
-            period=ONE_MINUTE,
-        )
-        for name, statistic in statistics.items()
-    }
-
-
-def _lambda_metric(function_name: str, metric_name: str) -> cloudwatch.Metric:
+def lambda_metric(function_name: str, metric_name: str) -> cloudwatch.Metric:
     return cloudwatch.Metric(
         namespace="AWS/Lambda",
         metric_name=metric_name,
@@ -405,11 +281,3 @@ def _lambda_metric(function_name: str, metric_name: str) -> cloudwatch.Metric:
 
 def _kebab(label: str) -> str:
     return "".join(f"-{char.lower()}" if char.isupper() else char for char in label).lstrip("-")
-
-
-def _graph(
-    title: str,
-    left: Sequence[cloudwatch.IMetric],
-    right: Sequence[cloudwatch.IMetric] = (),
-) -> cloudwatch.GraphWidget:
-    return cloudwatch.GraphWidget(title=title, left=list(left), right=list(right), width=8)
