@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from runtime.wire.commands import PeerCommand
+from runtime.wire.connection_id import NodeAddress
 
 
 @dataclass(slots=True)
@@ -32,3 +33,13 @@ class CommandExecutor(Protocol):
     async def execute(
         self, commands: Sequence[PeerCommand], *, from_peer: bool = False
     ) -> Outcome: ...
+
+
+class ClusterNode(CommandExecutor, Protocol):
+    """A node as its cluster transport sees it: it executes what peers forward, and hears when a
+    peer comes up (a new or restarted node: tell it what it must know) or goes down (forget what
+    it held)."""
+
+    def peer_up(self, peer: NodeAddress) -> None: ...
+
+    def peer_down(self, peer: NodeAddress) -> None: ...

@@ -14,7 +14,17 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass, field
 
-from runtime.wire.commands import Broadcast, Close, Command, CommandError, Publish, Send
+from runtime.wire.commands import (
+    Broadcast,
+    ChannelPublish,
+    Close,
+    Command,
+    CommandError,
+    Publish,
+    Send,
+    Subscribe,
+    Unsubscribe,
+)
 from runtime.wire.connection_id import InvalidConnectionId, NodeAddress, parse_connection_id
 
 
@@ -48,6 +58,8 @@ class Router:
         if isinstance(command, Broadcast | Publish):
             route.to_every_node = not from_peer
             return route
+        if isinstance(command, ChannelPublish):
+            return route  # to the peers holding its channel: the node's channels decide
         remote: dict[NodeAddress, list[str]] = {}
         for connection_id in command.connection_ids:
             if connection_id in local:
@@ -71,9 +83,13 @@ class Router:
         return route
 
 
-def _narrow(command: Send | Close, ids: list[str]) -> Command:
+def _narrow(command: Send | Close | Subscribe | Unsubscribe, ids: list[str]) -> Command:
     if len(ids) == len(command.connection_ids):
         return command  # every ID goes to the same node: nothing to narrow
     if isinstance(command, Send):
         return Send(tuple(ids), command.payload, command.binary)
+    if isinstance(command, Subscribe):
+        return Subscribe(tuple(ids), command.channels, command.user_info, command.presence_events)
+    if isinstance(command, Unsubscribe):
+        return Unsubscribe(tuple(ids), command.channels)
     return Close(tuple(ids), command.code, command.reason)

@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from runtime.core.execution import Outcome
 from runtime.core.registry import ConnectionRegistry
 from runtime.core.router import Route, Router
+from runtime.node.channels import ChannelHub
 from runtime.node.connections_api import ConnectionsApi
 from runtime.node.frames import message_frame
 from runtime.node.graphql import GraphqlGateway
@@ -30,12 +31,15 @@ from runtime.wire.commands import (
     Answer,
     Ask,
     Broadcast,
+    ChannelPublish,
     Close,
-    Command,
     CommandError,
+    Interest,
     PeerCommand,
     Publish,
     Send,
+    Subscribe,
+    Unsubscribe,
 )
 from runtime.wire.connection_id import NodeAddress
 from runtime.wire.events import now_ms
@@ -54,6 +58,7 @@ class CommandRunner:
         pump: OriginPump,
         context: events.NodeContext,
         connections_api: ConnectionsApi,
+        channels: ChannelHub,
         *,
         address: NodeAddress,
         cluster: ClusterTransport | None,
@@ -66,6 +71,7 @@ class CommandRunner:
         self.pump = pump
         self.context = context
         self.connections_api = connections_api
+        self.channels = channels
         self.address = address
         self.cluster = cluster
         self.graphql = graphql
@@ -75,7 +81,7 @@ class CommandRunner:
     async def execute(self, commands: Sequence[PeerCommand], *, from_peer: bool = False) -> Outcome:
         """Carry out commands in order; returns once local writes are done and peers have theirs."""
         outcome = Outcome()
-        forwards: dict[NodeAddress, list[Command]] = {}
+        forwards: dict[NodeAddress, list[PeerCommand]] = {}
         members = self.cluster.members() if self.cluster is not None else frozenset()
         for position, command in enumerate(commands):
             if isinstance(command, Ask):  # peer-only: parse_command never makes them
@@ -86,6 +92,10 @@ class CommandRunner:
                 if from_peer:
                     self.connections_api.answer_received(command)
                 continue
+            if isinstance(command, Interest):
+                if from_peer:
+                    self.channels.apply(command)
+                continue
             try:
                 if isinstance(command, Publish) and self.graphql is None:
                     raise CommandError(
@@ -95,6 +105,9 @@ class CommandRunner:
                 route = self.router.route(
                     command, self.registry, from_peer=from_peer, members=members
                 )
+                # Channel commands may be refused by this node's own state (a limit, a GraphQL
+                # connection): checked before anything of the command is carried out.
+                self._channel_command(route, from_peer, forwards)
             except CommandError as exc:
                 outcome.rejections.append((position, str(exc)))
                 self.counters["commandsRejected"] += 1
@@ -105,6 +118,8 @@ class CommandRunner:
             self._deliver_locally(route)
             for node, narrowed in route.forwards.items():
                 forwards.setdefault(node, []).append(narrowed)
+                if isinstance(narrowed, Subscribe):
+                    self.channels.expect(node, narrowed)
             if route.to_every_node and self.cluster is not None:
                 for peer in self.cluster.peers():
                     if peer != self.address:
@@ -115,8 +130,27 @@ class CommandRunner:
             await asyncio.gather(*(self._forward(node, batch) for node, batch in forwards.items()))
         return outcome
 
+    def _channel_command(
+        self, route: Route, from_peer: bool, forwards: dict[NodeAddress, list[PeerCommand]]
+    ) -> None:
+        command = route.command
+        if isinstance(command, Subscribe):
+            self.channels.subscribe(command, route.local_ids, forwards)
+        elif isinstance(command, Unsubscribe):
+            self.channels.unsubscribe(command, route.local_ids, forwards)
+        elif isinstance(command, ChannelPublish):
+            self.channels.publish(command, from_peer=from_peer, forwards=forwards)
+
     def _deliver_locally(self, route: Route) -> None:
         command = route.command
+        if isinstance(command, Subscribe | Unsubscribe):
+            # Carried out by _channel_command; a connection not held here is GONE, as for send.
+            for connection_id in route.local_ids:
+                if self.registry.get(connection_id) is None:
+                    self._gone(connection_id, command.action)
+            return
+        if isinstance(command, ChannelPublish):
+            return
         if isinstance(command, Publish):
             assert self.graphql is not None  # checked in execute
             self.graphql.publish(command.keys, command.context)
@@ -141,7 +175,7 @@ class CommandRunner:
                 if entry is None or not self.writer.write(entry, frame, command):
                     self._gone(connection_id, command.action)
 
-    async def _forward(self, node: NodeAddress, commands: list[Command]) -> None:
+    async def _forward(self, node: NodeAddress, commands: list[PeerCommand]) -> None:
         delivered = False
         if self.cluster is not None:
             try:
@@ -153,7 +187,7 @@ class CommandRunner:
             return
         log.warning("peer unreachable; commands for it are GONE", extra={"peer": str(node)})
         for command in commands:
-            if isinstance(command, Send | Close):
+            if isinstance(command, Send | Close | Subscribe | Unsubscribe):
                 for connection_id in command.connection_ids:
                     self._gone(connection_id, command.action)
 

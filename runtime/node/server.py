@@ -31,6 +31,7 @@ from runtime.core.outbox import EventOutbox
 from runtime.core.registry import ConnectionEntry, ConnectionRegistry
 from runtime.core.router import Router
 from runtime.core.send_buffer import SendLimits
+from runtime.node.channels import ChannelHub
 from runtime.node.commands import CommandRunner
 from runtime.node.connection import NodeConnection
 from runtime.node.connections_api import ConnectionsApi
@@ -131,6 +132,14 @@ class Node:
                 keepalive_interval=settings.keepalive_interval,
                 max_operations=settings.graphql_max_operations,
             )
+        self.channels = ChannelHub(
+            self.registry,
+            self.writer,
+            address=self.address,
+            cluster=cluster,
+            max_per_connection=settings.max_subscriptions_per_connection,
+            max_total=settings.max_subscriptions,
+        )
         self.commands = CommandRunner(
             Router(settings.peer_address, settings.region),
             self.registry,
@@ -138,6 +147,7 @@ class Node:
             self.pump,
             self.context,
             self.connections_api,
+            self.channels,
             address=self.address,
             cluster=cluster,
             graphql=self.graphql,
@@ -274,6 +284,7 @@ class Node:
         await self.pump.flush(0.5)
         await self.pump.stop()
         await self.connections_api.close()
+        await self.channels.close()
         await self.origin.close()
         for door in (self.authorizer, self.connect_handler):
             if door is not None:
@@ -363,6 +374,7 @@ class Node:
             await connection.close(1011, "internal error")
         finally:
             self.registry.remove(connection_id)
+            self.channels.connection_closed(connection_id)
             if not len(self.registry):
                 self._no_connections.set()
             code, reason = _close_status(connection)
@@ -435,6 +447,12 @@ class Node:
         """Carry out commands in order; returns once local writes are done and peers have theirs."""
         return await self.commands.execute(commands, from_peer=from_peer)
 
+    def peer_up(self, peer: NodeAddress) -> None:
+        self.channels.peer_up(peer)
+
+    def peer_down(self, peer: NodeAddress) -> None:
+        self.channels.peer_down(peer)
+
     # Periodic work
 
     async def _keepalive_loop(self) -> None:
@@ -505,6 +523,7 @@ class Node:
             "draining": self.draining,
             **self._counted(),
             **self.connections_api.stats(),
+            **self.channels.stats(),
             **(self.graphql.stats() if self.graphql is not None else {}),
             **({"peers": self.cluster.stats()} if self.cluster is not None else {}),
             **({"authorizer": self.authorizer.stats()} if self.authorizer is not None else {}),

@@ -18,7 +18,7 @@ from websockets.protocol import State
 from runtime.core.registry import ConnectionEntry
 from runtime.core.send_buffer import SendLimits
 from runtime.node.frames import message_frame
-from runtime.wire.commands import Broadcast, Send
+from runtime.wire.commands import Broadcast, ChannelPublish, Send
 
 log = logging.getLogger("runtime.node")
 
@@ -34,7 +34,9 @@ class ClientWriter:
     def stats(self) -> dict[str, int]:
         return dict(self.counters)
 
-    def write(self, entry: Entry, frame: bytes, message: Send | Broadcast) -> bool:
+    def write(
+        self, entry: Entry, frame: bytes, message: Send | Broadcast | ChannelPublish
+    ) -> bool:
         """Write one frame (`message` as built once for all its clients); False if the client
         is closing or closed."""
         connection = entry.handle

@@ -6,7 +6,7 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from runtime.core.execution import CommandExecutor
+from runtime.core.execution import ClusterNode
 from runtime.wire.commands import PeerCommand
 from runtime.wire.connect_answer import ConnectAnswer
 from runtime.wire.connection_id import NodeAddress
@@ -84,8 +84,9 @@ class ClusterTransport(Protocol):
     forwards made while draining still travel.
     """
 
-    async def start(self, executor: CommandExecutor) -> None:
-        """Listen; commands peers forward go to `executor` (this node) from now on."""
+    async def start(self, executor: ClusterNode) -> None:
+        """Listen; commands peers forward go to `executor` (this node) from now on, and so does
+        news of peers coming up and going down."""
         ...
 
     async def stop(self) -> None: ...

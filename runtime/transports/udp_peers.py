@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
 
-from runtime.core.execution import CommandExecutor
+from runtime.core.execution import ClusterNode
 from runtime.core.peer_protocol import (
     Acknowledged,
     Delivered,
@@ -63,7 +63,7 @@ class UdpPeers(asyncio.DatagramProtocol):
         self.peers_dns = peers_dns
         self.refresh_seconds = refresh_seconds
         self.metrics_interval = metrics_interval
-        self.executor: CommandExecutor | None = None
+        self.executor: ClusterNode | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.errors = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -84,7 +84,7 @@ class UdpPeers(asyncio.DatagramProtocol):
         self.refused_non_members = 0  # forwards asked for an address outside the cluster
         self.resolve = self._lookup  # a hook: tests stand in for Cloud Map's partial answers
 
-    async def start(self, executor: CommandExecutor) -> None:
+    async def start(self, executor: ClusterNode) -> None:
         """Listen; commands from peers go to `executor` (the node) from now on."""
         self.executor = executor
         host, port = self.listen
@@ -216,9 +216,13 @@ class UdpPeers(asyncio.DatagramProtocol):
             log.info("peer up", extra={"peer": str(event.peer)})
             self._learn(event.peer)
             self._tell_members(event.peer)
+            if self.executor is not None:
+                self.executor.peer_up(event.peer)
         elif isinstance(event, PeerDown):
             log.warning("peer down", extra={"peer": str(event.peer)})
             self._forget(event.peer)
+            if self.executor is not None:
+                self.executor.peer_down(event.peer)
 
     def _receive(self, peer: NodeAddress, payload: bytes) -> None:
         if is_membership(payload):

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runtime.core.execution import CommandExecutor
+from runtime.core.execution import ClusterNode
 from runtime.transports.base import OriginUnavailable
 from runtime.wire.commands import PeerCommand
 from runtime.wire.connection_id import NodeAddress
@@ -84,14 +84,16 @@ class MemoryCluster:
     """Nodes in one process reach each other by address, as the UDP transport will across hosts."""
 
     def __init__(self) -> None:
-        self.nodes: dict[NodeAddress, CommandExecutor] = {}
+        self.nodes: dict[NodeAddress, ClusterNode] = {}
 
     def join(self, address: NodeAddress) -> MemoryClusterLink:
         """The link of the node at `address`; it is reachable once the link is started."""
         return MemoryClusterLink(self, address)
 
     def leave(self, address: NodeAddress) -> None:
-        self.nodes.pop(address, None)
+        if self.nodes.pop(address, None) is not None:
+            for node in self.nodes.values():
+                node.peer_down(address)
 
 
 class MemoryClusterLink:
@@ -101,7 +103,11 @@ class MemoryClusterLink:
         self.cluster = cluster
         self.address = address
 
-    async def start(self, executor: CommandExecutor) -> None:
+    async def start(self, executor: ClusterNode) -> None:
+        """Reachable from now on; the nodes already here and this one each see the other up."""
+        for address, node in list(self.cluster.nodes.items()):
+            node.peer_up(self.address)
+            executor.peer_up(address)
         self.cluster.nodes[self.address] = executor
 
     async def stop(self) -> None:

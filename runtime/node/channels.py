@@ -1,0 +1,209 @@
+"""Channels on one node: its connections' subscriptions, and what it knows of its peers' channels.
+
+A subscription lives on the node holding its connection and ends with it. A publish is one
+command: the node that takes it writes to its own subscribers and forwards it, over the
+authenticated peer links, only to the peers holding the channel (and to peers whose channels it
+does not know yet: just up, not yet synced), which write to theirs and forward nothing. The peer
+link delivers each message once and in order, so every subscriber gets a publish once, and the
+publishes of one publisher in their order.
+
+Peers learn a node's channels from `Interest` news: the full list when a peer comes up (a new or
+restarted node), then each channel gained or lost. News a command causes travels in the same
+ordered batch as the command's forwards, so "subscribe, then publish" through one node reaches the
+new subscriber; a node forwarding a subscribe expects the owner to hold the channel at once.
+
+The tables are sans-I/O (runtime/core/channels.py); this module routes and sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+
+from runtime.core.channels import (
+    ChannelTable,
+    PeerInterest,
+    SubscriptionRefused,
+    interest_messages,
+)
+from runtime.core.registry import ConnectionRegistry
+from runtime.node.frames import message_frame
+from runtime.node.writer import ClientWriter
+from runtime.transports.base import ClusterTransport
+from runtime.wire.commands import (
+    ChannelPublish,
+    CommandError,
+    Interest,
+    PeerCommand,
+    Subscribe,
+    Unsubscribe,
+)
+from runtime.wire.connection_id import NodeAddress
+
+log = logging.getLogger("runtime.node")
+
+Forwards = dict[NodeAddress, list[PeerCommand]]
+
+
+class ChannelHub:
+    """This node's channels: subscribe, unsubscribe and publish, and the news peers need."""
+
+    def __init__(
+        self,
+        registry: ConnectionRegistry[ServerConnection],
+        writer: ClientWriter,
+        *,
+        address: NodeAddress,
+        cluster: ClusterTransport | None,
+        max_per_connection: int,
+        max_total: int,
+    ) -> None:
+        self.registry = registry
+        self.writer = writer
+        self.address = address
+        self.cluster = cluster
+        self.table = ChannelTable(max_per_connection, max_total)
+        self.interest = PeerInterest()
+        self.counters: Counter[str] = Counter()
+        self._news: set[asyncio.Task[None]] = set()
+
+    # Commands (called by the CommandRunner, in command order)
+
+    def subscribe(self, command: Subscribe, local_ids: Iterable[str], forwards: Forwards) -> None:
+        """Subscribe the connections held here; raises CommandError (all or nothing for the
+        command's local connections) when one is a GraphQL connection or a limit is reached."""
+        entries = []
+        for connection_id in local_ids:
+            entry = self.registry.get(connection_id)
+            if entry is None:
+                continue
+            if entry.graphql:
+                raise CommandError(
+                    f"connection {connection_id!r} is a GraphQL connection: it cannot "
+                    "subscribe to channels (its subscriptions are GraphQL operations)"
+                )
+            entries.append(connection_id)
+        gained: list[str] = []
+        done: list[tuple[str, list[str]]] = []
+        for connection_id in entries:
+            try:
+                subscribed = self.table.subscribe(
+                    connection_id, command.channels, command.user_info, command.presence_events
+                )
+            except SubscriptionRefused as exc:
+                for undo_id, channels in done:  # all or nothing: undo this command's others
+                    self.table.unsubscribe(undo_id, channels)
+                self.counters["subscriptionsRefused"] += 1
+                raise CommandError(str(exc)) from None
+            done.append((connection_id, [channel for channel, _member in subscribed.joined]))
+            gained += subscribed.new_channels
+            self.counters["subscriptions"] += len(subscribed.joined)
+        self._tell_peers(Interest(self.address, tuple(gained), (), False), forwards)
+
+    def unsubscribe(
+        self, command: Unsubscribe, local_ids: Iterable[str], forwards: Forwards
+    ) -> None:
+        lost: list[str] = []
+        for connection_id in local_ids:
+            lost += self.table.unsubscribe(connection_id, command.channels).gone_channels
+        self._tell_peers(Interest(self.address, (), tuple(lost), False), forwards)
+
+    def expect(self, node: NodeAddress, command: Subscribe) -> None:
+        """A subscribe went to `node`, which holds the connection: it holds the channels now."""
+        self.interest.expect(node, command.channels)
+
+    def publish(self, command: ChannelPublish, *, from_peer: bool, forwards: Forwards) -> None:
+        """Write to this node's subscribers; unless a peer sent it, forward it to the peers
+        holding the channel (or not yet synced)."""
+        members = self.table.members(command.channel)
+        if members:
+            frame = message_frame(command.payload, command.binary)
+            skip = command.except_ids
+            get = self.registry.get
+            written = 0
+            for connection_id in members:
+                if connection_id in skip:
+                    continue
+                entry = get(connection_id)
+                if entry is not None and self.writer.write(entry, frame, command):
+                    written += 1
+            self.counters["channelMessagesSent"] += written
+        if from_peer or self.cluster is None:
+            return
+        for peer in self.interest.targets(command.channel, self.cluster.peers()):
+            forwards.setdefault(peer, []).append(command)
+            self.counters["channelPublishesForwarded"] += 1
+
+    def apply(self, news: Interest) -> None:
+        """A peer's channels, as it told them."""
+        self.interest.apply(news)
+
+    # The connection's life and the peers'
+
+    def connection_closed(self, connection_id: str) -> None:
+        """Its subscriptions end; peers hear of the channels this node no longer holds."""
+        if not self.table.of(connection_id):
+            return
+        lost = self.table.drop(connection_id).gone_channels
+        if lost:
+            self._announce(Interest(self.address, (), tuple(lost), False))
+
+    def peer_up(self, peer: NodeAddress) -> None:
+        """A new or restarted peer: it knows nothing of this node's channels, and this node
+        nothing of its (until its own full list arrives)."""
+        self.interest.forget(peer)
+        if self.cluster is not None:
+            self._spawn(self._sync(peer))
+
+    def peer_down(self, peer: NodeAddress) -> None:
+        self.interest.forget(peer)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            **self.counters,
+            "channels": len(self.table.channels()),
+            "channelSubscriptions": self.table.total,
+        }
+
+    async def close(self) -> None:
+        for task in list(self._news):
+            task.cancel()
+        await asyncio.gather(*self._news, return_exceptions=True)
+
+    # News for peers
+
+    def _tell_peers(self, news: Interest, forwards: Forwards) -> None:
+        """News a command caused, in the same ordered batch as that command's forwards."""
+        if self.cluster is None or not (news.added or news.removed):
+            return
+        for peer in self.cluster.peers():
+            forwards.setdefault(peer, []).append(news)
+
+    def _announce(self, news: Interest) -> None:
+        if self.cluster is None:
+            return
+        for peer in self.cluster.peers():
+            self._spawn(self._send(peer, [news]))
+
+    async def _sync(self, peer: NodeAddress) -> None:
+        """Every channel held here, read and sent in one step: news made later goes after it."""
+        await self._send(peer, interest_messages(self.address, sorted(self.table.channels())))
+
+    async def _send(self, peer: NodeAddress, messages: list[Interest]) -> None:
+        """The messages in order: gather starts every forward (each sends at once) before any
+        other work of this loop can queue news behind or between them."""
+        assert self.cluster is not None
+        cluster = self.cluster
+        sent = await asyncio.gather(*(cluster.forward(peer, [message]) for message in messages))
+        # A peer that went down syncs in full when it comes back up.
+        self.counters["interestNewsSent"] += sum(sent)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._news.add(task)
+        task.add_done_callback(self._news.discard)
