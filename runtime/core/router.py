@@ -14,7 +14,17 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass, field
 
-from runtime.wire.commands import Broadcast, Close, Command, CommandError, Publish, Send
+from runtime.wire.commands import (
+    Broadcast,
+    ChannelPublish,
+    Close,
+    Command,
+    CommandError,
+    Publish,
+    Send,
+    Subscribe,
+    Unsubscribe,
+)
 from runtime.wire.connection_id import InvalidConnectionId, NodeAddress, parse_connection_id
 
 
@@ -45,7 +55,7 @@ class Router:
         """Split `command`; `from_peer` commands were already routed, so they never travel on,
         and IDs of nodes outside `members` are gone."""
         route = Route(command)
-        if isinstance(command, Broadcast | Publish):
+        if isinstance(command, Broadcast | Publish | ChannelPublish):
             route.to_every_node = not from_peer
             return route
         remote: dict[NodeAddress, list[str]] = {}
@@ -71,9 +81,13 @@ class Router:
         return route
 
 
-def _narrow(command: Send | Close, ids: list[str]) -> Command:
+def _narrow(command: Send | Close | Subscribe | Unsubscribe, ids: list[str]) -> Command:
     if len(ids) == len(command.connection_ids):
         return command  # every ID goes to the same node: nothing to narrow
     if isinstance(command, Send):
         return Send(tuple(ids), command.payload, command.binary)
+    if isinstance(command, Subscribe):
+        return Subscribe(tuple(ids), command.channels, command.user_info, command.presence_events)
+    if isinstance(command, Unsubscribe):
+        return Unsubscribe(tuple(ids), command.channels)
     return Close(tuple(ids), command.code, command.reason)
