@@ -41,6 +41,8 @@ ASSET_EXCLUDES = [
     "!/runtime/wire/",
     "/runtime/wire/*",
     "!/runtime/wire/__init__.py",
+    "!/runtime/wire/channels.py",  # the channel commands, imported by commands.py
+    "!/runtime/wire/command_fields.py",  # what commands.py and channels.py share
     "!/runtime/wire/commands.py",
     "!/runtime/wire/connection_id.py",
     "!/runtime/wire/graphql_contract.py",  # the GraphQL key limits the SDK shares with the node

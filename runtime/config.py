@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from runtime.core.browser_origins import compile_allowed_origins
 from runtime.names import METRICS_NAMESPACE, PEER_PORT, WEBSOCKET_PORT
+from runtime.wire.channels import MAX_CHANNEL_NAME_LENGTH, MAX_USER_INFO_BYTES, ChannelRules
 from runtime.wire.connection_id import MAX_REGION_LENGTH, NodeAddress
 from runtime.wire.events import RouteSelector
 from runtime.wire.graphql_ws import PROTOCOLS as GRAPHQL_SUBPROTOCOLS
@@ -249,6 +250,10 @@ class Settings:
     compression: str = "none"
     receive_queue_messages: int = 4
     max_connections: int = 20_000
+    max_subscriptions_per_connection: int = 100
+    max_subscriptions: int = 1_000_000
+    max_channel_name_length: int = 128
+    max_user_info_bytes: int = 1024
     send_buffer_messages: int = 1_000
     send_buffer_bytes: int = 1 * MiB
     ping_interval: float = 20.0
@@ -317,6 +322,11 @@ class Settings:
     @property
     def graphql(self) -> bool:
         return bool(self.graphql_origin_url or self.graphql_origin_function)
+
+    @property
+    def channel_rules(self) -> ChannelRules:
+        """What the node's channel commands may hold, for the parsers of its command sources."""
+        return ChannelRules(self.max_channel_name_length, self.max_user_info_bytes)
 
     @property
     def peer_address(self) -> NodeAddress:
@@ -440,6 +450,22 @@ _SPECS: dict[str, _Spec] = {
     ),
     "max_connections": _Spec(
         _int(1, 10_000_000), "connections per node; beyond, handshakes get 503"
+    ),
+    "max_subscriptions_per_connection": _Spec(
+        _int(1, 10_000),
+        "channels one connection may be subscribed to; a subscribe passing it is refused whole",
+    ),
+    "max_subscriptions": _Spec(
+        _int(1, 100_000_000),
+        "channel subscriptions this node may hold, all connections together; a subscribe "
+        "passing it is refused",
+    ),
+    "max_channel_name_length": _Spec(
+        _int(1, MAX_CHANNEL_NAME_LENGTH), "longest channel name, in characters"
+    ),
+    "max_user_info_bytes": _Spec(
+        _int(0, MAX_USER_INFO_BYTES),
+        "largest userInfo a subscribe may give, in bytes of JSON (0: none)",
     ),
     "send_buffer_messages": _Spec(
         _int(1, 1_000_000), "messages a client may leave unread before it is closed with 1013"

@@ -18,6 +18,7 @@ from runtime.config import (
     host_port,
     load,
 )
+from runtime.wire.channels import ChannelRules
 from runtime.wire.connection_id import NodeAddress
 
 # The least a node needs: where events go, and a token for its command endpoint.
@@ -420,3 +421,38 @@ def test_event_buffer_for_a_connection_limit() -> None:
     assert settings(
         max_connections="200000", event_buffer_bytes=str(size), event_buffer_events=str(events)
     )
+
+
+def test_channel_settings_and_the_rules_they_make() -> None:
+    loaded = settings()
+    assert loaded.max_subscriptions_per_connection == 100
+    assert loaded.max_subscriptions == 1_000_000
+    assert loaded.channel_rules == ChannelRules(max_name_length=128, max_user_info_bytes=1024)
+    loaded = settings(
+        {"MAX_USER_INFO_BYTES": "0"},
+        max_channel_name_length="1024",
+        max_subscriptions_per_connection="10000",
+        max_subscriptions="1",
+    )
+    assert loaded.channel_rules == ChannelRules(1024, 0)
+    assert (loaded.max_subscriptions_per_connection, loaded.max_subscriptions) == (10_000, 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("max_subscriptions_per_connection", "0", "must be between 1 and 10000 (got 0)"),
+        ("max_subscriptions_per_connection", "10001", "must be between 1 and 10000"),
+        ("max_subscriptions", "0", "must be between 1 and 100000000 (got 0)"),
+        ("max_subscriptions", "lots", "must be an integer (got 'lots')"),
+        ("max_channel_name_length", "0", "must be between 1 and 1024 (got 0)"),
+        ("max_channel_name_length", "1025", "must be between 1 and 1024 (got 1025)"),
+        ("max_user_info_bytes", "-1", "must be between 0 and 65536 (got -1)"),
+        ("max_user_info_bytes", "65537", "must be between 0 and 65536 (got 65537)"),
+    ],
+)
+def test_bad_channel_settings_name_themselves(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(**{name: value})
+    assert str(info.value).startswith(flag(name) + " ")
+    assert message in str(info.value)

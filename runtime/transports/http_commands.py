@@ -30,6 +30,7 @@ from urllib.parse import unquote
 from runtime.core.execution import CommandExecutor
 from runtime.transports.http1 import MAX_HEADER_BYTES, Request, Response, json_response
 from runtime.transports.http1_server import HttpServer
+from runtime.wire.channels import DEFAULT_RULES, ChannelRules
 from runtime.wire.commands import CommandBodyError, Rejection, max_body_bytes, parse_body
 
 log = logging.getLogger("runtime.commands")
@@ -104,6 +105,7 @@ class CommandEndpoint:
         *,
         token: str | None,
         max_payload_bytes: int,
+        channel_rules: ChannelRules = DEFAULT_RULES,
         max_connections: int = 1024,
         header_timeout: float = 10.0,
         body_timeout: float = 30.0,
@@ -129,6 +131,7 @@ class CommandEndpoint:
         self.port = port
         self._token = token.encode() if token else None
         self._max_payload_bytes = max_payload_bytes
+        self._channel_rules = channel_rules
         self._server = HttpServer(
             self._route,
             max_body_bytes=max_body_bytes(max_payload_bytes),
@@ -264,7 +267,9 @@ class CommandEndpoint:
 
     async def _commands(self, body: bytes) -> Response:
         try:
-            commands, rejections = parse_body(body, max_payload_bytes=self._max_payload_bytes)
+            commands, rejections = parse_body(
+                body, max_payload_bytes=self._max_payload_bytes, rules=self._channel_rules
+            )
         except CommandBodyError as exc:
             log.warning("command body rejected", extra={"error": str(exc)})
             return json_response({"error": str(exc), "accepted": 0}, 400)

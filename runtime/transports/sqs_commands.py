@@ -30,6 +30,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.core.execution import CommandExecutor
+from runtime.wire.channels import DEFAULT_RULES, ChannelRules
 from runtime.wire.commands import CommandBodyError, parse_body
 
 log = logging.getLogger("runtime.commands")
@@ -65,6 +66,7 @@ class SqsCommandPoller:
         executor: CommandExecutor,
         *,
         max_payload_bytes: int,
+        channel_rules: ChannelRules = DEFAULT_RULES,
         workers: int = 2,
         wait_seconds: int = MAX_WAIT_SECONDS,
         visibility_timeout: int | None = None,
@@ -87,6 +89,7 @@ class SqsCommandPoller:
         self.queue_url = queue_url
         self.executor = executor
         self.max_payload_bytes = max_payload_bytes
+        self.channel_rules = channel_rules
         self.workers = workers
         self.wait_seconds = wait_seconds
         self.visibility_timeout = visibility_timeout
@@ -226,6 +229,7 @@ class SqsCommandPoller:
             commands, rejections = parse_body(
                 unwrap_notification(message.get("Body", "")),
                 max_payload_bytes=self.max_payload_bytes,
+                rules=self.channel_rules,
             )
         except CommandBodyError as exc:
             self.counters["malformed"] += 1

@@ -2,17 +2,61 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.wire.channels import (
+    DEFAULT_RULES,
+    ChannelCommand,
+    ChannelPublish,
+    ChannelRules,
+    Interest,
+    Subscribe,
+    Unsubscribe,
+    channel_command_json,
+    parse_channel_publish,
+    parse_subscribe,
+    parse_unsubscribe,
+)
+from runtime.wire.command_fields import (
+    MAX_IDS_PER_COMMAND,
+    CommandBodyError,
+    CommandError,
+    connection_ids,
+    data_json,
+    encode_json,
+    kind_of,
+    payload,
+)
 from runtime.wire.connection_id import NodeAddress
 from runtime.wire.graphql_contract import MAX_KEY_LENGTH
 
+__all__ = [
+    "MAX_IDS_PER_COMMAND",
+    "Answer",
+    "Ask",
+    "Broadcast",
+    "ChannelPublish",
+    "ChannelRules",
+    "Close",
+    "Command",
+    "CommandBodyError",
+    "CommandError",
+    "Interest",
+    "PeerCommand",
+    "Publish",
+    "Rejection",
+    "Send",
+    "Subscribe",
+    "Unsubscribe",
+    "encode_commands",
+    "max_body_bytes",
+    "parse_body",
+    "parse_command",
+]
+
 MAX_COMMANDS_PER_BODY = 10_000
-MAX_IDS_PER_COMMAND = 100_000
 MAX_CLOSE_REASON_BYTES = 123
 MAX_PUBLISH_KEYS = 1_000
 
@@ -20,14 +64,6 @@ MAX_PUBLISH_KEYS = 1_000
 def max_body_bytes(max_payload_bytes: int) -> int:
     """Largest command body to accept: the largest payload, base64-inflated, plus many IDs."""
     return max(16 << 20, 2 * max_payload_bytes + (4 << 20))
-
-
-class CommandBodyError(ValueError):
-    """The body as a whole is unusable (not JSON, or not {"commands": [...]})."""
-
-
-class CommandError(ValueError):
-    """One command is invalid; the message names the field and what would be right."""
 
 
 @dataclass(slots=True)
@@ -66,7 +102,7 @@ class Publish:
     action = "publish"
 
 
-Command = Send | Close | Broadcast | Publish
+Command = Send | Close | Broadcast | Publish | ChannelCommand
 
 
 @dataclass(slots=True)
@@ -92,8 +128,9 @@ class Answer:
     info: bytes = b""
 
 
-# What travels between nodes: the origin's commands, and the @connections asks and answers.
-PeerCommand = Command | Ask | Answer
+# What travels between nodes: the origin's commands, the @connections asks and answers, and
+# which channels each node holds.
+PeerCommand = Command | Ask | Answer | Interest
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +143,10 @@ class Rejection:
 
 
 def parse_body(
-    body: bytes | str, *, max_payload_bytes: int
+    body: bytes | str, *, max_payload_bytes: int, rules: ChannelRules = DEFAULT_RULES
 ) -> tuple[list[Command], list[Rejection]]:
-    """Split a body into valid commands and rejections, keeping each command's index."""
+    """Split a body into valid commands and rejections, keeping each command's index; `rules`
+    are the node's channel settings."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -119,7 +157,7 @@ def parse_body(
         raise CommandBodyError('body must be a JSON object {"commands": [...]}')
     items = document["commands"]
     if not isinstance(items, list):
-        raise CommandBodyError(f'"commands" must be a list (got {_kind(items)})')
+        raise CommandBodyError(f'"commands" must be a list (got {kind_of(items)})')
     if len(items) > MAX_COMMANDS_PER_BODY:
         raise CommandBodyError(
             f'"commands" may hold at most {MAX_COMMANDS_PER_BODY} commands (got {len(items)})'
@@ -128,80 +166,70 @@ def parse_body(
     rejections: list[Rejection] = []
     for index, item in enumerate(items):
         try:
-            commands.append(parse_command(item, max_payload_bytes=max_payload_bytes))
+            commands.append(parse_command(item, max_payload_bytes=max_payload_bytes, rules=rules))
         except CommandError as exc:
             rejections.append(Rejection(index, f"commands[{index}]: {exc}"))
     return commands, rejections
 
 
-def parse_command(item: Any, *, max_payload_bytes: int) -> Command:
+def parse_command(
+    item: Any, *, max_payload_bytes: int, rules: ChannelRules = DEFAULT_RULES
+) -> Command:
     if not isinstance(item, dict):
-        raise CommandError(f"a command must be an object (got {_kind(item)})")
+        raise CommandError(f"a command must be an object (got {kind_of(item)})")
     action = item.get("action")
     if action == "send":
-        payload, binary = _payload(item, max_payload_bytes)
-        return Send(_connection_ids(item), payload, binary)
+        data, binary = payload(item, max_payload_bytes)
+        return Send(connection_ids(item), data, binary)
     if action == "close":
-        return Close(_connection_ids(item), _close_code(item), _close_reason(item))
+        return Close(connection_ids(item), _close_code(item), _close_reason(item))
     if action == "broadcast":
-        payload, binary = _payload(item, max_payload_bytes)
-        return Broadcast(payload, binary)
+        data, binary = payload(item, max_payload_bytes)
+        return Broadcast(data, binary)
     if action == "publish":
-        return Publish(_keys(item), _context(item, max_payload_bytes))
-    raise CommandError(f'"action" must be one of send, close, broadcast, publish (got {action!r})')
+        return _publish(item, rules, max_payload_bytes)
+    if action == "subscribe":
+        return parse_subscribe(item, rules)
+    if action == "unsubscribe":
+        return parse_unsubscribe(item, rules)
+    raise CommandError(
+        '"action" must be one of send, close, broadcast, publish, subscribe, unsubscribe '
+        f"(got {action!r})"
+    )
 
 
-def _connection_ids(item: dict[str, Any]) -> tuple[str, ...]:
-    ids = item.get("connectionIds")
-    if not isinstance(ids, list) or not ids:
-        raise CommandError(f'"connectionIds" must be a non-empty list (got {_kind(ids)})')
-    if len(ids) > MAX_IDS_PER_COMMAND:
+def _publish(
+    item: dict[str, Any], rules: ChannelRules, max_payload_bytes: int
+) -> Publish | ChannelPublish:
+    """A publish goes to a channel's subscribers ("channel") or re-runs GraphQL subscriptions
+    ("keys"), never both: which one is meant must be plain."""
+    to_channel, to_keys = "channel" in item, "keys" in item
+    if to_channel and to_keys:
         raise CommandError(
-            f'"connectionIds" may hold at most {MAX_IDS_PER_COMMAND} IDs (got {len(ids)})'
+            'a publish holds "channel" (to its subscribers) or "keys" (to GraphQL '
+            "subscriptions), not both"
         )
-    if len(ids) == 1 and type(ids[0]) is str:
-        return (ids[0],)  # the common case, on the hot path of every command
-    for position, value in enumerate(ids):
-        if not isinstance(value, str):
-            raise CommandError(f'"connectionIds"[{position}] must be a string (got {_kind(value)})')
-    return tuple(dict.fromkeys(ids))
-
-
-def _payload(item: dict[str, Any], max_bytes: int) -> tuple[bytes, bool]:
-    data = item.get("data")
-    if not isinstance(data, str):
-        raise CommandError(f'"data" must be a string (got {_kind(data)})')
-    binary = item.get("isBase64Encoded", False)
-    if not isinstance(binary, bool):
-        raise CommandError(f'"isBase64Encoded" must be true or false (got {_kind(binary)})')
-    if binary:
-        try:
-            payload = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise CommandError('"data" is not valid base64 but "isBase64Encoded" is true') from None
-    else:
-        try:
-            payload = data.encode("utf-8")
-        except UnicodeEncodeError:
-            raise CommandError('"data" holds lone surrogates: not valid UTF-8 text') from None
-    if len(payload) > max_bytes:
+    if to_channel:
+        return parse_channel_publish(item, rules, max_payload_bytes)
+    if not to_keys:
         raise CommandError(
-            f'"data" is {len(payload)} bytes; the most a message may be is {max_bytes}'
+            'a publish needs "channel" (to its subscribers) or "keys" (to GraphQL '
+            "subscriptions): neither is there"
         )
-    return payload, binary
+    return Publish(_keys(item), _context(item, max_payload_bytes))
 
 
 def _keys(item: dict[str, Any]) -> tuple[str, ...]:
     keys = item.get("keys")
     if not isinstance(keys, list) or not keys:
-        raise CommandError(f'"keys" must be a non-empty list (got {_kind(keys)})')
+        raise CommandError(f'"keys" must be a non-empty list (got {kind_of(keys)})')
     if len(keys) > MAX_PUBLISH_KEYS:
         raise CommandError(f'"keys" may hold at most {MAX_PUBLISH_KEYS} keys (got {len(keys)})')
     for position, key in enumerate(keys):
         if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
             raise CommandError(
                 f'"keys"[{position}] must be a string of 1 to {MAX_KEY_LENGTH} characters '
-                f"(got {_kind(key) if not isinstance(key, str) else repr(key[:40])})"
+                f"(got {kind_of(key) if not isinstance(key, str) else repr(key[:40])})"
             )
         try:
             key.encode("utf-8")
@@ -214,7 +242,7 @@ def _keys(item: dict[str, Any]) -> tuple[str, ...]:
 
 def _context(item: dict[str, Any], max_bytes: int) -> bytes:
     try:
-        context = _encode(item.get("context")).encode("utf-8")
+        context = encode_json(item.get("context")).encode("utf-8")
     except UnicodeEncodeError:
         raise CommandError('"context" holds lone surrogates: not valid UTF-8 text') from None
     if len(context) > max_bytes:
@@ -238,7 +266,7 @@ def _close_code(item: dict[str, Any]) -> int:
 def _close_reason(item: dict[str, Any]) -> str:
     reason = item.get("reason", "")
     if not isinstance(reason, str):
-        raise CommandError(f'"reason" must be a string (got {_kind(reason)})')
+        raise CommandError(f'"reason" must be a string (got {kind_of(reason)})')
     try:
         size = len(reason.encode("utf-8"))
     except UnicodeEncodeError:
@@ -248,18 +276,13 @@ def _close_reason(item: dict[str, Any]) -> str:
     return reason
 
 
-def _kind(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
 def encode_commands(commands: list[Command]) -> bytes:
     """The JSON body for commands, as a peer or the HTTP endpoint expects it."""
-    out = []
+    out: list[dict[str, object]] = []
     for command in commands:
-        if isinstance(command, Publish):
+        if isinstance(command, Subscribe | Unsubscribe | ChannelPublish):
+            out.append(channel_command_json(command))
+        elif isinstance(command, Publish):
             out.append(
                 {
                     "action": "publish",
@@ -267,8 +290,7 @@ def encode_commands(commands: list[Command]) -> bytes:
                     "context": json.loads(command.context),
                 }
             )
-            continue
-        if isinstance(command, Close):
+        elif isinstance(command, Close):
             out.append(
                 {
                     "action": "close",
@@ -277,18 +299,10 @@ def encode_commands(commands: list[Command]) -> bytes:
                     "reason": command.reason,
                 }
             )
-            continue
-        data = (
-            base64.b64encode(command.payload).decode("ascii")
-            if command.binary
-            else command.payload.decode("utf-8")
-        )
-        entry: dict[str, object] = {
-            "action": command.action,
-            "data": data,
-            "isBase64Encoded": command.binary,
-        }
-        if isinstance(command, Send):
-            entry["connectionIds"] = list(command.connection_ids)
-        out.append(entry)
-    return _encode({"commands": out}).encode()
+        else:
+            entry: dict[str, object] = {"action": command.action}
+            entry.update(data_json(command.payload, command.binary))
+            if isinstance(command, Send):
+                entry["connectionIds"] = list(command.connection_ids)
+            out.append(entry)
+    return encode_json({"commands": out}).encode()

@@ -15,26 +15,50 @@ Layout (big-endian): version (1) | count (4), then per command a kind (1) and:
                | reply-to host length (1) | host (ASCII) | reply-to port (2)
                | ID length (2) | ID (ASCII) | payload length (4) | payload
     answer     request ID (8) | status (2) | info length (4) | info (JSON or empty)
+    subscribe  presence events (1) | IDs length (4) | IDs | channels length (4) | channels
+               | userInfo length (4) | userInfo (JSON or empty)
+    unsubscribe  IDs length (4) | IDs | channels length (4) | channels
+    channel publish  binary (1) | channel length (2) | channel | except IDs length (4)
+               | except IDs | payload length (4) | payload
+    interest   full (1) | node host length (1) | host (ASCII) | node port (2)
+               | added length (4) | added | removed length (4) | removed
 
 Connection IDs are URL-safe base64, so a newline never occurs inside one. Publish keys may hold
 any character, so a key with a newline makes the forwarding node send JSON keys instead (flag 1
-in place of 0 before the keys length).
+in place of 0 before the keys length). Channel names never hold a newline (`wire/channels.py`),
+so lists of them are newline-joined UTF-8, and an empty list is empty.
 
 Ask and answer (the @connections API answered by the owning node) came later within version 1:
 a node of older code refuses a batch holding one as of an unknown kind, as it would any, and the
 asking node's wait ends at its bound. They are only ever built by nodes, never from an origin.
+The channel kinds (subscribe, unsubscribe, channel publish, interest) came later within version 1
+the same way: an older node refuses a batch holding one, and never hears of channels.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 
-from runtime.wire.commands import Answer, Ask, Broadcast, Close, PeerCommand, Publish, Send
+from runtime.wire.commands import (
+    Answer,
+    Ask,
+    Broadcast,
+    ChannelPublish,
+    Close,
+    Interest,
+    PeerCommand,
+    Publish,
+    Send,
+    Subscribe,
+    Unsubscribe,
+)
 from runtime.wire.connection_id import NodeAddress
 
 VERSION = 1
 SEND, CLOSE, BROADCAST, PUBLISH, ASK, ANSWER = 1, 2, 3, 4, 5, 6
+SUBSCRIBE, UNSUBSCRIBE, CHANNEL_PUBLISH, INTEREST = 7, 8, 9, 10
 ASK_ACTIONS = {"get": 1, "post": 2, "delete": 3}
 _ACTIONS_BY_CODE = {code: action for action, code in ASK_ACTIONS.items()}
 
@@ -45,6 +69,8 @@ _BROADCAST = struct.Struct(">BBI")
 _PUBLISH = struct.Struct(">BBI")
 _ASK = struct.Struct(">BQBBB")
 _ANSWER = struct.Struct(">BQHI")
+_FLAG = struct.Struct(">BB")  # kind, then one flag byte
+_CHANNEL_PUBLISH = struct.Struct(">BBH")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
@@ -100,10 +126,56 @@ def encode_forwarded(commands: list[PeerCommand]) -> bytes:
         elif isinstance(command, Answer):
             append(_ANSWER.pack(ANSWER, command.request_id, command.status, len(command.info)))
             append(command.info)
-        else:
+        elif isinstance(command, Broadcast):
             append(_BROADCAST.pack(BROADCAST, command.binary, len(command.payload)))
             append(command.payload)
+        else:
+            _encode_channel_command(command, append)
     return b"".join(parts)
+
+
+def _encode_channel_command(
+    command: Subscribe | Unsubscribe | ChannelPublish | Interest, append: Callable[[bytes], None]
+) -> None:
+    if isinstance(command, Subscribe):
+        append(_FLAG.pack(SUBSCRIBE, command.presence_events))
+        _append_sized(_joined_ids(command.connection_ids), append)
+        _append_sized(_joined_names(command.channels), append)
+        _append_sized(command.user_info, append)
+    elif isinstance(command, Unsubscribe):
+        append(bytes((UNSUBSCRIBE,)))
+        _append_sized(_joined_ids(command.connection_ids), append)
+        _append_sized(_joined_names(command.channels), append)
+    elif isinstance(command, ChannelPublish):
+        channel = command.channel.encode("utf-8")
+        append(_CHANNEL_PUBLISH.pack(CHANNEL_PUBLISH, command.binary, len(channel)))
+        append(channel)
+        _append_sized(_joined_ids(command.except_ids), append)
+        _append_sized(command.payload, append)
+    else:
+        host = command.node.host.encode("ascii")
+        append(_FLAG.pack(INTEREST, command.full))
+        append(bytes((len(host),)))
+        append(host)
+        append(_U16.pack(command.node.port))
+        _append_sized(_joined_names(command.added), append)
+        _append_sized(_joined_names(command.removed), append)
+
+
+def _append_sized(data: bytes, append: Callable[[bytes], None]) -> None:
+    append(_U32.pack(len(data)))
+    append(data)
+
+
+def _joined_ids(ids: tuple[str, ...]) -> bytes:
+    return "\n".join(ids).encode("ascii")
+
+
+def _joined_names(names: tuple[str, ...]) -> bytes:
+    joined = "\n".join(names)
+    if names and (joined.count("\n") != len(names) - 1 or "" in names):
+        raise ValueError("a channel name to forward is empty or holds a newline")
+    return joined.encode("utf-8")
 
 
 def decode_forwarded(data: bytes) -> list[PeerCommand]:
@@ -166,6 +238,9 @@ def _decode(data: bytes) -> list[PeerCommand]:
             offset += _ANSWER.size
             commands.append(Answer(request_id, status, data[offset : offset + length]))
             offset += length
+        elif kind in _CHANNEL_DECODERS:
+            channel_command, offset = _CHANNEL_DECODERS[kind](data, offset)
+            commands.append(channel_command)
         else:
             raise ForwardedFormatError(f"forwarded command of unknown kind {kind}")
     if offset != len(data):
@@ -193,6 +268,67 @@ def _decode_ask(data: bytes, offset: int) -> tuple[Ask, int]:
     offset += length
     reply_to = NodeAddress(host, port)  # ValueError for what is no address
     return Ask(request_id, reply_to, connection_id, action, payload, bool(binary)), offset
+
+
+def _sized(data: bytes, offset: int) -> tuple[bytes, int]:
+    """A length-prefixed field (4 bytes of length) and the offset after it."""
+    (length,) = _U32.unpack_from(data, offset)
+    offset += 4
+    end = offset + length
+    if end > len(data):
+        raise ForwardedFormatError("a forwarded field runs past the end of the batch")
+    return data[offset:end], end
+
+
+def _lines(field: bytes, encoding: str) -> tuple[str, ...]:
+    """Newline-joined names or IDs; none when the field is empty."""
+    return tuple(field.decode(encoding).split("\n")) if field else ()
+
+
+def _decode_subscribe(data: bytes, offset: int) -> tuple[Subscribe, int]:
+    presence_events = data[offset + 1]
+    ids, offset = _sized(data, offset + _FLAG.size)
+    channels, offset = _sized(data, offset)
+    user_info, offset = _sized(data, offset)
+    return Subscribe(
+        _lines(ids, "ascii"), _lines(channels, "utf-8"), user_info, bool(presence_events)
+    ), offset
+
+
+def _decode_unsubscribe(data: bytes, offset: int) -> tuple[Unsubscribe, int]:
+    ids, offset = _sized(data, offset + 1)
+    channels, offset = _sized(data, offset)
+    return Unsubscribe(_lines(ids, "ascii"), _lines(channels, "utf-8")), offset
+
+
+def _decode_channel_publish(data: bytes, offset: int) -> tuple[ChannelPublish, int]:
+    _, binary, channel_length = _CHANNEL_PUBLISH.unpack_from(data, offset)
+    offset += _CHANNEL_PUBLISH.size
+    channel = data[offset : offset + channel_length].decode("utf-8")
+    except_ids, offset = _sized(data, offset + channel_length)
+    payload, offset = _sized(data, offset)
+    return ChannelPublish(channel, payload, bool(binary), _lines(except_ids, "ascii")), offset
+
+
+def _decode_interest(data: bytes, offset: int) -> tuple[Interest, int]:
+    full = data[offset + 1]
+    host_length = data[offset + 2]
+    offset += 3
+    host = data[offset : offset + host_length].decode("ascii")
+    offset += host_length
+    (port,) = _U16.unpack_from(data, offset)
+    added, offset = _sized(data, offset + 2)
+    removed, offset = _sized(data, offset)
+    node = NodeAddress(host, port)  # ValueError for what is no address
+    return Interest(node, _lines(added, "utf-8"), _lines(removed, "utf-8"), bool(full)), offset
+
+
+_CHANNEL_DECODERS: dict[int, Callable[[bytes, int], tuple[PeerCommand, int]]] = {
+    SUBSCRIBE: _decode_subscribe,
+    UNSUBSCRIBE: _decode_unsubscribe,
+    CHANNEL_PUBLISH: _decode_channel_publish,
+    INTEREST: _decode_interest,
+}
 
 
 def _json_keys(text: str) -> tuple[str, ...]:

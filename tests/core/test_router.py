@@ -6,7 +6,15 @@ import pytest
 
 from runtime.core.registry import ConnectionEntry, ConnectionRegistry
 from runtime.core.router import Router
-from runtime.wire.commands import Broadcast, Close, CommandError, Send
+from runtime.wire.commands import (
+    Broadcast,
+    ChannelPublish,
+    Close,
+    CommandError,
+    Send,
+    Subscribe,
+    Unsubscribe,
+)
 from runtime.wire.connection_id import ConnectionIdIssuer, NodeAddress
 
 REGION = "us-east-1"
@@ -45,6 +53,26 @@ def test_close_is_narrowed_keeping_code_and_reason() -> None:
     assert route.local_ids == [local]
     assert route.forwards == {PEER_B: Close((remote,), 4001, "bye")}
     assert route.gone_ids == []
+
+
+def test_subscribe_and_unsubscribe_go_where_their_connections_are() -> None:
+    local, remote, gone = here.issue(), peer_b.issue(), here.issue()
+    subscribe = Subscribe((local, remote, gone), ("room:1",), b'{"n":1}', True)
+    route = router.route(subscribe, {local}, from_peer=False, members=MEMBERS)
+    assert route.local_ids == [local]
+    assert route.forwards == {PEER_B: Subscribe((remote,), ("room:1",), b'{"n":1}', True)}
+    assert route.gone_ids == [gone]  # a subscribe to a connection that is gone answers GONE
+    unsubscribe = Unsubscribe((remote, local), ("a", "b"))
+    route = router.route(unsubscribe, {local}, from_peer=False, members=MEMBERS)
+    assert route.forwards == {PEER_B: Unsubscribe((remote,), ("a", "b"))}
+
+
+def test_a_channel_publish_goes_to_every_node_unless_from_a_peer() -> None:
+    publish = ChannelPublish("room:1", b"x", False, (here.issue(),))
+    route = router.route(publish, set(), from_peer=False, members=MEMBERS)
+    assert route.to_every_node is True
+    assert (route.local_ids, route.forwards, route.gone_ids) == ([], {}, [])
+    assert router.route(publish, set(), from_peer=True, members=MEMBERS).to_every_node is False
 
 
 def test_a_node_on_the_same_host_but_another_port_is_another_node() -> None:

@@ -158,10 +158,11 @@ def test_deeply_nested_body_is_a_body_error() -> None:
         ("send", "a command must be an object \\(got str\\)"),
         (None, "a command must be an object \\(got null\\)"),
         ([1], "a command must be an object \\(got list\\)"),
-        ({}, '"action" must be one of send, close, broadcast, publish \\(got None\\)'),
+        ({}, '"action" must be one of send, close, broadcast, publish, subscribe, unsubscribe'),
         (
             {"action": "SEND"},
-            "\"action\" must be one of send, close, broadcast, publish \\(got 'SEND'\\)",
+            '"action" must be one of send, close, broadcast, publish, subscribe, unsubscribe '
+            "\\(got 'SEND'\\)",
         ),
         (
             {"action": "send", "data": "x"},
@@ -353,7 +354,8 @@ def test_publish_keeps_its_context_as_json_text() -> None:
 @pytest.mark.parametrize(
     ("command", "error"),
     [
-        ({"action": "publish"}, '"keys" must be a non-empty list'),
+        ({"action": "publish"}, 'a publish needs "channel" (to its subscribers) or "keys"'),
+        ({"action": "publish", "keys": None}, '"keys" must be a non-empty list'),
         ({"action": "publish", "keys": []}, '"keys" must be a non-empty list'),
         ({"action": "publish", "keys": "room"}, '"keys" must be a non-empty list'),
         ({"action": "publish", "keys": ["a", 3]}, '"keys"[1] must be a string'),
