@@ -8,6 +8,7 @@ The GraphQL origin, `runtime.origin.graphql`, also needs graphql-core, so it is 
 from __future__ import annotations
 
 from runtime.origin.apigw import ApiGatewayOrigin, ApiGatewaySettings, HandlerSetupError
+from runtime.origin.channels import ChannelRules
 from runtime.origin.client import (
     CommandPublishError,
     GatewayClient,
@@ -32,6 +33,7 @@ from runtime.origin.events import (
 __all__ = [
     "ApiGatewayOrigin",
     "ApiGatewaySettings",
+    "ChannelRules",
     "CommandBuffer",
     "CommandPublishError",
     "EventFormatError",

@@ -7,6 +7,10 @@ fan-out to a chat room one or two calls instead of one per recipient. SNS thrott
 errors are retried by botocore (standard retry mode); entries that a PublishBatch reports failed
 are retried here, then reported in a CommandPublishError, never dropped silently.
 
+Channels: `subscribe` and `unsubscribe` go, like `send`, to the region of each connection; a
+`publish_to_channel` goes to every region of the environment (`regions=`, or WSGW_REGIONS), since
+each region's nodes know only their own subscribers.
+
 Order: commands stay in call order and a message holds a consecutive run of them, so the commands
 of one connection inside one message are carried out in order. The commands queue is a standard
 SQS queue, so two messages may be handled in either order.
@@ -34,11 +38,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.names import ResourceNames
+from runtime.origin.channels import ChannelRules, check_channel, check_channels, user_info_json
 from runtime.origin.packing import (
     DEFAULT_MAX_MESSAGE_BYTES,
     EncodedCommand,
     MessageTooLarge,
     broadcast_command,
+    channel_publish_command,
     check_max_message_bytes,
     close_commands,
     pack_batches,
@@ -46,14 +52,18 @@ from runtime.origin.packing import (
     payload_json,
     publish_command,
     send_commands,
+    subscribe_commands,
+    unsubscribe_commands,
 )
 from runtime.wire.commands import CommandError, Publish, parse_command
-from runtime.wire.connection_id import InvalidConnectionId, parse_connection_id
+from runtime.wire.connection_id import MAX_REGION_LENGTH, InvalidConnectionId, parse_connection_id
 
 __all__ = [
     "ACCOUNT_VARIABLE",
     "BOTO_CONFIG",
     "ENVIRONMENT_VARIABLE",
+    "REGIONS_VARIABLE",
+    "ChannelRules",
     "ClientFactory",
     "CommandPublishError",
     "GatewayClient",
@@ -68,6 +78,7 @@ log = logging.getLogger(__name__)
 
 ENVIRONMENT_VARIABLE = "WSGW_ENVIRONMENT"
 ACCOUNT_VARIABLE = "WSGW_ACCOUNT_ID"
+REGIONS_VARIABLE = "WSGW_REGIONS"  # the environment's regions, comma-separated
 # Throttling and 5xx answers are retried by botocore, with backoff, before a call fails.
 BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
 
@@ -147,6 +158,8 @@ class GatewayClient:
 
     Topic ARNs come from `topic_arns` when it names the region, else from the environment's
     resource names, the region and the account (`account`, WSGW_ACCOUNT_ID, or STS, asked once).
+    The environment's regions, where a channel publish goes, come from `regions` or WSGW_REGIONS;
+    `channel_rules` mirrors the nodes' channel settings when a deployment changes them.
     """
 
     exceptions = _Exceptions
@@ -157,8 +170,10 @@ class GatewayClient:
         environment: str | None = None,
         account: str | None = None,
         region: str | None = None,
+        regions: Iterable[str] | None = None,
         topic_arns: Mapping[str, str] | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        channel_rules: ChannelRules | None = None,
         publish_attempts: int = 4,
         retry_delay: float = 0.05,
         client_factory: ClientFactory | None = None,
@@ -169,6 +184,8 @@ class GatewayClient:
         self.default_region = (
             region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
         )
+        self.regions = _environment_regions(regions)
+        self.channel_rules = channel_rules or ChannelRules()
         self._topic_arns = dict(topic_arns or {})
         self.max_message_bytes = check_max_message_bytes(max_message_bytes)
         if publish_attempts < 1:
@@ -240,6 +257,84 @@ class GatewayClient:
         assert isinstance(parsed, Publish)
         command = publish_command(parsed.keys, context, self.max_message_bytes)
         self._buffer.extend(_Buffered(target, command) for target in targets)
+
+    # Channels ----------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        connection_ids: str | Iterable[str],
+        channels: str | Iterable[str],
+        *,
+        user_info: Any = None,
+        presence_events: bool = False,
+    ) -> None:
+        """Buffer a subscribe: the connections join 1 to 100 channels on the nodes holding them.
+
+        `user_info` (any JSON value, None for none) and `presence_events` are kept with each
+        subscription for presence, which is still to come: nothing reads them yet.
+        """
+        names = self._channels(channels, "subscribe")
+        if not isinstance(presence_events, bool):
+            raise ValueError(
+                f"subscribe: presence_events must be True or False (got {presence_events!r})"
+            )
+        try:
+            info = None if user_info is None else user_info_json(user_info, self.channel_rules)
+        except ValueError as exc:
+            raise ValueError(f"subscribe: {exc}") from None
+        commands = [
+            _Buffered(region, command)
+            for region, ids in self._by_region(connection_ids).items()
+            for command in subscribe_commands(
+                ids, names, info, presence_events, self.max_message_bytes
+            )
+        ]
+        self._buffer.extend(commands)
+
+    def unsubscribe(
+        self, connection_ids: str | Iterable[str], channels: str | Iterable[str]
+    ) -> None:
+        """Buffer an unsubscribe: the connections leave the channels (ones they never joined are
+        no error)."""
+        names = self._channels(channels, "unsubscribe")
+        commands = [
+            _Buffered(region, command)
+            for region, ids in self._by_region(connection_ids).items()
+            for command in unsubscribe_commands(ids, names, self.max_message_bytes)
+        ]
+        self._buffer.extend(commands)
+
+    def publish_to_channel(
+        self,
+        channel: str,
+        data: str | bytes,
+        *,
+        except_ids: str | Iterable[str] = (),
+        regions: Iterable[str] | None = None,
+    ) -> None:
+        """Buffer a message to every subscriber of a channel: str goes as text, bytes as binary.
+
+        It goes to every region of the environment (the client's `regions` or WSGW_REGIONS) unless
+        `regions` names some. The connections in `except_ids` (e.g. the sender) are left out;
+        each region is sent only its own of them.
+        """
+        try:
+            name = check_channel(channel, self.channel_rules)
+        except ValueError as exc:
+            raise ValueError(f"publish_to_channel: {exc}") from None
+        targets = self._every_region(regions, "publish_to_channel")
+        excluded = self._by_region(except_ids, "except_ids")
+        data_json, binary = payload_json(data)
+        commands = [
+            _Buffered(
+                target,
+                channel_publish_command(
+                    name, data_json, binary, excluded.get(target, []), self.max_message_bytes
+                ),
+            )
+            for target in targets
+        ]
+        self._buffer.extend(commands)
 
     # API Gateway management API ----------------------------------------------------------------
 
@@ -410,8 +505,29 @@ class GatewayClient:
 
     # Routing and AWS clients -------------------------------------------------------------------
 
+    def _every_region(self, regions: Iterable[str] | None, action: str) -> list[str]:
+        """The regions a channel publish goes to: those given, or every one of the environment."""
+        if regions is None:
+            if self.regions is None:
+                raise ValueError(
+                    f"{action} goes to every region of the environment, and this client does not "
+                    f"know them: pass regions= to GatewayClient or set {REGIONS_VARIABLE} "
+                    "(comma-separated, e.g. us-east-1,eu-west-1), or name them with regions= "
+                    "in this call"
+                )
+            regions = self.regions
+        return self._regions(regions, action)
+
+    def _channels(self, channels: str | Iterable[str], action: str) -> list[str]:
+        try:
+            return check_channels(channels, self.channel_rules)
+        except ValueError as exc:
+            raise ValueError(f"{action}: {exc}") from None
+
     def _regions(self, regions: Iterable[str] | None, action: str) -> list[str]:
         """The regions a command for every node goes to: those given, or the client's own."""
+        if isinstance(regions, str):  # one region, not its characters
+            regions = [regions]
         if regions is None:
             if self.default_region is None:
                 raise ValueError(
@@ -425,7 +541,9 @@ class GatewayClient:
                 raise ValueError(f"regions must be non-empty strings (got {target!r})")
         return targets
 
-    def _by_region(self, connection_ids: str | Iterable[str]) -> dict[str, list[str]]:
+    def _by_region(
+        self, connection_ids: str | Iterable[str], name: str = "connection_ids"
+    ) -> dict[str, list[str]]:
         """IDs grouped by the region they name, all checked before anything is buffered."""
         if isinstance(connection_ids, str):
             connection_ids = [connection_ids]
@@ -435,7 +553,7 @@ class GatewayClient:
             try:
                 region = parse_connection_id(connection_id).region
             except InvalidConnectionId as exc:
-                raise InvalidConnectionId(f"connection_ids[{position}]: {exc}") from None
+                raise InvalidConnectionId(f"{name}[{position}]: {exc}") from None
             if connection_id not in seen:  # the node counts a repeated ID once anyway
                 seen.add(connection_id)
                 regions.setdefault(region, []).append(connection_id)
@@ -457,3 +575,29 @@ class GatewayClient:
         if self._session is None:
             self._session = boto3.session.Session()
         return self._session.client(service, region_name=region, config=BOTO_CONFIG)
+
+
+def _environment_regions(regions: Iterable[str] | None) -> tuple[str, ...] | None:
+    """The environment's regions from the argument, else WSGW_REGIONS; None when neither says."""
+    if regions is None:
+        text = os.environ.get(REGIONS_VARIABLE, "")
+        listed = [part.strip() for part in text.split(",") if part.strip()]
+        source = REGIONS_VARIABLE
+        if not listed:
+            return None
+    else:
+        listed = [regions] if isinstance(regions, str) else list(regions)
+        source = "regions"
+        if not listed:
+            raise ValueError("regions must name at least one region (or leave it out)")
+    for region in listed:
+        if (
+            not isinstance(region, str)
+            or not region
+            or len(region) > MAX_REGION_LENGTH
+            or not region.isascii()
+        ):
+            raise ValueError(
+                f"{source}: a region is 1 to {MAX_REGION_LENGTH} ASCII characters (got {region!r})"
+            )
+    return tuple(dict.fromkeys(listed))

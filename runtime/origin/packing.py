@@ -1,9 +1,11 @@
 """Commands encoded once and packed into SNS messages and PublishBatch calls, within byte bounds.
 
 Pure, so that every size decision is tested without AWS. A command naming more connections than one
-message holds is split into several commands over parts of the IDs; commands keep their order,
-so messages hold consecutive runs of them. SNS limits each message and the sum of a PublishBatch's
-messages to the topic's maximum message size, and a batch to 10 entries.
+message holds is split into several commands over parts of the IDs (a send, close, subscribe or
+unsubscribe acts per connection, so its parts stand alone); a publish is never split, since each
+part would reach every subscriber. Commands keep their order, so messages hold consecutive runs
+of them. SNS limits each message and the sum of a PublishBatch's messages to the topic's maximum
+message size, and a batch to 10 entries.
 """
 
 from __future__ import annotations
@@ -122,10 +124,74 @@ def publish_command(keys: Sequence[str], context: Any, max_message_bytes: int) -
     return EncodedCommand(text, size)
 
 
-def _split_by_ids(
-    head: str, tail: str, connection_ids: Sequence[str], max_message_bytes: int
+def subscribe_commands(
+    connection_ids: Sequence[str],
+    channels: Sequence[str],
+    user_info_json: str | None,
+    presence_events: bool,
+    max_message_bytes: int,
 ) -> list[EncodedCommand]:
-    """As few commands as fit: each holds as many IDs as a message has room for beside the data.
+    """Split by IDs like a send: a subscribe is per connection, so parts of it stand alone."""
+    tail = f'],"channels":{_encode(list(channels))}'
+    if user_info_json is not None:
+        tail += f',"userInfo":{user_info_json}'
+    if presence_events:
+        tail += ',"presenceEvents":true'
+    return _split_by_ids(
+        '{"action":"subscribe","connectionIds":[',
+        tail + "}",
+        connection_ids,
+        max_message_bytes,
+        advice="name fewer channels, give a smaller userInfo",
+    )
+
+
+def unsubscribe_commands(
+    connection_ids: Sequence[str], channels: Sequence[str], max_message_bytes: int
+) -> list[EncodedCommand]:
+    tail = f'],"channels":{_encode(list(channels))}}}'
+    return _split_by_ids(
+        '{"action":"unsubscribe","connectionIds":[',
+        tail,
+        connection_ids,
+        max_message_bytes,
+        advice="name fewer channels",
+    )
+
+
+def channel_publish_command(
+    channel: str,
+    data_json: str,
+    binary: bool,
+    except_ids: Sequence[str],
+    max_message_bytes: int,
+) -> EncodedCommand:
+    """One publish to a channel. Never split: each part would reach every subscriber again."""
+    text = (
+        f'{{"action":"publish","channel":{_encode(channel)},"data":{data_json},'
+        f'"isBase64Encoded":{"true" if binary else "false"}'
+        + (f',"exceptConnectionIds":[{_ids(list(except_ids))}]' if except_ids else "")
+        + "}"
+    )
+    size = len(text.encode("utf-8"))
+    if size > max_message_bytes - ENVELOPE_BYTES:
+        raise MessageTooLarge(
+            f"a publish to a channel of {size} bytes cannot fit in a message of at most "
+            f"{max_message_bytes} bytes; send less data, leave out fewer connections or raise "
+            "max_message_bytes"
+        )
+    return EncodedCommand(text, size)
+
+
+def _split_by_ids(
+    head: str,
+    tail: str,
+    connection_ids: Sequence[str],
+    max_message_bytes: int,
+    *,
+    advice: str = "send less data",
+) -> list[EncodedCommand]:
+    """As few commands as fit: each holds as many IDs as a message has room for beside the rest.
 
     IDs are checked connection IDs, so they are ASCII and need no JSON escaping.
     """
@@ -135,7 +201,7 @@ def _split_by_ids(
     if smallest > budget:
         raise MessageTooLarge(
             f"a command of {smallest} bytes cannot fit in a message of at most "
-            f"{max_message_bytes} bytes; send less data or raise max_message_bytes"
+            f"{max_message_bytes} bytes; {advice} or raise max_message_bytes"
         )
     commands: list[EncodedCommand] = []
     chunk: list[str] = []
