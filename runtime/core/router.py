@@ -55,7 +55,7 @@ class Router:
         """Split `command`; `from_peer` commands were already routed, so they never travel on,
         and IDs of nodes outside `members` are gone."""
         route = Route(command)
-        if isinstance(command, Broadcast | Publish | ChannelPublish):
+        if isinstance(command, Broadcast | Publish):
             route.to_every_node = not from_peer
             return route
         if isinstance(command, ChannelPublish):

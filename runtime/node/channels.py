@@ -87,7 +87,7 @@ class ChannelHub:
                     f"connection {connection_id!r} is a GraphQL connection: it cannot "
                     "subscribe to channels (its subscriptions are GraphQL operations)"
                 )
-            entries.append(connection_id)
+            entries.append(entry.connection_id)  # the registry's string, kept by the table
         gained: list[str] = []
         done: list[tuple[str, list[str]]] = []
         for connection_id in entries:
@@ -100,7 +100,7 @@ class ChannelHub:
                     self.table.unsubscribe(undo_id, channels)
                 self.counters["subscriptionsRefused"] += 1
                 raise CommandError(str(exc)) from None
-            done.append((connection_id, [channel for channel, _member in subscribed.joined]))
+            done.append((connection_id, [joined.channel for joined in subscribed.joined]))
             gained += subscribed.new_channels
             self.counters["subscriptions"] += len(subscribed.joined)
         self._tell_peers(Interest(self.address, tuple(gained), (), False), forwards)
@@ -195,13 +195,12 @@ class ChannelHub:
         await self._send(peer, interest_messages(self.address, sorted(self.table.channels())))
 
     async def _send(self, peer: NodeAddress, messages: list[Interest]) -> None:
-        """The messages in order: gather starts every forward (each sends at once) before any
-        other work of this loop can queue news behind or between them."""
+        """One forward: the link sends it at once, in order with every other message to that
+        peer, and the peer applies all of it before the next command it carries out."""
         assert self.cluster is not None
-        cluster = self.cluster
-        sent = await asyncio.gather(*(cluster.forward(peer, [message]) for message in messages))
+        if await self.cluster.forward(peer, messages):
+            self.counters["interestNewsSent"] += len(messages)
         # A peer that went down syncs in full when it comes back up.
-        self.counters["interestNewsSent"] += sum(sent)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -184,6 +184,7 @@ class NodeService:
                 settings.commands_queue_url,
                 self.node,
                 max_payload_bytes=settings.send_buffer_bytes,
+                channel_rules=settings.channel_rules,
                 workers=settings.commands_workers,
                 region=settings.aws_region or None,
             )
@@ -196,6 +197,7 @@ class NodeService:
                 port,
                 token=None if settings.no_command_auth else settings.command_token,
                 max_payload_bytes=settings.send_buffer_bytes,
+                channel_rules=settings.channel_rules,
                 max_connections=settings.command_max_connections,
                 header_timeout=settings.command_header_timeout,
                 body_timeout=settings.command_body_timeout,

@@ -34,9 +34,7 @@ class ClientWriter:
     def stats(self) -> dict[str, int]:
         return dict(self.counters)
 
-    def write(
-        self, entry: Entry, frame: bytes, message: Send | Broadcast | ChannelPublish
-    ) -> bool:
+    def write(self, entry: Entry, frame: bytes, message: Send | Broadcast | ChannelPublish) -> bool:
         """Write one frame (`message` as built once for all its clients); False if the client
         is closing or closed."""
         connection = entry.handle

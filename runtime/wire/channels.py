@@ -46,6 +46,12 @@ class ChannelRules:
     max_user_info_bytes: int = 1024
 
     def __post_init__(self) -> None:
+        for name, value in (
+            ("max_name_length", self.max_name_length),
+            ("max_user_info_bytes", self.max_user_info_bytes),
+        ):
+            if type(value) is not int:  # a bool is no limit
+                raise ValueError(f"{name} must be between its bounds, an integer (got {value!r})")
         if not 1 <= self.max_name_length <= MAX_CHANNEL_NAME_LENGTH:
             raise ValueError(
                 f"max_name_length must be between 1 and {MAX_CHANNEL_NAME_LENGTH} "

@@ -67,12 +67,13 @@ def test_subscribe_and_unsubscribe_go_where_their_connections_are() -> None:
     assert route.forwards == {PEER_B: Unsubscribe((remote,), ("a", "b"))}
 
 
-def test_a_channel_publish_goes_to_every_node_unless_from_a_peer() -> None:
+def test_a_channel_publish_is_left_to_the_nodes_channels() -> None:
+    """Not to every node: the node's channel hub forwards it to the peers holding the channel."""
     publish = ChannelPublish("room:1", b"x", False, (here.issue(),))
-    route = router.route(publish, set(), from_peer=False, members=MEMBERS)
-    assert route.to_every_node is True
-    assert (route.local_ids, route.forwards, route.gone_ids) == ([], {}, [])
-    assert router.route(publish, set(), from_peer=True, members=MEMBERS).to_every_node is False
+    for from_peer in (False, True):
+        route = router.route(publish, set(), from_peer=from_peer, members=MEMBERS)
+        assert route.to_every_node is False
+        assert (route.local_ids, route.forwards, route.gone_ids) == ([], {}, [])
 
 
 def test_a_node_on_the_same_host_but_another_port_is_another_node() -> None:

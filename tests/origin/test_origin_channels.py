@@ -22,7 +22,13 @@ from runtime.origin.packing import (
     unsubscribe_commands,
 )
 from tests.aws import MotoEndpoint
-from tests.origin.harness import client, client_factory, drain, issuer, provision_region
+from tests.origin.harness import (
+    client,
+    client_factory,
+    commands_on,
+    issuer,
+    provision_region,
+)
 
 ACCOUNT = "123456789012"  # moto's
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
@@ -40,15 +46,12 @@ def gateway(endpoint: MotoEndpoint, environment: str, **options: Any) -> Gateway
 
 
 def channel_commands_on(endpoint: MotoEndpoint, region: str, queue_url: str) -> list[Any]:
-    """The commands on a region's commands queue, in the order the client buffered them.
-
-    Read as JSON: the node's parser learns the channel commands in another part of issue 17
-    (once it does, `harness.commands_on` checks them as the node would). Each test here buffers
-    few enough commands for one message per region, so queue order is buffer order.
-    """
-    bodies = [message["Body"] for message in drain(client(endpoint, "sqs", region), queue_url)]
+    """The commands on a region's commands queue, each body checked as the node checks it, in
+    the order the client buffered them (few enough for one message per region, so queue order
+    is buffer order)."""
+    bodies, commands = commands_on(client(endpoint, "sqs", region), queue_url)
     assert len(bodies) <= 1, "more than one message: their order on the queue is not kept"
-    return [command for body in bodies for command in json.loads(body)["commands"]]
+    return commands
 
 
 def test_subscribe_and_unsubscribe_go_to_each_connection_region(
@@ -204,12 +207,15 @@ def test_bad_regions_are_refused_when_the_client_is_made(
             [f"c{i}" for i in range(MAX_CHANNELS_PER_COMMAND + 1)],
             '"channels" may hold at most 100 channels',
         ),
-        (["ok", ""], r'"channels"\[1\] must be 1 to 128 characters from A-Z a-z 0-9'),
-        (["x" * 129], r'"channels"\[0\] must be 1 to 128 characters'),
-        (["room 1"], r""""channels"\[0\] must be .* ~ \(got 'room 1'\)"""),
-        (["room\n1"], r'"channels"\[0\] must be 1 to 128'),
-        (["ok", "ok", "caf\u00e9"], r'"channels"\[2\] must be'),
-        (["room#1"], r'"channels"\[0\] must be'),
+        (["ok", ""], r'"channels"\[1\] must be a channel name of 1 to 128 characters \(got 0\)'),
+        (["x" * 129], r'"channels"\[0\] must be a channel name of 1 to 128 characters'),
+        (
+            ["room 1"],
+            r""""channels"\[0\] holds ' ' \(U\+0020\): a channel name may hold only A-Z""",
+        ),
+        (["room\n1"], r'"channels"\[0\] holds .* \(U\+000A\)'),
+        (["ok", "ok", "caf\u00e9"], r'"channels"\[2\] holds .* \(U\+00E9\)'),
+        (["room#1"], r'"channels"\[0\] holds .#. \(U\+0023\)'),
         ([None], r'"channels"\[0\] must be a string \(got null\)'),
         ([3], r'"channels"\[0\] must be a string \(got int\)'),
     ],
@@ -232,7 +238,9 @@ def test_the_largest_names_and_counts_pass() -> None:
     sdk.unsubscribe(connection_id, every_character)
     sdk.publish_to_channel("y" * 128, "hi")
     assert sdk.pending_commands == 3
-    with pytest.raises(ValueError, match=r'publish_to_channel: "channel" must be 1 to 128'):
+    with pytest.raises(
+        ValueError, match=r'publish_to_channel: "channel" must be a channel name of 1 to 128'
+    ):
         sdk.publish_to_channel("y" * 129, "hi")
     with pytest.raises(ValueError, match=r'"channel" must be a string \(got list\)'):
         sdk.publish_to_channel(["room:1"], "hi")  # type: ignore[arg-type]
@@ -253,7 +261,7 @@ def test_the_largest_names_and_counts_pass() -> None:
         ({"max_name_length": 0}, ValueError, "max_name_length must be between 1 and 1024"),
         ({"max_name_length": 1025}, ValueError, "max_name_length must be between 1 and 1024"),
         ({"max_user_info_bytes": -1}, ValueError, "max_user_info_bytes must be between 0 and"),
-        ({"max_user_info_bytes": True}, ValueError, "max_user_info_bytes must be between"),
+        ({"max_user_info_bytes": True}, ValueError, "max_user_info_bytes must be between its"),
     ],
 )
 def test_channel_rules_stay_within_what_a_node_may_be_set_to(
