@@ -27,14 +27,17 @@ from websockets.asyncio.server import ServerConnection
 
 from runtime.core.channels import (
     ChannelTable,
+    Membership,
     PeerInterest,
     SubscriptionRefused,
     interest_messages,
 )
 from runtime.core.registry import ConnectionRegistry
 from runtime.node.frames import message_frame
+from runtime.node.origin_pump import OriginPump
 from runtime.node.writer import ClientWriter
 from runtime.transports.base import ClusterTransport
+from runtime.wire import events
 from runtime.wire.commands import (
     ChannelPublish,
     CommandError,
@@ -44,6 +47,7 @@ from runtime.wire.commands import (
     Unsubscribe,
 )
 from runtime.wire.connection_id import NodeAddress
+from runtime.wire.events import now_ms
 
 log = logging.getLogger("runtime.node")
 
@@ -57,6 +61,8 @@ class ChannelHub:
         self,
         registry: ConnectionRegistry[ServerConnection],
         writer: ClientWriter,
+        pump: OriginPump,
+        context: events.NodeContext,
         *,
         address: NodeAddress,
         cluster: ClusterTransport | None,
@@ -65,6 +71,8 @@ class ChannelHub:
     ) -> None:
         self.registry = registry
         self.writer = writer
+        self.pump = pump
+        self.context = context
         self.address = address
         self.cluster = cluster
         self.table = ChannelTable(max_per_connection, max_total)
@@ -89,6 +97,7 @@ class ChannelHub:
                 )
             entries.append(entry.connection_id)  # the registry's string, kept by the table
         gained: list[str] = []
+        joined: list[Membership] = []
         done: list[tuple[str, list[str]]] = []
         for connection_id in entries:
             try:
@@ -100,18 +109,24 @@ class ChannelHub:
                     self.table.unsubscribe(undo_id, channels)
                 self.counters["subscriptionsRefused"] += 1
                 raise CommandError(str(exc)) from None
-            done.append((connection_id, [joined.channel for joined in subscribed.joined]))
+            done.append((connection_id, [joining.channel for joining in subscribed.joined]))
             gained += subscribed.new_channels
-            self.counters["subscriptions"] += len(subscribed.joined)
+            joined += subscribed.joined
+        self.counters["subscriptions"] += len(joined)
         self._tell_peers(Interest(self.address, tuple(gained), (), False), forwards)
+        self._presence("JOIN", joined)
 
     def unsubscribe(
         self, command: Unsubscribe, local_ids: Iterable[str], forwards: Forwards
     ) -> None:
         lost: list[str] = []
+        left: list[Membership] = []
         for connection_id in local_ids:
-            lost += self.table.unsubscribe(connection_id, command.channels).gone_channels
+            ended = self.table.unsubscribe(connection_id, command.channels)
+            lost += ended.gone_channels
+            left += ended.left
         self._tell_peers(Interest(self.address, (), tuple(lost), False), forwards)
+        self._presence("LEAVE", left, "unsubscribed")
 
     def expect(self, node: NodeAddress, command: Subscribe) -> None:
         """A subscribe went to `node`, which holds the connection: it holds the channels now."""
@@ -149,9 +164,10 @@ class ChannelHub:
         """Its subscriptions end; peers hear of the channels this node no longer holds."""
         if not self.table.of(connection_id):
             return
-        lost = self.table.drop(connection_id).gone_channels
-        if lost:
-            self._announce(Interest(self.address, (), tuple(lost), False))
+        ended = self.table.drop(connection_id)
+        self._presence("LEAVE", ended.left, "disconnected")
+        if ended.gone_channels:
+            self._announce(Interest(self.address, (), tuple(ended.gone_channels), False))
 
     def peer_up(self, peer: NodeAddress) -> None:
         """A new or restarted peer: it knows nothing of this node's channels, and this node
@@ -174,6 +190,29 @@ class ChannelHub:
         for task in list(self._news):
             task.cancel()
         await asyncio.gather(*self._news, return_exceptions=True)
+
+    # Presence events for the origin
+
+    def _presence(self, kind: str, changes: Iterable[Membership], reason: str = "") -> None:
+        """JOIN or LEAVE for each subscription that asked for them. Like GONE they are advice:
+        with the origin backed up they are dropped and counted, never buffered without bound."""
+        now = now_ms()
+        for change in changes:
+            if not change.member.presence_events:
+                continue
+            event = events.presence_event(
+                self.context,
+                kind,
+                change.connection_id,
+                change.channel,
+                change.member.user_info,
+                now,
+                reason,
+            )
+            if self.pump.offer(change.connection_id, event):
+                self.counters[f"{kind.lower()}Events"] += 1
+            else:
+                self.counters["presenceEventsDropped"] += 1
 
     # News for peers
 

@@ -135,6 +135,8 @@ class Node:
         self.channels = ChannelHub(
             self.registry,
             self.writer,
+            self.pump,
+            self.context,
             address=self.address,
             cluster=cluster,
             max_per_connection=settings.max_subscriptions_per_connection,

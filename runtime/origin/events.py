@@ -146,7 +146,7 @@ def read_events(lambda_event: Mapping[str, Any]) -> list[Event]:
 
 
 def event_type(event: Mapping[str, Any]) -> str:
-    """CONNECT, MESSAGE, DISCONNECT, KEEPALIVE or GONE."""
+    """CONNECT, MESSAGE, DISCONNECT, KEEPALIVE, GONE, or (channels) JOIN or LEAVE."""
     return str(event["requestContext"]["eventType"])
 
 

@@ -41,6 +41,8 @@ DISCONNECT_ROUTE = "$disconnect"
 DEFAULT_ROUTE = "$default"
 KEEPALIVE_ROUTE = "$keepalive"
 GONE_ROUTE = "$gone"
+JOIN_ROUTE = "$join"
+LEAVE_ROUTE = "$leave"
 ROUTE_EXPRESSION_PREFIX = "$request.body."
 MAX_ROUTE_KEY_LENGTH = 128
 _DEFAULT_ROUTE_JSON = '"$default"'
@@ -241,6 +243,32 @@ def gone_event(node: NodeContext, connection_id: str, action: str, now_ms: int) 
     context["connectionId"] = connection_id
     context["action"] = action
     return _dumps({"requestContext": context}).encode()
+
+
+def presence_event(
+    node: NodeContext,
+    kind: str,
+    connection_id: str,
+    channel: str,
+    user_info: bytes,
+    now_ms: int,
+    reason: str = "",
+) -> bytes:
+    """JOIN or LEAVE: a subscription with presence events began or ended on this node.
+
+    `userInfo` is the JSON the subscribe gave (left out when none); a LEAVE says why it ended:
+    "unsubscribed" or "disconnected".
+    """
+    route = JOIN_ROUTE if kind == "JOIN" else LEAVE_ROUTE
+    context = _node_context(kind, route, node, now_ms)
+    context["connectionId"] = connection_id
+    context["channel"] = channel
+    if reason:
+        context["reason"] = reason
+    event = _dumps({"requestContext": context})
+    if user_info:
+        event = f'{event[:-1]},"userInfo":{user_info.decode()}}}'
+    return event.encode()
 
 
 class RouteSelector:

@@ -315,3 +315,39 @@ async def test_a_killed_peer_is_forgotten_and_a_restarted_one_resyncs(cluster: C
     await wait_until(lambda: b_address not in a.node.cluster.peers(), 10)  # type: ignore[union-attr]
     assert a.node.channels.interest.channels_of(b_address) == set()
     cluster.faults(loss=0.0)
+
+
+async def test_join_and_leave_events_for_subscriptions_that_ask(cluster: Cluster) -> None:
+    a, b, _c = cluster.nodes
+    origin = cluster.origin
+    clients, ids = await clients_on(b, origin, 3)
+    info = {"name": "Ada", "role": "admin"}
+    await commands(
+        a,
+        subscribe(ids[:2], "room", userInfo=info, presenceEvents=True),
+        subscribe(ids[2:], "room"),  # no presence events for this one
+    )
+    await origin.wait_for(lambda e: len(origin.of_type("JOIN")) >= 2)
+    joins = origin.of_type("JOIN")
+    assert sorted(j["requestContext"]["connectionId"] for j in joins) == sorted(ids[:2])
+    for join in joins:
+        assert join["requestContext"]["channel"] == "room"
+        assert join["requestContext"]["routeKey"] == "$join"
+        assert join["userInfo"] == info
+    # Subscribing again updates, and is no second JOIN.
+    await commands(a, subscribe(ids[:1], "room", presenceEvents=True))
+    await commands(a, {"action": "unsubscribe", "connectionIds": ids[:1], "channels": ["room"]})
+    await origin.wait_for(lambda e: len(origin.of_type("LEAVE")) >= 1)
+    leave = origin.of_type("LEAVE")[0]
+    assert leave["requestContext"]["connectionId"] == ids[0]
+    assert leave["requestContext"]["reason"] == "unsubscribed"
+    assert "userInfo" not in leave  # the re-subscribe gave none
+    for client in clients:
+        await client.close()
+    await origin.wait_for(lambda e: len(origin.of_type("LEAVE")) >= 2)
+    await asyncio.sleep(0.2)
+    leaves = origin.of_type("LEAVE")
+    assert len(leaves) == 2 and len(origin.of_type("JOIN")) == 2
+    assert leaves[1]["requestContext"]["connectionId"] == ids[1]
+    assert leaves[1]["requestContext"]["reason"] == "disconnected"
+    assert leaves[1]["userInfo"] == info
