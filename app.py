@@ -27,14 +27,8 @@ def build_app(context: Mapping[str, Any] | None = None, outdir: str | None = Non
     app = cdk.App(context=dict(context) if context is not None else None, outdir=outdir)
     config = load_environment(app.node.try_get_context)
     account = config.account or os.environ.get("CDK_DEFAULT_ACCOUNT")
-    first: GatewayStack | None = None
-    for region in config.regions:
-        stack = GatewayStack(app, config=config, region=region, account=account)
-        if first is None:
-            first = stack
-        elif config.example_origin:
-            # The example origin's global table is made by the first region, with a replica here.
-            stack.add_dependency(first)
+    for region in config.regions:  # independent: no stack needs another's resources
+        GatewayStack(app, config=config, region=region, account=account)
     # Acknowledged findings are also written into each resource's Metadata (cdk_nag), so the
     # template itself shows reviewers what was accepted and why.
     cdk.Validations.of(app).add_plugins(

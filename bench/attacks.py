@@ -1201,9 +1201,7 @@ class AttackBench:
             await wait_listening(moto, port)
             endpoint = f"http://127.0.0.1:{port}"
             sqs, sns = (aws_client(name, endpoint) for name in ("sqs", "sns"))
-            resources = await asyncio.to_thread(
-                provision, sqs, sns, None, ResourceNames("bench-attacks")
-            )
+            resources = await asyncio.to_thread(provision, sqs, sns, ResourceNames("bench-attacks"))
             flags = [
                 "--origin-transport", "sqs",
                 "--events-queue-url", resources.events_queue_url,

@@ -1,11 +1,11 @@
-"""The example origin: the chat Lambda function from runtime/, its table, and its queue.
+"""The example origin: the chat Lambda function from runtime/, its role, and its queue.
 
 It shows the whole loop working after `cdk deploy`, and is the template for wiring one's own
 origin: consume the events queue with partial batch responses, publish commands to the topic.
-In an environment of several regions its table is a DynamoDB global table, made by the first
-region's stack with a replica in every other region (whose stacks deploy after it), so a room
-holds members from every region; a reply to a connection of another region goes to that
-region's commands topic, which the function may publish to.
+Its rooms are channels, so it keeps no state and has no table. A reply to a connection of
+another region goes to that region's commands topic, and a channel publish goes to every
+region's (`WSGW_REGIONS`, since each region's nodes know only their own subscribers), so the
+function may publish to all of them.
 The function's package is the origin SDK from the `runtime` directory as is, with the few modules
 it imports (it needs only boto3, which the Lambda runtime provides), so there is no bundling step
 and no Docker.
@@ -14,7 +14,6 @@ and no Docker.
 from __future__ import annotations
 
 import aws_cdk as cdk
-from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
@@ -64,7 +63,7 @@ if TIMEOUT.to_seconds() * 6 > EVENTS_VISIBILITY_TIMEOUT.to_seconds():
 
 
 class ExampleOrigin(Construct):
-    """Chat rooms in DynamoDB, driven by gateway events, answering with commands."""
+    """Chat rooms on channels, driven by gateway events, answering with commands."""
 
     def __init__(
         self,
@@ -75,20 +74,18 @@ class ExampleOrigin(Construct):
         environment_name: str,
         regions: tuple[str, ...],
         architecture: str,
-        keepalive_seconds: int,
         log_retention_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
         names = messaging.names
         stack = cdk.Stack.of(self)
-        self.table = self._table(names.chat_table, stack.region, regions)
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention(log_retention_days))
         # Written out instead of AWSLambdaBasicExecutionRole: logs to this group only.
         self.role = iam.Role(
             self,
             "Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Example chat origin: events in, commands out, its table",
+            description="Example chat origin: events in, commands out",
         )
         self.log_group.grant_write(self.role)
         self.function = lambda_.Function(
@@ -111,20 +108,13 @@ class ExampleOrigin(Construct):
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,
             environment={
-                "CHAT_TABLE": self.table.table_name,
                 "WSGW_ENVIRONMENT": environment_name,
                 "WSGW_ACCOUNT_ID": cdk.Aws.ACCOUNT_ID,  # saves an STS call per cold start
-                "KEEPALIVE_INTERVAL": str(keepalive_seconds),  # the nodes' interval: TTLs follow
+                "WSGW_REGIONS": ",".join(regions),  # where a channel publish goes
             },
         )
-        self.table.grant(
-            self.function,
-            "dynamodb:GetItem",
-            "dynamodb:Query",
-            "dynamodb:BatchGetItem",
-            "dynamodb:BatchWriteItem",
-        )
-        # Replies go to the region of each connection, so to every region's commands topic.
+        # Replies go to the region of each connection, and channel publishes to every region:
+        # so to every region's commands topic.
         iam.Grant.add_to_principal(
             grantee=self.function,
             actions=["sns:Publish"],
@@ -148,27 +138,4 @@ class ExampleOrigin(Construct):
                 max_batching_window=None if fifo else STANDARD_BATCHING_WINDOW,
                 report_batch_item_failures=True,  # one bad event does not redeliver the batch
             )
-        )
-
-    def _table(self, name: str, region: str, regions: tuple[str, ...]) -> dynamodb.ITableV2:
-        """Alone, a regional table; with several regions, a global table owned by the first."""
-        if region != regions[0]:
-            # A replica of the first region's global table: that stack deploys first.
-            return dynamodb.TableV2.from_table_name(self, "ChatRooms", name)
-        # A new construct ID (and name): the regional table of earlier versions was ChatTable,
-        # and CloudFormation cannot turn a Table into a GlobalTable in place.
-        return dynamodb.TableV2(
-            self,
-            "ChatRooms",
-            table_name=name,
-            partition_key=dynamodb.Attribute(name="room", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="connectionId", type=dynamodb.AttributeType.STRING),
-            billing=dynamodb.Billing.on_demand(),
-            time_to_live_attribute="expiresAt",
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            replicas=[dynamodb.ReplicaTableProps(region=other) for other in regions[1:]],
-            # Entries live a few keep-alive intervals; nothing here outlives the stack.
-            removal_policy=cdk.RemovalPolicy.DESTROY,
         )

@@ -124,7 +124,6 @@ class GatewayStack(cdk.Stack):
                 environment_name=config.name,
                 regions=config.regions,
                 architecture=config.architecture,
-                keepalive_seconds=config.keepalive_seconds,
                 log_retention_days=config.log_retention_days,
             )
         self.firewall: GatewayFirewall | None = None

@@ -101,14 +101,5 @@ class ResourceNames:
     def commands_dlq(self) -> str:
         return f"{self._base}-commands-dlq"
 
-    @property
-    def chat_table(self) -> str:
-        """The example chat origin's connection registry: a DynamoDB global table on AWS.
-
-        Renamed from `-chat-connections` when it became a global table, so that a deployed
-        regional table and the new global one never hold the same name during the update.
-        """
-        return f"{self._base}-chat-rooms"
-
     def commands_topic_arn(self, region: str, account: str) -> str:
         return f"arn:{partition(region)}:sns:{region}:{account}:{self.commands_topic}"

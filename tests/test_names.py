@@ -20,7 +20,6 @@ def test_names_of_a_fifo_environment() -> None:
     assert names.commands_topic == "wsgw-prod-commands"
     assert names.commands_queue == "wsgw-prod-commands"
     assert names.commands_dlq == "wsgw-prod-commands-dlq"
-    assert names.chat_table == "wsgw-prod-chat-rooms"
     assert names.commands_topic_arn("eu-west-1", "123456789012") == (
         "arn:aws:sns:eu-west-1:123456789012:wsgw-prod-commands"
     )

@@ -1,9 +1,9 @@
-"""Create one environment's queues, topics and table, as the CDK stack does, on any endpoint.
+"""Create one environment's queues and topics, as the CDK stack does, on any endpoint.
 
 The local system runs this against its embedded moto server and the tests against theirs, so
 both exercise the same wiring as production: events queue with a DLQ, commands topic delivering
-raw to the commands queue (with a DLQ), an optional events topic in front of the events queue,
-and the chat example's table. Idempotent: creating what exists returns it.
+raw to the commands queue (with a DLQ), and an optional events topic in front of the events
+queue. Idempotent: creating what exists returns it.
 """
 
 from __future__ import annotations
@@ -25,13 +25,11 @@ class Resources:
     commands_queue_url: str
     commands_dlq_url: str
     events_dlq_url: str
-    chat_table: str | None
 
 
 def provision(
     sqs: Any,
     sns: Any,
-    dynamodb: Any | None,
     names: ResourceNames,
     *,
     events_topic: bool = False,
@@ -56,28 +54,6 @@ def provision(
             "TopicArn"
         ]
         _subscribe(sqs, sns, events_topic_arn, events_url, events_arn)
-    table = None
-    if dynamodb is not None:
-        table = names.chat_table
-        try:
-            dynamodb.create_table(
-                TableName=table,
-                AttributeDefinitions=[
-                    {"AttributeName": "room", "AttributeType": "S"},
-                    {"AttributeName": "connectionId", "AttributeType": "S"},
-                ],
-                KeySchema=[
-                    {"AttributeName": "room", "KeyType": "HASH"},
-                    {"AttributeName": "connectionId", "KeyType": "RANGE"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            dynamodb.update_time_to_live(
-                TableName=table,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"},
-            )
-        except dynamodb.exceptions.ResourceInUseException:
-            pass
     return Resources(
         names=names,
         events_queue_url=events_url,
@@ -87,7 +63,6 @@ def provision(
         commands_queue_url=commands_url,
         commands_dlq_url=commands_dlq_url,
         events_dlq_url=events_dlq_url,
-        chat_table=table,
     )
 
 

@@ -1,12 +1,12 @@
 """The whole system on one machine: `python -m runtime local` (what `make run` starts).
 
-An embedded AWS (moto's server) holds the same queues, topics and table the CDK stack creates, by
-the same names; two nodes peer over UDP on loopback, send their events to the SQS events queue and
-poll the commands queue; the example chat origin consumes the events queue as Lambda would; and a
-demo chat page is served over HTTP. The nodes are in GraphQL mode too: clients that ask for
-`graphql-transport-ws` or `graphql-ws` reach the GraphQL chat example over HTTP, whose mutations
-publish through the commands topic. Needs no AWS account: moto and graphql-core are development
-dependencies.
+An embedded AWS (moto's server) holds the same queues and topics the CDK stack creates, by the
+same names; two nodes peer over UDP on loopback, send their events to the SQS events queue and
+poll the commands queue; the example chat origin consumes the events queue as Lambda would,
+subscribing each client to its room's channel; and a demo chat page is served over HTTP. The
+nodes are in GraphQL mode too: clients that ask for `graphql-transport-ws` or `graphql-ws` reach
+the GraphQL chat example over HTTP, whose mutations publish through the commands topic. Needs no
+AWS account: moto and graphql-core are development dependencies.
 
 With `--handler module.function` (or `--route-handlers`), a handler written for API Gateway is the
 origin instead of the chat example, run in this process through the same entry point a Lambda
@@ -298,11 +298,10 @@ async def run(args: argparse.Namespace) -> int:
     page = graphql = connect_server = None
     origin_thread: threading.Thread | None = None
     try:
-        sqs, sns, dynamodb = (
-            boto3.client(name, region_name=REGION, endpoint_url=endpoint)
-            for name in ("sqs", "sns", "dynamodb")
+        sqs, sns = (
+            boto3.client(name, region_name=REGION, endpoint_url=endpoint) for name in ("sqs", "sns")
         )
-        resources = provision(sqs, sns, dynamodb, ResourceNames(ENVIRONMENT))
+        resources = provision(sqs, sns, ResourceNames(ENVIRONMENT))
         args.peer_secret = secrets.token_urlsafe(24)
         args.command_token = secrets.token_urlsafe(24)
         args.connect_handler_token = secrets.token_urlsafe(24)
@@ -319,7 +318,9 @@ async def run(args: argparse.Namespace) -> int:
                 port = await connect_server.start(args.host, 0)
                 connect_url = f"http://{args.host}:{port}/"
         else:
-            handler = build_handler(table_name=resources.chat_table, environment=ENVIRONMENT)
+            # No presence source yet: pages list who joined since they came. The nodes' member
+            # lists (their presence API) go in as build_handler(presence=...).
+            handler = build_handler(environment=ENVIRONMENT, regions=[REGION])
         graphql = graphql_origin_server(resources.commands_topic_arn)
         await graphql.start(args.host, args.ports.graphql)
         for index in range(len(args.ports.nodes)):

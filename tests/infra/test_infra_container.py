@@ -342,7 +342,7 @@ def node_process(
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, Any]]:
     """The node as ECS starts it: the dev task definition's environment, pointed at moto."""
     sqs, sns = moto_endpoint.client("sqs"), moto_endpoint.client("sns")
-    resources = provision(sqs, sns, None, ResourceNames(environment_name))
+    resources = provision(sqs, sns, ResourceNames(environment_name))
     environment = task_environment(stacks["wsgw-dev-us-east-1"])
     ws_port, peer_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
     environment.update(

@@ -706,12 +706,10 @@ def test_example_origin_consumes_events_with_partial_batch_failures(
         "arm64" if stack.settings.get("architecture", "ARM64") == "ARM64" else "x86_64"
     ]
     assert "FunctionName" not in function  # generated
-    owner = stack.region == stack.settings["regions"][0]
     assert function["Environment"]["Variables"] == {
-        "CHAT_TABLE": {"Ref": table(stack)} if owner else names.chat_table,
         "WSGW_ENVIRONMENT": stack.environment,
         "WSGW_ACCOUNT_ID": {"Ref": "AWS::AccountId"},
-        "KEEPALIVE_INTERVAL": str(stack.settings.get("keepaliveSeconds", 60)),
+        "WSGW_REGIONS": ",".join(stack.settings["regions"]),  # a room spans every region
     }
     mapping = stack.one("AWS::Lambda::EventSourceMapping")
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": [queue(stack, names.events_queue), "Arn"]}
@@ -734,48 +732,23 @@ def origin_function(stack: SynthesizedStack) -> dict[str, Any]:
     return functions[0]
 
 
-def table(stack: SynthesizedStack) -> str:
-    return next(iter(stack.resources("AWS::DynamoDB::GlobalTable")))
-
-
-ORIGIN_OWNERS = [name for name in ORIGIN if name.endswith(("dev-us-east-1", "edge-eu-central-1"))]
-ORIGIN_REPLICAS = sorted(set(ORIGIN) - set(ORIGIN_OWNERS))
-
-
-@each(ORIGIN_OWNERS)
-def test_example_origin_table_matches_the_local_system(stack: SynthesizedStack) -> None:
-    """A global table, made by the first region with a replica in each other one."""
-    properties = stack.one("AWS::DynamoDB::GlobalTable")
-    assert properties["TableName"] == names_of(stack).chat_table
-    assert properties["KeySchema"] == [
-        {"AttributeName": "room", "KeyType": "HASH"},
-        {"AttributeName": "connectionId", "KeyType": "RANGE"},
-    ]
-    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
-    assert properties["BillingMode"] == "PAY_PER_REQUEST"
-    replicas = {replica["Region"]: replica for replica in properties["Replicas"]}
-    assert sorted(replicas) == sorted(stack.settings["regions"])
-    for replica in replicas.values():
-        recovery = replica["PointInTimeRecoverySpecification"]
-        assert recovery["PointInTimeRecoveryEnabled"] is True
-
-
-@each(ORIGIN_REPLICAS)
-def test_other_regions_use_their_replica_and_deploy_after_the_owner(
+@each(ORIGIN)
+def test_example_origin_keeps_no_table_and_its_region_deploys_alone(
     stack: SynthesizedStack,
 ) -> None:
+    """Rooms are channels: no DynamoDB, so no region's stack waits for another's."""
     stack.template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
     stack.template.resource_count_is("AWS::DynamoDB::Table", 0)
     manifest = json.loads((stack.outdir / "manifest.json").read_text())
-    owner = f"wsgw-{stack.environment}-{stack.settings['regions'][0]}"
-    assert owner in manifest["artifacts"][stack.name]["dependencies"]
+    dependencies = set(manifest["artifacts"][stack.name].get("dependencies", []))
+    others = {f"wsgw-{stack.environment}-{region}" for region in stack.settings["regions"]}
+    assert dependencies & others == set()
 
 
 @each(ORIGIN)
 def test_example_origin_role_has_only_what_the_chat_needs(stack: SynthesizedStack) -> None:
     names = names_of(stack)
     role = origin_function(stack)["Role"]["Fn::GetAtt"][0]
-    owner = stack.region == stack.settings["regions"][0]
     statements = policy_statements(stack, role)
     # Replies go to each connection's region: every region's commands topic, and no other.
     (publish,) = [resource for actions, resource in statements if actions == ("sns:Publish",)]
@@ -784,9 +757,6 @@ def test_example_origin_role_has_only_what_the_chat_needs(stack: SynthesizedStac
             assert f":sns:{region}:" in publish and f":{names.commands_topic}'" in publish
     assert topic(stack, names.commands_topic) in publish
     assert publish.count(":sns:") == len(stack.settings["regions"]) - 1
-    chat_table = (
-        table(stack) if owner else str(arn_of(stack, "dynamodb", f"table/{names.chat_table}"))
-    )
     log_group = next(
         logical_id
         for logical_id, resource in stack.resources("AWS::Logs::LogGroup").items()
@@ -795,15 +765,6 @@ def test_example_origin_role_has_only_what_the_chat_needs(stack: SynthesizedStac
     assert policy_statements(stack, role) == sorted(
         [
             (("logs:CreateLogStream", "logs:PutLogEvents"), log_group),
-            (
-                (
-                    "dynamodb:BatchGetItem",
-                    "dynamodb:BatchWriteItem",
-                    "dynamodb:GetItem",
-                    "dynamodb:Query",
-                ),
-                chat_table,
-            ),
             (("sns:Publish",), publish),
             (
                 (
@@ -821,9 +782,7 @@ def test_example_origin_role_has_only_what_the_chat_needs(stack: SynthesizedStac
 
 
 @each(NO_ORIGIN)
-def test_without_the_example_origin_there_is_no_function_or_table(stack: SynthesizedStack) -> None:
-    stack.template.resource_count_is("AWS::DynamoDB::Table", 0)
-    stack.template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
+def test_without_the_example_origin_there_is_no_function(stack: SynthesizedStack) -> None:
     stack.template.resource_count_is("AWS::Lambda::EventSourceMapping", 0)
 
 

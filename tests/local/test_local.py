@@ -1,11 +1,12 @@
 """`python -m runtime local`, as `make run` starts it: two clients on different nodes chat through
-SQS, SNS, the chat origin and UDP between the nodes; Ctrl-C stops everything."""
+SQS, SNS, the chat origin, the nodes' channels and UDP between the nodes; Ctrl-C stops
+everything."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -14,13 +15,18 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.processes import LocalPorts, start_local_system, stop_local_system
 
 
-async def chat_line(client: ClientConnection, text: str, timeout: float = 15) -> dict[str, Any]:
-    """Wait for the chat line saying `text`; its sender sees it too, and system notices pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        message = json.loads(await asyncio.wait_for(client.recv(), deadline - time.monotonic()))
-        if message.get("text") == text and not message.get("system"):
-            return dict(message)
+async def next_where(
+    client: ClientConnection, wanted: Callable[[dict[str, Any]], bool], timeout: float = 15
+) -> dict[str, Any]:
+    """The next message `wanted` accepts; the others (notices, lines of others) pass."""
+    async with asyncio.timeout(timeout):
+        while not wanted(message := json.loads(await client.recv())):
+            pass
+    return dict(message)
+
+
+async def say(client: ClientConnection, room: str, text: str) -> None:
+    await client.send(json.dumps({"room": room, "text": text}))
 
 
 async def test_two_clients_on_two_nodes_chat() -> None:
@@ -36,16 +42,30 @@ async def test_two_clients_on_two_nodes_chat() -> None:
             async with session.get(urls["page"][0] + "config.json") as response:
                 assert (await response.json())["nodes"] == urls["node"]
 
-        alice = await connect(urls["node"][0] + "?room=test")
-        bob = await connect(urls["node"][1] + "?room=test")
-        await asyncio.sleep(1.0)  # both CONNECTs reach the origin through SQS
-        await alice.send("hello from node 1")
-        line = await chat_line(bob, "hello from node 1")
-        await bob.send("hello from node 2")
-        reply = await chat_line(alice, "hello from node 2")
-        assert line["from"] != reply["from"]  # two connections, on two nodes
+        alice = await connect(urls["node"][0] + "?room=test&name=alice")
+        alice_id = (await next_where(alice, lambda m: "you" in m))["you"]
+        await next_where(alice, lambda m: m.get("joined") == alice_id)  # her subscribe took
+        bob = await connect(urls["node"][1] + "?room=test&name=bob")
+        bob_id = (await next_where(bob, lambda m: "you" in m))["you"]
+        joined = await next_where(alice, lambda m: m.get("joined") == bob_id)
+        notice = {"room": "test", "from": None, "system": True, "joined": bob_id, "name": "bob"}
+        assert joined == notice
+        await next_where(bob, lambda m: m.get("joined") == bob_id)
+
+        await say(alice, "test", "hello from node 1")
+        line = await next_where(bob, lambda m: m.get("text") == "hello from node 1")
+        assert line == {"room": "test", "from": alice_id, "text": "hello from node 1"}
+        await next_where(alice, lambda m: m.get("text") == "hello from node 1")  # hers too
+        await say(bob, "test", "hello from node 2")
+        reply = await next_where(alice, lambda m: m.get("text") == "hello from node 2")
+        assert reply["from"] == bob_id != alice_id  # two connections, on two nodes
+        await bob.send("not JSON")
+        assert "error" in await next_where(bob, lambda m: "error" in m)
+
+        await bob.close()  # his subscription ends with him: the room hears he left
+        left = await next_where(alice, lambda m: m.get("left") == bob_id)
+        assert left["name"] == "bob"
         await alice.close()
-        await bob.close()
 
         assert await stop_local_system(process) == 0
     finally:

@@ -12,10 +12,10 @@ from tests.aws import MotoEndpoint
 def test_commands_published_to_the_topic_reach_the_queue_raw(
     moto_endpoint: MotoEndpoint, environment_name: str
 ) -> None:
-    sqs, sns, dynamodb = (moto_endpoint.client(s) for s in ("sqs", "sns", "dynamodb"))
+    sqs, sns = (moto_endpoint.client(s) for s in ("sqs", "sns"))
     names = ResourceNames(environment_name)
-    resources = provision(sqs, sns, dynamodb, names, events_topic=True)
-    again = provision(sqs, sns, dynamodb, names, events_topic=True)  # idempotent
+    resources = provision(sqs, sns, names, events_topic=True)
+    again = provision(sqs, sns, names, events_topic=True)  # idempotent
     assert again.commands_queue_url == resources.commands_queue_url
     assert resources.events_queue_url.endswith(names.events_queue)
 
@@ -32,5 +32,3 @@ def test_commands_published_to_the_topic_reach_the_queue_raw(
     assert attributes["FifoQueue"] == "true"
     assert int(attributes["MaximumMessageSize"]) == MAX_MESSAGE_BYTES
     assert json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].endswith(names.events_dlq)
-    table = dynamodb.describe_table(TableName=names.chat_table)["Table"]
-    assert [key["AttributeName"] for key in table["KeySchema"]] == ["room", "connectionId"]

@@ -61,7 +61,7 @@ async def test_no_message_lost_while_aws_is_away(
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     await asyncio.to_thread(server.start)
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     origin = SqsOrigin(
         resources.events_queue_url,
         endpoint_url=f"http://127.0.0.1:{port}",
@@ -96,7 +96,7 @@ async def test_message_too_big_for_sqs_once_encoded_closes_1009(
     packing: dict[str, Any],
 ) -> None:
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     origin = SqsOrigin(
         resources.events_queue_url, endpoint_url=moto_endpoint.url, attempts=1, **packing
     )
@@ -125,7 +125,7 @@ async def test_client_limit_lowered_to_fit_a_small_queue(
     packing: dict[str, Any],
 ) -> None:
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     sqs.set_queue_attributes(
         QueueUrl=resources.events_queue_url, Attributes={"MaximumMessageSize": "262144"}
     )
@@ -150,7 +150,7 @@ async def test_sigterm_drains_packed_events_to_a_fifo_queue(
     """A node process with its default packing: SIGTERM closes every client with 1001 and every
     DISCONNECT reaches the queue, packed, before the process exits."""
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     process, addresses = await start_process(
         "--listen", "127.0.0.1:0",
         "--command-listen", "",

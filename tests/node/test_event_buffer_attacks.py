@@ -152,7 +152,7 @@ async def test_connect_event_too_large_for_sqs_is_refused_at_the_handshake(
     environment_name: str,
 ) -> None:
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     sqs.set_queue_attributes(
         QueueUrl=resources.events_queue_url, Attributes={"MaximumMessageSize": str(64 * KiB)}
     )
@@ -180,7 +180,7 @@ async def test_event_the_queue_refuses_is_dropped_not_retried_forever(
     """The queue's limit shrinks under a running node: what no longer fits is dropped once,
     its connection closed, and every other connection's events keep flowing."""
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     origin = SqsOrigin(resources.events_queue_url, endpoint_url=moto_endpoint.url, attempts=1)
     node = await start_node(origin=origin, max_message_bytes=128 * KiB)
     async with connect(node.ws_url) as honest, connect(node.ws_url, max_size=None) as big:

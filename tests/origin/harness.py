@@ -39,7 +39,6 @@ def provision_region(
     return provision(
         client(endpoint, "sqs", region),
         client(endpoint, "sns", region),
-        client(endpoint, "dynamodb", region),
         ResourceNames(environment),
         events_topic=events_topic,
     )

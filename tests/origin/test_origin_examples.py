@@ -1,16 +1,24 @@
-"""The example origins end to end on moto: events queue in, Lambda handler, commands queue out."""
+"""The example origins end to end on moto: events queue in, Lambda handler, commands queue out.
+
+The chat's presence source is a stand-in here (the nodes' presence API is its real one): a fixed
+member list per channel, which counts what the origin reads of it.
+"""
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
 from runtime.local.provision import Resources
+from runtime.origin.channels import ChannelRules
 from runtime.origin.client import GatewayClient
 from runtime.origin.examples import chat, echo
+from runtime.wire.channels import NAME_CHARACTERS
 from runtime.wire.events import (
     HandshakeDetails,
     NodeContext,
@@ -20,6 +28,7 @@ from runtime.wire.events import (
     gone_event,
     keepalive_events,
     message_event,
+    presence_event,
 )
 from tests.aws import MotoEndpoint
 from tests.origin.harness import (
@@ -32,6 +41,7 @@ from tests.origin.harness import (
 )
 
 REGION = "us-east-1"
+OTHER_REGION = "eu-west-1"
 NODE = NodeContext(stage="test", region=REGION)
 ISSUER = issuer(REGION)
 
@@ -58,13 +68,16 @@ class Connection:
     def disconnect(self) -> bytes:
         return disconnect_event(self.fragment, self._next(), 1_700_000_000_000, 1000, "")
 
+    def join(self, channel: str, user_info: object = None) -> bytes:
+        """The JOIN its node sends once a subscribe with presence events took."""
+        info = b"" if user_info is None else json.dumps(user_info).encode()
+        return presence_event(NODE, "JOIN", self.id, channel, info, 1_700_000_000_000)
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+    def leave(self, channel: str, user_info: object = None) -> bytes:
+        info = b"" if user_info is None else json.dumps(user_info).encode()
+        return presence_event(
+            NODE, "LEAVE", self.id, channel, info, 1_700_000_000_000, "disconnected"
+        )
 
 
 @pytest.fixture
@@ -75,11 +88,14 @@ def system(moto_endpoint: MotoEndpoint, environment_name: str) -> tuple[Resource
     return resources, queue
 
 
-def sdk(endpoint: MotoEndpoint, environment: str) -> GatewayClient:
+def sdk(
+    endpoint: MotoEndpoint, environment: str, regions: tuple[str, ...] = (REGION,)
+) -> GatewayClient:
     return GatewayClient(
         environment=environment,
         account="123456789012",
         region=REGION,
+        regions=regions,
         client_factory=client_factory(endpoint),
     )
 
@@ -133,145 +149,260 @@ def test_echo_module_handler_is_configured_by_the_environment(
 # Chat ----------------------------------------------------------------------------------------
 
 
-def chat_items(endpoint: MotoEndpoint, table: str) -> dict[tuple[str, str], dict[str, Any]]:
-    items = client(endpoint, "dynamodb", REGION).scan(TableName=table, ConsistentRead=True)
-    return {(i["room"]["S"], i["connectionId"]["S"]): i for i in items["Items"]}
+class Members:
+    """A presence source with fixed members per channel; it counts the members read."""
+
+    def __init__(self, members: dict[str, list[tuple[str, Any]]], endless: bool = False) -> None:
+        self._members = members
+        self._endless = endless
+        self.asked: list[str] = []
+        self.read = 0
+
+    def members(self, channel: str) -> Iterable[tuple[str, Any]]:
+        self.asked.append(channel)
+        return self._each(channel)
+
+    def _each(self, channel: str) -> Iterator[tuple[str, Any]]:
+        listed = self._members.get(channel, [])
+        source = itertools.cycle(listed) if self._endless else iter(listed)
+        for member in source:
+            self.read += 1
+            yield member
 
 
-def test_chat_rooms_end_to_end(
+class BrokenMembers:
+    def members(self, channel: str) -> Iterable[tuple[str, Any]]:
+        raise ConnectionError("the nodes' presence API is down")
+
+
+def by_action(sent: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for command in sent:
+        grouped.setdefault(command["action"], []).append(command)
+    return grouped
+
+
+def test_chat_connect_subscribes_each_client_to_its_room(
     moto_endpoint: MotoEndpoint, environment_name: str, system: tuple[Resources, EventsQueue]
 ) -> None:
     resources, queue = system
-    assert resources.chat_table is not None
-    clock = Clock(1_700_000_000)
-    handler = chat.build_handler(
-        gateway=sdk(moto_endpoint, environment_name),
-        table_name=resources.chat_table,
-        dynamodb=client(moto_endpoint, "dynamodb", REGION),
-        keepalive_interval=60,
-        clock=clock,
-    )
-    ann, bob = Connection([("room", "A")]), Connection([("room", "A"), ("user", "bob")])
-    cat = Connection([("room", "B")])
+    handler = chat.build_handler(gateway=sdk(moto_endpoint, environment_name))
+    ann = Connection([("room", "A"), ("name", "Ann")])
+    bob = Connection()  # no room asked: the lobby, and no name
+    cat = Connection([("room", "A"), ("name", "  Cat\x00\n\u202e the " + "great " * 10)])
 
-    queue.put([ann.connect(), bob.connect(), cat.connect()])
+    queue.put(
+        [ann.connect(), bob.connect(), cat.connect(), *keepalive_events(NODE, [ann.id], 0, 1)]
+    )
     queue.run(handler)
-    sent = [
-        (sorted(c["connectionIds"]), json.loads(c["data"]))
-        for c in commands(moto_endpoint, resources)
-    ]
-    assert sorted(
-        (ids, data["you"], data["room"]) for ids, data in sent if "you" in data
-    ) == sorted([([ann.id], ann.id, "A"), ([bob.id], bob.id, "A"), ([cat.id], cat.id, "B")])
-    joins = [(ids, data) for ids, data in sent if "you" not in data]
-    assert sorted(joins, key=lambda join: len(join[0])) == [
-        ([ann.id], {"room": "A", "from": None, "text": f"{ann.id} joined", "system": True}),
-        ([cat.id], {"room": "B", "from": None, "text": f"{cat.id} joined", "system": True}),
-        (
-            sorted([ann.id, bob.id]),
-            {"room": "A", "from": None, "text": f"{bob.id} joined", "system": True},
+
+    sent = by_action(commands(moto_endpoint, resources))
+    assert sorted(sent) == ["send", "subscribe"]  # KEEPALIVE needs nothing
+    subscribes = {command["connectionIds"][0]: command for command in sent["subscribe"]}
+    assert subscribes[ann.id] == {
+        "action": "subscribe",
+        "connectionIds": [ann.id],
+        "channels": ["room:A"],
+        "userInfo": {"name": "Ann"},
+        "presenceEvents": True,
+    }
+    assert subscribes[bob.id] == {
+        "action": "subscribe",
+        "connectionIds": [bob.id],
+        "channels": ["room:lobby"],
+        "presenceEvents": True,
+    }
+    # Control and format characters go, spaces collapse, 32 characters at most.
+    assert subscribes[cat.id]["userInfo"] == {"name": "Cat the great great great great"}
+    told = {command["connectionIds"][0]: json.loads(command["data"]) for command in sent["send"]}
+    assert told == {
+        ann.id: {"you": ann.id, "room": "A"},
+        bob.id: {"you": bob.id, "room": "lobby"},
+        cat.id: {"you": cat.id, "room": "A"},
+    }
+
+
+def test_chat_messages_are_published_to_the_room_in_every_region(
+    moto_endpoint: MotoEndpoint, environment_name: str, system: tuple[Resources, EventsQueue]
+) -> None:
+    resources, queue = system
+    other = provision_region(moto_endpoint, environment_name, OTHER_REGION)
+    gateway = sdk(moto_endpoint, environment_name, regions=(REGION, OTHER_REGION))
+    handler = chat.build_handler(gateway=gateway)
+    ann = Connection([("room", "A")])
+    queue.put(
+        [
+            ann.message(json.dumps({"room": "A", "text": "hi room A ✓"})),
+            ann.message(b"binary is not chat"),
+        ]
+    )
+    queue.run(handler)
+
+    line = {
+        "action": "publish",
+        "channel": "room:A",
+        "data": json.dumps(
+            {"room": "A", "from": ann.id, "text": "hi room A ✓"}, ensure_ascii=False
         ),
+        "isBase64Encoded": False,
+    }
+    assert commands(moto_endpoint, resources) == [line]  # the sender hears it too, as a member
+    other_sqs = client(moto_endpoint, "sqs", OTHER_REGION)
+    assert commands_on(other_sqs, other.commands_queue_url)[1] == [line]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("just text", chat.MESSAGE_FORMAT),
+        ('{"room": "A"}', chat.MESSAGE_FORMAT),
+        ('{"room": 7, "text": "x"}', chat.MESSAGE_FORMAT),
+        ('["room", "text"]', chat.MESSAGE_FORMAT),
+        ("[" * 100_000, chat.MESSAGE_FORMAT),  # nested too deep for the parser
+        ('{"room": "no spaces", "text": "x"}', "room names may hold only " + NAME_CHARACTERS),
+        ('{"room": "", "text": "x"}', "room names are 1 to 100 characters"),
+    ],
+)
+def test_chat_answers_a_message_it_cannot_place_with_an_error(
+    moto_endpoint: MotoEndpoint,
+    environment_name: str,
+    system: tuple[Resources, EventsQueue],
+    body: str,
+    error: str,
+) -> None:
+    resources, queue = system
+    ann = Connection()
+    queue.put([ann.message(body)])
+    queue.run(chat.build_handler(gateway=sdk(moto_endpoint, environment_name)))
+
+    [sent] = commands(moto_endpoint, resources)
+    assert sent["action"] == "send" and sent["connectionIds"] == [ann.id]
+    assert json.loads(sent["data"]) == {"error": error}
+
+
+def test_chat_joins_and_leaves_become_notices_to_the_room(
+    moto_endpoint: MotoEndpoint, environment_name: str, system: tuple[Resources, EventsQueue]
+) -> None:
+    resources, queue = system
+    handler = chat.build_handler(gateway=sdk(moto_endpoint, environment_name))
+    ann, bob = Connection(), Connection()
+    queue.put(
+        [
+            ann.join("room:A", {"name": "Ann"}),
+            bob.join("room:lobby"),
+            bob.join("user:7"),  # a channel this origin did not make: not a room
+            ann.leave("room:A", {"name": "Ann"}),
+            bob.disconnect(),
+            gone_event(NODE, bob.id, "subscribe", 0),
+        ]
+    )
+    queue.run(handler)
+
+    def notice(**fields: Any) -> dict[str, Any]:
+        return {"from": None, "system": True, **fields}
+
+    sent = commands(moto_endpoint, resources)
+    assert {command["action"] for command in sent} == {"publish"}  # no members without a source
+    notices = sorted(
+        ((command["channel"], json.loads(command["data"])) for command in sent), key=str
+    )
+    assert notices == sorted(
+        [
+            ("room:A", notice(room="A", joined=ann.id, name="Ann")),
+            ("room:lobby", notice(room="lobby", joined=bob.id)),
+            ("room:A", notice(room="A", left=ann.id, name="Ann")),
+        ],
+        key=str,
+    )
+
+
+def test_chat_tells_a_newcomer_who_is_there_from_presence(
+    moto_endpoint: MotoEndpoint, environment_name: str, system: tuple[Resources, EventsQueue]
+) -> None:
+    resources, queue = system
+    ann, bob = Connection(), Connection()
+    presence = Members({"room:A": [(ann.id, {"name": "Ann"}), (bob.id, None)]})
+    handler = chat.build_handler(gateway=sdk(moto_endpoint, environment_name), presence=presence)
+    queue.put([bob.join("room:A"), ann.leave("room:A")])
+    queue.run(handler)
+
+    assert presence.asked == ["room:A"]  # on a JOIN only
+    sent = by_action(commands(moto_endpoint, resources))
+    [listing] = sent["send"]
+    assert listing["connectionIds"] == [bob.id]
+    assert json.loads(listing["data"]) == {
+        "room": "A",
+        "members": [{"id": ann.id, "name": "Ann"}, {"id": bob.id}],
+    }
+    assert [json.loads(command["data"]).get("joined") for command in sent["publish"]] == [
+        bob.id,
+        None,
     ]
-    items = chat_items(moto_endpoint, resources.chat_table)
-    assert items[("A", ann.id)]["expiresAt"] == {"N": str(1_700_000_000 + 180)}
-    assert items[(f"#connection#{bob.id}", bob.id)]["memberOf"] == {"S": "A"}
-
-    queue.put([bob.message("hi room A")])
-    queue.run(handler)
-    [sent] = commands(moto_endpoint, resources)
-    assert sorted(sent["connectionIds"]) == sorted([ann.id, bob.id])  # exactly room A
-    assert json.loads(sent["data"]) == {"room": "A", "from": bob.id, "text": "hi room A"}
-
-    clock.now += 100
-    queue.put(keepalive_events(NODE, [ann.id, cat.id, ISSUER.issue()], 0, 1000))
-    queue.run(handler)
-    items = chat_items(moto_endpoint, resources.chat_table)
-    assert items[("A", ann.id)]["expiresAt"] == {"N": str(1_700_000_100 + 180)}
-    assert items[(f"#connection#{cat.id}", cat.id)]["expiresAt"] == {"N": str(1_700_000_280)}
-    assert items[("A", bob.id)]["expiresAt"] == {"N": str(1_700_000_180)}  # not listed
-    assert len(items) == 6  # the unknown connection was not added
-
-    clock.now += 150  # bob's entry has expired, though DynamoDB has not deleted it yet
-    queue.put([ann.message("anyone?")])
-    queue.run(handler)
-    [sent] = commands(moto_endpoint, resources)
-    assert sent["connectionIds"] == [ann.id]
-
-    gone = gone_event(NODE, bob.id, "send", 0)
-    queue.put([ann.disconnect(), gone, cat.disconnect()])
-    queue.run(handler)
-    assert chat_items(moto_endpoint, resources.chat_table) == {}
-    left = commands(moto_endpoint, resources)
-    assert left == []  # nobody live was left to tell: bob had expired, cat was alone
 
 
-def test_chat_leaving_tells_the_room(
+def test_chat_lists_a_bounded_number_of_members_and_survives_a_failing_source(
     moto_endpoint: MotoEndpoint, environment_name: str, system: tuple[Resources, EventsQueue]
 ) -> None:
     resources, queue = system
-    assert resources.chat_table is not None
-    handler = chat.build_handler(
-        gateway=sdk(moto_endpoint, environment_name),
-        table_name=resources.chat_table,
-        dynamodb=client(moto_endpoint, "dynamodb", REGION),
-    )
-    ann, bob = Connection(), Connection()  # no room asked: the lobby
-    queue.put([ann.connect(), bob.connect(), bob.message(b"binary is not chat")])
-    queue.run(handler)
-    commands(moto_endpoint, resources)
+    ann = Connection()
+    crowd = Members({"room:big": [(ISSUER.issue(), {"name": "x"})]}, endless=True)
+    gateway = sdk(moto_endpoint, environment_name)
+    queue.put([ann.join("room:big")])
+    queue.run(chat.build_handler(gateway=gateway, presence=crowd))
 
-    queue.put([bob.disconnect()])
-    queue.run(handler)
+    sent = by_action(commands(moto_endpoint, resources))
+    [listing] = sent["send"]
+    assert len(json.loads(listing["data"])["members"]) == chat.MAX_MEMBERS_LISTED
+    assert crowd.read == chat.MAX_MEMBERS_LISTED  # read no further than it lists
 
-    [sent] = commands(moto_endpoint, resources)
-    assert sent["connectionIds"] == [ann.id]
-    assert json.loads(sent["data"]) == {
-        "room": "lobby",
-        "from": None,
-        "text": f"{bob.id} left",
-        "system": True,
-    }
-    assert set(chat_items(moto_endpoint, resources.chat_table)) == {
-        ("lobby", ann.id),
-        (f"#connection#{ann.id}", ann.id),
-    }
+    # The source fails: the room still hears of the newcomer, and the JOIN is not retried.
+    queue.put([ann.join("room:A")])
+    responses = queue.run(chat.build_handler(gateway=gateway, presence=BrokenMembers()))
+    assert responses == [{"batchItemFailures": []}]
+    [notice] = commands(moto_endpoint, resources)
+    assert notice["action"] == "publish" and json.loads(notice["data"])["joined"] == ann.id
 
 
-def test_chat_refuses_reserved_room_names(
-    moto_endpoint: MotoEndpoint, environment_name: str, system: tuple[Resources, EventsQueue]
+@pytest.mark.parametrize(
+    ("room", "reason"),
+    [
+        ("#connection#x", "room names may hold only " + NAME_CHARACTERS),
+        ("two words", "room names may hold only " + NAME_CHARACTERS),
+        ("r" * 101, "room names are 1 to 100 characters"),
+    ],
+)
+def test_chat_closes_a_client_asking_for_an_invalid_room(
+    moto_endpoint: MotoEndpoint,
+    environment_name: str,
+    system: tuple[Resources, EventsQueue],
+    room: str,
+    reason: str,
 ) -> None:
     resources, queue = system
-    assert resources.chat_table is not None
-    handler = chat.build_handler(
-        gateway=sdk(moto_endpoint, environment_name),
-        table_name=resources.chat_table,
-        dynamodb=client(moto_endpoint, "dynamodb", REGION),
-    )
-    sneaky = Connection([("room", "#connection#x")])
+    sneaky = Connection([("room", room)])
     queue.put([sneaky.connect()])
-    queue.run(handler)
+    queue.run(chat.build_handler(gateway=sdk(moto_endpoint, environment_name)))
 
     assert commands(moto_endpoint, resources) == [
-        {
-            "action": "close",
-            "connectionIds": [sneaky.id],
-            "code": 4400,
-            "reason": "room names may not start with '#'",
-        }
+        {"action": "close", "connectionIds": [sneaky.id], "code": 4400, "reason": reason}
     ]
-    assert chat_items(moto_endpoint, resources.chat_table) == {}
+
+
+def test_chat_room_length_follows_the_nodes_channel_rules() -> None:
+    short = ChannelRules(max_name_length=20)
+    assert chat.room_problem("r" * 15, short) is None
+    assert chat.room_problem("r" * 16, short) == "room names are 1 to 15 characters"
+    assert chat.room_problem("r" * 100, ChannelRules()) is None
 
 
 def test_chat_settings_from_the_environment(
     aws_chain: MotoEndpoint, environment_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KEEPALIVE_INTERVAL", "soon")
-    with pytest.raises(ValueError, match="KEEPALIVE_INTERVAL must be a number of seconds"):
-        chat.build_handler()
-    monkeypatch.setenv("KEEPALIVE_INTERVAL", "0")
-    with pytest.raises(ValueError, match="set CHAT_TABLE, or WSGW_ENVIRONMENT"):
-        chat.build_handler()
+    monkeypatch.setenv("WSGW_ENVIRONMENT", environment_name)
+    with pytest.raises(ValueError, match="set WSGW_REGIONS"):
+        chat.build_handler()  # every publish would fail
 
+    monkeypatch.setenv("WSGW_REGIONS", REGION)
     resources = provision_region(aws_chain, environment_name, REGION)
     queue = EventsQueue(
         client(aws_chain, "sqs", REGION),
@@ -280,12 +411,10 @@ def test_chat_settings_from_the_environment(
         REGION,
     )
     ann = Connection()
-    queue.put([ann.connect()])
-    queue.run(chat.build_handler(environment=environment_name))  # as the local system does
+    queue.put([ann.join("room:lobby")])
+    monkeypatch.setattr(chat, "handler", chat.lazy_handler(chat.build_handler))  # a fresh one
+    queue.run(chat.handler)
 
-    assert resources.chat_table is not None
-    items = chat_items(aws_chain, resources.chat_table)
-    assert "expiresAt" not in items[("lobby", ann.id)]  # KEEPALIVE_INTERVAL=0: no expiry
-    you, joined = commands(aws_chain, resources)
-    assert json.loads(you["data"]) == {"you": ann.id, "room": "lobby"}
-    assert joined["connectionIds"] == [ann.id]
+    [notice] = commands(aws_chain, resources)
+    assert notice["channel"] == "room:lobby"
+    assert json.loads(notice["data"])["joined"] == ann.id

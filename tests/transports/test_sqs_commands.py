@@ -88,7 +88,7 @@ async def setup(
     start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str
 ) -> AsyncIterator[Setup]:
     sqs, sns = moto_endpoint.client("sqs"), moto_endpoint.client("sns")
-    resources = provision(sqs, sns, None, ResourceNames(environment_name))
+    resources = provision(sqs, sns, ResourceNames(environment_name))
     state = Setup(moto_endpoint, resources, await start_node())
     yield state
     for poller in state.pollers:

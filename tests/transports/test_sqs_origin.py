@@ -151,7 +151,7 @@ async def test_node_events_reach_the_fifo_queue_in_order_per_connection(
     start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str
 ) -> None:
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     origin = SqsOrigin(resources.events_queue_url, endpoint_url=moto_endpoint.url)
     calls = BatchCalls(origin.client, "send_message_batch", "Entries")
     node = await start_node(origin=origin, route_selection_expression="$request.body.action")
@@ -184,7 +184,7 @@ async def test_large_events_split_by_bytes_and_chained_per_connection(
     moto_endpoint: MotoEndpoint, environment_name: str
 ) -> None:
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     origin = SqsOrigin(resources.events_queue_url, endpoint_url=moto_endpoint.url, concurrency=3)
     calls = BatchCalls(origin.client, "send_message_batch", "Entries")
     await origin.start()
@@ -215,7 +215,7 @@ async def test_standard_queue_gets_no_group_fields(
 ) -> None:
     sqs = moto_endpoint.client("sqs")
     names = ResourceNames(environment_name, fifo=False)
-    resources = provision(sqs, moto_endpoint.client("sns"), None, names)
+    resources = provision(sqs, moto_endpoint.client("sns"), names)
     origin = SqsOrigin(resources.events_queue_url, endpoint_url=moto_endpoint.url)
     calls = BatchCalls(origin.client, "send_message_batch", "Entries")
     node = await start_node(origin=origin)
@@ -235,7 +235,7 @@ async def test_events_through_the_sns_topic_keep_group_and_attributes(
     start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str
 ) -> None:
     sqs, sns = moto_endpoint.client("sqs"), moto_endpoint.client("sns")
-    resources = provision(sqs, sns, None, ResourceNames(environment_name), events_topic=True)
+    resources = provision(sqs, sns, ResourceNames(environment_name), events_topic=True)
     assert resources.events_topic_arn is not None
     origin = SnsOrigin(resources.events_topic_arn, endpoint_url=moto_endpoint.url)
     calls = BatchCalls(origin.client, "publish_batch", "PublishBatchRequestEntries")
@@ -259,7 +259,7 @@ async def test_failed_entries_alone_are_resent_before_the_connection_goes_on(
     moto_endpoint: MotoEndpoint, environment_name: str
 ) -> None:
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     origin = SqsOrigin(resources.events_queue_url, endpoint_url=moto_endpoint.url)
     calls = BatchCalls(origin.client, "send_message_batch", "Entries")
     await origin.start()
@@ -296,7 +296,7 @@ async def test_an_entry_the_service_refuses_for_good_is_named_and_not_retried(
 ) -> None:
     """moto's SNS fails a message over 256 KiB alone (SenderFault) within a PublishBatch."""
     sqs, sns = moto_endpoint.client("sqs"), moto_endpoint.client("sns")
-    resources = provision(sqs, sns, None, ResourceNames(environment_name), events_topic=True)
+    resources = provision(sqs, sns, ResourceNames(environment_name), events_topic=True)
     assert resources.events_topic_arn is not None
     # Configured as if the topic took 1 MiB; this one does not (the service has the last word).
     origin = SnsOrigin(
@@ -387,7 +387,7 @@ async def test_unreachable_endpoint_then_recovery_through_a_node(
     start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str
 ) -> None:
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -444,7 +444,7 @@ async def test_packed_events_reach_a_fifo_queue_in_order_per_connection_in_few_m
     start_node: StartNode, moto_endpoint: MotoEndpoint, environment_name: str, alternate: bool
 ) -> None:
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     origin = packed_origin(SqsOrigin, resources.events_queue_url, moto_endpoint.url)
     calls = BatchCalls(origin.client, "send_message_batch", "Entries")
     node = await start_node(origin=origin, route_selection_expression="$request.body.action")
@@ -487,7 +487,7 @@ async def test_packed_events_through_sns_to_a_standard_queue(
 ) -> None:
     sqs, sns = moto_endpoint.client("sqs"), moto_endpoint.client("sns")
     names = ResourceNames(environment_name, fifo=False)
-    resources = provision(sqs, sns, None, names, events_topic=True)
+    resources = provision(sqs, sns, names, events_topic=True)
     assert resources.events_topic_arn is not None
     origin = packed_origin(SnsOrigin, resources.events_topic_arn, moto_endpoint.url)
     calls = BatchCalls(origin.client, "publish_batch", "PublishBatchRequestEntries")
@@ -509,7 +509,7 @@ async def test_lingering_gathers_a_trickle_into_one_message(
 ) -> None:
     sqs = moto_endpoint.client("sqs")
     names = ResourceNames(environment_name, fifo=False)
-    resources = provision(sqs, moto_endpoint.client("sns"), None, names)
+    resources = provision(sqs, moto_endpoint.client("sns"), names)
     origin = packed_origin(SqsOrigin, resources.events_queue_url, moto_endpoint.url, linger=0.5)
     calls = BatchCalls(origin.client, "send_message_batch", "Entries")
     node = await start_node(origin=origin)
@@ -531,7 +531,7 @@ async def test_a_pack_the_service_refuses_is_narrowed_to_the_event_it_refuses(
     moto_endpoint: MotoEndpoint, environment_name: str
 ) -> None:
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     origin = packed_origin(SqsOrigin, resources.events_queue_url, moto_endpoint.url)
     real = origin.client.send_message_batch
 
@@ -572,7 +572,7 @@ async def test_packs_the_service_fails_are_resent_and_arrive_once_in_order(
     moto_endpoint: MotoEndpoint, environment_name: str
 ) -> None:
     sqs = moto_endpoint.client("sqs")
-    resources = provision(sqs, moto_endpoint.client("sns"), None, ResourceNames(environment_name))
+    resources = provision(sqs, moto_endpoint.client("sns"), ResourceNames(environment_name))
     origin = packed_origin(SqsOrigin, resources.events_queue_url, moto_endpoint.url)
     real = origin.client.send_message_batch
     failed_once: list[str] = []
