@@ -69,9 +69,10 @@ def _fields(query: str) -> dict[str, str]:
 
 
 def _no_query(query: str) -> tuple[str, int]:
-    for name in _fields(query):
+    fields = _fields(query)
+    if fields:
         raise BadQuery(
-            f"unknown query parameter {name[:40]!r}: a channel's count takes none "
+            f"unknown query parameter {next(iter(fields))[:40]!r}: a channel's count takes none "
             "(its members are at /channels/<channel>/members)"
         )
     return "", 0

@@ -129,6 +129,25 @@ async def test_count_and_member_pages_across_three_nodes(cluster: Cluster) -> No
             await client.close()
 
 
+async def test_answers_are_whole_through_loss_duplication_and_reordering(
+    cluster: Cluster,
+) -> None:
+    groups = [await clients_on(node, cluster.origin, 5) for node in cluster.nodes]
+    ids = [connection_id for _clients, group_ids in groups for connection_id in group_ids]
+    await commands(cluster.nodes[0], subscribe(ids, "busy", userInfo=[1, "two"]))
+    await wait_until(lambda: known_everywhere(cluster, "busy"))
+    cluster.faults(loss=0.2, duplicate=0.2, reorder=0.2)
+    for node in cluster.nodes:
+        assert await count(node, "busy") == {"channel": "busy", "count": 15}
+        members = await all_members(node, "busy", 4)
+        assert members == [{"connectionId": i, "userInfo": [1, "two"]} for i in sorted(ids)]
+    assert sum(proxy.counts["lost"] for proxy in cluster.proxies) > 0
+    cluster.faults(loss=0, duplicate=0, reorder=0)
+    for clients, _ids in groups:
+        for client in clients:
+            await client.close()
+
+
 async def test_a_silenced_peer_drops_its_members_within_the_liveness_timeout(
     cluster: Cluster,
 ) -> None:
