@@ -24,6 +24,7 @@ from runtime.node.connections_api import ConnectionsApi
 from runtime.node.frames import message_frame
 from runtime.node.graphql import GraphqlGateway
 from runtime.node.origin_pump import OriginPump
+from runtime.node.presence import Presence
 from runtime.node.writer import ClientWriter
 from runtime.transports.base import ClusterTransport
 from runtime.wire import events
@@ -36,6 +37,8 @@ from runtime.wire.commands import (
     CommandError,
     Interest,
     PeerCommand,
+    PresenceAnswer,
+    PresenceAsk,
     Publish,
     Send,
     Subscribe,
@@ -59,6 +62,7 @@ class CommandRunner:
         context: events.NodeContext,
         connections_api: ConnectionsApi,
         channels: ChannelHub,
+        presence: Presence,
         *,
         address: NodeAddress,
         cluster: ClusterTransport | None,
@@ -72,6 +76,7 @@ class CommandRunner:
         self.context = context
         self.connections_api = connections_api
         self.channels = channels
+        self.presence = presence
         self.address = address
         self.cluster = cluster
         self.graphql = graphql
@@ -95,6 +100,14 @@ class CommandRunner:
             if isinstance(command, Interest):
                 if from_peer:
                     self.channels.apply(command)
+                continue
+            if isinstance(command, PresenceAsk):
+                if from_peer:
+                    self.presence.answer(command)
+                continue
+            if isinstance(command, PresenceAnswer):
+                if from_peer:
+                    self.presence.answer_received(command)
                 continue
             try:
                 if isinstance(command, Publish) and self.graphql is None:

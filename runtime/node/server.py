@@ -42,6 +42,7 @@ from runtime.node.handshake import (
 )
 from runtime.node.metrics import MetricsLine, Totals
 from runtime.node.origin_pump import OriginPump
+from runtime.node.presence import Presence
 from runtime.node.writer import ClientWriter
 from runtime.transports.base import (
     ClusterTransport,
@@ -142,6 +143,10 @@ class Node:
             max_per_connection=settings.max_subscriptions_per_connection,
             max_total=settings.max_subscriptions,
         )
+        # Channel counts and member lists over the cluster, answered here or asked of peers.
+        self.presence = Presence(
+            self.channels, cluster, self.address, peer_timeout=settings.peer_down_seconds
+        )
         self.commands = CommandRunner(
             Router(settings.peer_address, settings.region),
             self.registry,
@@ -150,6 +155,7 @@ class Node:
             self.context,
             self.connections_api,
             self.channels,
+            self.presence,
             address=self.address,
             cluster=cluster,
             graphql=self.graphql,
@@ -287,6 +293,7 @@ class Node:
         await self.pump.stop()
         await self.connections_api.close()
         await self.channels.close()
+        await self.presence.close()
         await self.origin.close()
         for door in (self.authorizer, self.connect_handler):
             if door is not None:
@@ -526,6 +533,7 @@ class Node:
             **self._counted(),
             **self.connections_api.stats(),
             **self.channels.stats(),
+            **self.presence.stats(),
             **(self.graphql.stats() if self.graphql is not None else {}),
             **({"peers": self.cluster.stats()} if self.cluster is not None else {}),
             **({"authorizer": self.authorizer.stats()} if self.authorizer is not None else {}),

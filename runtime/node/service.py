@@ -205,6 +205,7 @@ class NodeService:
                 connections_api=settings.connections_api,
                 stage=settings.stage,
                 connections=self.node.connections_api,
+                presence=self.node.presence,
             )
 
     async def start(self) -> None:

@@ -29,10 +29,19 @@ from runtime.origin.events import (
     read_events,
     read_records,
 )
+from runtime.origin.presence import (
+    ChannelCount,
+    ChannelMember,
+    MembersPage,
+    PresenceClient,
+    PresenceError,
+)
 
 __all__ = [
     "ApiGatewayOrigin",
     "ApiGatewaySettings",
+    "ChannelCount",
+    "ChannelMember",
     "ChannelRules",
     "CommandBuffer",
     "CommandPublishError",
@@ -41,7 +50,10 @@ __all__ = [
     "GatewayRecord",
     "HandlerSetupError",
     "InvalidConnectionId",
+    "MembersPage",
     "MessageTooLarge",
+    "PresenceClient",
+    "PresenceError",
     "PublishFailure",
     "event_type",
     "gateway_handler",

@@ -270,8 +270,9 @@ class GatewayClient:
     ) -> None:
         """Buffer a subscribe: the connections join 1 to 100 channels on the nodes holding them.
 
-        `user_info` (any JSON value, None for none) and `presence_events` are kept with each
-        subscription for presence, which is still to come: nothing reads them yet.
+        `user_info` (any JSON value, None for none) is kept with each subscription and returned
+        by presence queries (`runtime.origin.presence.PresenceClient`); `presence_events` is kept
+        for JOIN/LEAVE events, which are still to come: nothing reads it yet.
         """
         names = self._channels(channels, "subscribe")
         if not isinstance(presence_events, bool):

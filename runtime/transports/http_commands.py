@@ -1,4 +1,5 @@
 """Commands over HTTP: `POST /commands` with a bearer token, answered once they are carried out;
+presence queries (`GET /channels/...`, runtime/transports/http_presence.py) with the same token;
 and, with --connections-api, API Gateway's @connections API for its SDKs' management clients.
 
 The path, the method and the token are checked as soon as a request's head is in, before its
@@ -30,8 +31,10 @@ from urllib.parse import unquote
 from runtime.core.execution import CommandExecutor
 from runtime.transports.http1 import MAX_HEADER_BYTES, Request, Response, json_response
 from runtime.transports.http1_server import HttpServer
+from runtime.transports.http_presence import PresenceQueries, presence_response
 from runtime.wire.channels import DEFAULT_RULES, ChannelRules
 from runtime.wire.commands import CommandBodyError, Rejection, max_body_bytes, parse_body
+from runtime.wire.presence import presence_target
 
 log = logging.getLogger("runtime.commands")
 
@@ -113,6 +116,7 @@ class CommandEndpoint:
         connections_api: str = "off",
         stage: str = "",
         connections: ConnectionActions | None = None,
+        presence: PresenceQueries | None = None,
     ) -> None:
         if connections_api not in CONNECTIONS_MODES:
             raise ValueError(
@@ -127,6 +131,7 @@ class CommandEndpoint:
         self.connections_mode = connections_api
         self.stage = stage
         self._connections = connections
+        self._presence = presence
         self.host = host
         self.port = port
         self._token = token.encode() if token else None
@@ -156,11 +161,12 @@ class CommandEndpoint:
 
     def _check_head(self, request: Request) -> Response | None:
         """Refuse a request by its head alone, before its body is read (None: read it)."""
-        if self.connections_mode != "off":
+        presence = self._presence_target(request.path)
+        if self.connections_mode != "off" and presence is None:
             target = connections_target(request.path)
             if target is not None:
                 return self._check_connections_head(request, target[0], target[1])
-        method = ROUTES.get(request.path)
+        method = "GET" if presence is not None else ROUTES.get(request.path)
         if method is None:
             return json_response({"error": f"no such path: {request.path}"}, 404)
         if request.method != method:
@@ -177,6 +183,13 @@ class CommandEndpoint:
 
     async def _route(self, request: Request) -> Response:
         """Runs only for requests `_check_head` let through."""
+        presence = self._presence_target(request.path)
+        if presence is not None:
+            assert self._presence is not None  # else no target
+            channel, members = presence
+            return await presence_response(
+                self._presence, channel, members, request.query, self._channel_rules
+            )
         if self.connections_mode != "off":
             target = connections_target(request.path)
             if target is not None and target[1] is not None:
@@ -184,6 +197,11 @@ class CommandEndpoint:
         if request.path == "/stats":
             return json_response(self.node.stats())
         return await self._commands(request.body)
+
+    def _presence_target(self, path: str) -> tuple[str, bool] | None:
+        """(channel, members?) of a presence query, before @connections: a channel may be
+        named "@connections"."""
+        return presence_target(path) if self._presence is not None else None
 
     def _check_connections_head(
         self, request: Request, stage: str, connection_id: str | None

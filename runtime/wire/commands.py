@@ -31,6 +31,7 @@ from runtime.wire.command_fields import (
 )
 from runtime.wire.connection_id import NodeAddress
 from runtime.wire.graphql_contract import MAX_KEY_LENGTH
+from runtime.wire.presence import PresenceAnswer, PresenceAsk
 
 __all__ = [
     "MAX_IDS_PER_COMMAND",
@@ -45,6 +46,8 @@ __all__ = [
     "CommandError",
     "Interest",
     "PeerCommand",
+    "PresenceAnswer",
+    "PresenceAsk",
     "Publish",
     "Rejection",
     "Send",
@@ -128,9 +131,9 @@ class Answer:
     info: bytes = b""
 
 
-# What travels between nodes: the origin's commands, the @connections asks and answers, and
-# which channels each node holds.
-PeerCommand = Command | Ask | Answer | Interest
+# What travels between nodes: the origin's commands, the @connections asks and answers, which
+# channels each node holds, and the presence asks and answers.
+PeerCommand = Command | Ask | Answer | Interest | PresenceAsk | PresenceAnswer
 
 
 @dataclass(frozen=True, slots=True)

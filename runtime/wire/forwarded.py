@@ -22,6 +22,9 @@ Layout (big-endian): version (1) | count (4), then per command a kind (1) and:
                | except IDs | payload length (4) | payload
     interest   full (1) | node host length (1) | host (ASCII) | node port (2)
                | added length (4) | added | removed length (4) | removed
+    presence ask  request ID (8) | limit (4) | reply-to host length (1) | host | reply-to port (2)
+               | channel length (2) | channel | after length (1) | after (ASCII)
+    presence answer  request ID (8) | more (1) | count (8) | members length (4) | members (JSON)
 
 Connection IDs are URL-safe base64, so a newline never occurs inside one. Publish keys may hold
 any character, so a key with a newline makes the forwarding node send JSON keys instead (flag 1
@@ -32,7 +35,8 @@ Ask and answer (the @connections API answered by the owning node) came later wit
 a node of older code refuses a batch holding one as of an unknown kind, as it would any, and the
 asking node's wait ends at its bound. They are only ever built by nodes, never from an origin.
 The channel kinds (subscribe, unsubscribe, channel publish, interest) came later within version 1
-the same way: an older node refuses a batch holding one, and never hears of channels.
+the same way: an older node refuses a batch holding one, and never hears of channels. So did
+the presence ask and answer: an older node's members are missing from presence answers (partial).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from runtime.wire.commands import (
     Close,
     Interest,
     PeerCommand,
+    PresenceAnswer,
+    PresenceAsk,
     Publish,
     Send,
     Subscribe,
@@ -59,6 +65,7 @@ from runtime.wire.connection_id import NodeAddress
 VERSION = 1
 SEND, CLOSE, BROADCAST, PUBLISH, ASK, ANSWER = 1, 2, 3, 4, 5, 6
 SUBSCRIBE, UNSUBSCRIBE, CHANNEL_PUBLISH, INTEREST = 7, 8, 9, 10
+PRESENCE_ASK, PRESENCE_ANSWER = 11, 12
 ASK_ACTIONS = {"get": 1, "post": 2, "delete": 3}
 _ACTIONS_BY_CODE = {code: action for action, code in ASK_ACTIONS.items()}
 
@@ -71,6 +78,8 @@ _ASK = struct.Struct(">BQBBB")
 _ANSWER = struct.Struct(">BQHI")
 _FLAG = struct.Struct(">BB")  # kind, then one flag byte
 _CHANNEL_PUBLISH = struct.Struct(">BBH")
+_PRESENCE_ASK = struct.Struct(">BQI")
+_PRESENCE_ANSWER = struct.Struct(">BQBQ")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
@@ -135,9 +144,24 @@ def encode_forwarded(commands: list[PeerCommand]) -> bytes:
 
 
 def _encode_channel_command(
-    command: Subscribe | Unsubscribe | ChannelPublish | Interest, append: Callable[[bytes], None]
+    command: Subscribe | Unsubscribe | ChannelPublish | Interest | PresenceAsk | PresenceAnswer,
+    append: Callable[[bytes], None],
 ) -> None:
-    if isinstance(command, Subscribe):
+    if isinstance(command, PresenceAsk):
+        append(_PRESENCE_ASK.pack(PRESENCE_ASK, command.request_id, command.limit))
+        _append_node(command.reply_to, append)
+        channel = command.channel.encode("utf-8")
+        append(_U16.pack(len(channel)))
+        append(channel)
+        after = command.after.encode("ascii")
+        append(bytes((len(after),)))
+        append(after)
+    elif isinstance(command, PresenceAnswer):
+        append(
+            _PRESENCE_ANSWER.pack(PRESENCE_ANSWER, command.request_id, command.more, command.count)
+        )
+        _append_sized(command.members, append)
+    elif isinstance(command, Subscribe):
         append(_FLAG.pack(SUBSCRIBE, command.presence_events))
         _append_sized(_joined_ids(command.connection_ids), append)
         _append_sized(_joined_names(command.channels), append)
@@ -153,13 +177,17 @@ def _encode_channel_command(
         _append_sized(_joined_ids(command.except_ids), append)
         _append_sized(command.payload, append)
     else:
-        host = command.node.host.encode("ascii")
         append(_FLAG.pack(INTEREST, command.full))
-        append(bytes((len(host),)))
-        append(host)
-        append(_U16.pack(command.node.port))
+        _append_node(command.node, append)
         _append_sized(_joined_names(command.added), append)
         _append_sized(_joined_names(command.removed), append)
+
+
+def _append_node(node: NodeAddress, append: Callable[[bytes], None]) -> None:
+    host = node.host.encode("ascii")
+    append(bytes((len(host),)))
+    append(host)
+    append(_U16.pack(node.port))
 
 
 def _append_sized(data: bytes, append: Callable[[bytes], None]) -> None:
@@ -312,15 +340,40 @@ def _decode_channel_publish(data: bytes, offset: int) -> tuple[ChannelPublish, i
 
 def _decode_interest(data: bytes, offset: int) -> tuple[Interest, int]:
     full = data[offset + 1]
-    host_length = data[offset + 2]
-    offset += 3
-    host = data[offset : offset + host_length].decode("ascii")
-    offset += host_length
-    (port,) = _U16.unpack_from(data, offset)
-    added, offset = _sized(data, offset + 2)
+    node, offset = _node_at(data, offset + 2)
+    added, offset = _sized(data, offset)
     removed, offset = _sized(data, offset)
-    node = NodeAddress(host, port)  # ValueError for what is no address
     return Interest(node, _lines(added, "utf-8"), _lines(removed, "utf-8"), bool(full)), offset
+
+
+def _decode_presence_ask(data: bytes, offset: int) -> tuple[PresenceAsk, int]:
+    _, request_id, limit = _PRESENCE_ASK.unpack_from(data, offset)
+    reply_to, offset = _node_at(data, offset + _PRESENCE_ASK.size)
+    (channel_length,) = _U16.unpack_from(data, offset)
+    offset += 2
+    channel = data[offset : offset + channel_length].decode("utf-8")
+    offset += channel_length
+    after_length = data[offset]
+    after = data[offset + 1 : offset + 1 + after_length].decode("ascii")
+    offset += 1 + after_length
+    if offset > len(data):
+        raise ForwardedFormatError("a forwarded field runs past the end of the batch")
+    return PresenceAsk(request_id, reply_to, channel, after, limit), offset
+
+
+def _decode_presence_answer(data: bytes, offset: int) -> tuple[PresenceAnswer, int]:
+    _, request_id, more, count = _PRESENCE_ANSWER.unpack_from(data, offset)
+    members, offset = _sized(data, offset + _PRESENCE_ANSWER.size)
+    return PresenceAnswer(request_id, count, members, bool(more)), offset
+
+
+def _node_at(data: bytes, offset: int) -> tuple[NodeAddress, int]:
+    """A node's address (host length, ASCII host, port) and the offset after it."""
+    host_length = data[offset]
+    host = data[offset + 1 : offset + 1 + host_length].decode("ascii")
+    offset += 1 + host_length
+    (port,) = _U16.unpack_from(data, offset)
+    return NodeAddress(host, port), offset + 2  # ValueError for what is no address
 
 
 _CHANNEL_DECODERS: dict[int, Callable[[bytes, int], tuple[PeerCommand, int]]] = {
@@ -328,6 +381,8 @@ _CHANNEL_DECODERS: dict[int, Callable[[bytes, int], tuple[PeerCommand, int]]] = 
     UNSUBSCRIBE: _decode_unsubscribe,
     CHANNEL_PUBLISH: _decode_channel_publish,
     INTEREST: _decode_interest,
+    PRESENCE_ASK: _decode_presence_ask,
+    PRESENCE_ANSWER: _decode_presence_answer,
 }
 
 

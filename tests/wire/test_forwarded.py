@@ -60,7 +60,7 @@ def test_binary_payloads_travel_without_base64() -> None:
     [
         (b"", "unreadable"),
         (struct.pack(">BI", 2, 0), "unknown version 2"),
-        (struct.pack(">BI", 1, 1) + b"\x0b", "unknown kind 11"),
+        (struct.pack(">BI", 1, 1) + b"\x0d", "unknown kind 13"),
         (struct.pack(">BI", 1, 1) + b"\xff", "unknown kind 255"),
         (struct.pack(">BI", 1, 1) + struct.pack(">BBI", 1, 0, 50) + b"short", "unreadable"),
         (encode_forwarded([Broadcast(b"x", False)]) + b"extra", "5 bytes after"),

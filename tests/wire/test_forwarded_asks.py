@@ -103,7 +103,7 @@ def test_older_kinds_encode_exactly_as_before() -> None:
         (ask_bytes(port=0), "unreadable"),
         (ask_bytes(connection_id=b"\xc3\xa9"), "unreadable"),  # IDs are ASCII
         (ask_bytes() + b"x", "1 bytes after"),
-        (HEAD + bytes([11]), "unknown kind 11"),
+        (HEAD + bytes([13]), "unknown kind 13"),
         (HEAD + struct.pack(">BQHI", ANSWER, 1, 200, 10) + b"short", "unreadable|after"),
     ],
 )
