@@ -94,12 +94,13 @@ class LocalPorts:
     graphql: int
     nodes: tuple[int, int]
     peers: tuple[int, int]
+    commands: tuple[int, int]
 
     @classmethod
     def free(cls) -> LocalPorts:
-        aws, page, graphql, node_a, node_b = free_ports(5)
+        aws, page, graphql, node_a, node_b, command_a, command_b = free_ports(7)
         peer_a, peer_b = free_ports(2, socket.SOCK_DGRAM)
-        return cls(aws, page, graphql, (node_a, node_b), (peer_a, peer_b))
+        return cls(aws, page, graphql, (node_a, node_b), (peer_a, peer_b), (command_a, command_b))
 
 
 async def start_local_system(
@@ -121,6 +122,8 @@ async def start_local_system(
         ",".join(map(str, ports.nodes)),
         "--peer-ports",
         ",".join(map(str, ports.peers)),
+        "--command-ports",
+        ",".join(map(str, ports.commands)),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -108,11 +108,6 @@ async def test_two_pages_on_two_nodes_chat_and_survive_an_outage(browser: Browse
         await stop_local_system(process)
 
 
-@pytest.mark.xfail(
-    reason="needs a presence source in the local system: the nodes' presence API client, "
-    "passed as build_handler(presence=...) in runtime/local/system.py",
-    strict=True,
-)
 async def test_a_newcomer_lists_who_was_there_before_it(browser: Browser) -> None:
     ports = LocalPorts.free()
     process, urls = await start_local_system(ports)

@@ -112,7 +112,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     handler.add_argument(
         "--command-ports",
         default="8082,8083",
-        help="the nodes' command listeners, comma-separated: their @connections API",
+        help="the nodes' command listeners, comma-separated: presence for the chat example, "
+        "and the @connections API for a handler",
     )
     args = parser.parse_args(argv)
     args.api_gateway = bool(args.handler or args.route_handlers)
@@ -122,11 +123,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.graphql_port,
         tuple(int(port) for port in args.node_ports.split(",")),
         tuple(int(port) for port in args.peer_ports.split(",")),
-        tuple(int(port) for port in args.command_ports.split(",")) if args.api_gateway else (),
+        tuple(int(port) for port in args.command_ports.split(",")),
     )
     if len(args.ports.nodes) != len(args.ports.peers) or not args.ports.nodes:
         parser.error("--node-ports and --peer-ports must list the same number of ports")
-    if args.api_gateway and len(args.ports.commands) != len(args.ports.nodes):
+    if len(args.ports.commands) != len(args.ports.nodes):
         parser.error("--command-ports must list as many ports as --node-ports")
     if args.connect_handler and not args.api_gateway:
         parser.error("--connect-handler needs --handler or --route-handlers")
@@ -167,7 +168,9 @@ def node_settings(
         events_queue_url=resources.events_queue_url,
         commands_queue_url=resources.commands_queue_url,
         aws_region=REGION,
-        command_listen=None,
+        # On loopback, with a token: the chat origin asks the nodes who is in a room here.
+        command_listen=(host, ports.commands[index]),
+        command_token=args.command_token,
         region=REGION,
         stage=ENVIRONMENT,
         peer_listen=(host, ports.peers[index]),
@@ -186,8 +189,6 @@ def node_settings(
     # The @connections API, open on loopback only: the handler's get_connection reaches it.
     return replace(
         settings,
-        command_listen=(host, ports.commands[index]),
-        command_token=args.command_token,
         connections_api="network",
         connect_handler_url=connect_handler_url,
         connect_handler_token=args.connect_handler_token if connect_handler_url else "",
@@ -291,6 +292,7 @@ async def run(args: argparse.Namespace) -> int:
     from runtime.local.event_source import SqsEventSource
     from runtime.origin.apigw import HandlerSetupError
     from runtime.origin.examples.chat import build_handler
+    from runtime.origin.presence import PresenceClient
 
     server, endpoint = start_aws(args.host, args.ports.aws)
     services: list[NodeService] = []
@@ -318,9 +320,11 @@ async def run(args: argparse.Namespace) -> int:
                 port = await connect_server.start(args.host, 0)
                 connect_url = f"http://{args.host}:{port}/"
         else:
-            # No presence source yet: pages list who joined since they came. The nodes' member
-            # lists (their presence API) go in as build_handler(presence=...).
-            handler = build_handler(environment=ENVIRONMENT, regions=[REGION])
+            # A newcomer is told who is in its room: the nodes' presence, asked at a listener.
+            presence = PresenceClient(
+                f"http://{args.host}:{args.ports.commands[0]}", args.command_token
+            )
+            handler = build_handler(environment=ENVIRONMENT, regions=[REGION], presence=presence)
         graphql = graphql_origin_server(resources.commands_topic_arn)
         await graphql.start(args.host, args.ports.graphql)
         for index in range(len(args.ports.nodes)):
@@ -339,7 +343,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"page: http://{args.host}:{page.port}/", flush=True)
         for url in node_urls:
             print(f"node: {url}", flush=True)
-        for port in args.ports.commands:
+        for port in args.ports.commands if args.api_gateway else ():
             print(f"connections: http://{args.host}:{port}/{ENVIRONMENT}/@connections", flush=True)
         print(f"graphql: http://{args.host}:{graphql.port}/", flush=True)
         print(f"aws: {endpoint}", flush=True)

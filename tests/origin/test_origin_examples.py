@@ -18,6 +18,7 @@ from runtime.local.provision import Resources
 from runtime.origin.channels import ChannelRules
 from runtime.origin.client import GatewayClient
 from runtime.origin.examples import chat, echo
+from runtime.origin.presence import ChannelMember
 from runtime.wire.channels import NAME_CHARACTERS
 from runtime.wire.events import (
     HandshakeDetails,
@@ -158,20 +159,20 @@ class Members:
         self.asked: list[str] = []
         self.read = 0
 
-    def members(self, channel: str) -> Iterable[tuple[str, Any]]:
+    def members(self, channel: str) -> Iterable[ChannelMember]:
         self.asked.append(channel)
         return self._each(channel)
 
-    def _each(self, channel: str) -> Iterator[tuple[str, Any]]:
+    def _each(self, channel: str) -> Iterator[ChannelMember]:
         listed = self._members.get(channel, [])
         source = itertools.cycle(listed) if self._endless else iter(listed)
-        for member in source:
+        for connection_id, user_info in source:
             self.read += 1
-            yield member
+            yield ChannelMember(connection_id, user_info)
 
 
 class BrokenMembers:
-    def members(self, channel: str) -> Iterable[tuple[str, Any]]:
+    def members(self, channel: str) -> Iterable[ChannelMember]:
         raise ConnectionError("the nodes' presence API is down")
 
 

@@ -31,7 +31,7 @@ import json
 import logging
 import unicodedata
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from runtime.origin.channels import ChannelRules, check_channel
 from runtime.origin.client import REGIONS_VARIABLE, GatewayClient
@@ -43,6 +43,7 @@ from runtime.origin.events import (
     lazy_handler,
     message_data,
 )
+from runtime.origin.presence import ChannelMember
 from runtime.wire.channels import NAME_CHARACTERS
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,12 @@ MESSAGE_FORMAT = 'send {"room": <your room>, "text": <your message>} as JSON tex
 class PresenceSource(Protocol):
     """Who is subscribed to a channel, across the cluster: the nodes' presence answers.
 
-    `members` yields (connection ID, userInfo or None) pairs; the origin reads only as many as it
-    lists, so a paged source need fetch no further.
+    `members` yields each member (its connection ID, and its userInfo or None); the origin reads
+    only as many as it lists, so a paged source need fetch no further. The SDK's PresenceClient
+    is one.
     """
 
-    def members(self, channel: str) -> Iterable[tuple[str, Any]]: ...
+    def members(self, channel: str) -> Iterable[ChannelMember]: ...
 
 
 class ChatOrigin:
@@ -148,9 +150,9 @@ class ChatOrigin:
             log.exception("could not list the room's members", extra={"channel": channel})
             return
         members = []
-        for member_id, user_info in found:
-            member: dict[str, object] = {"id": member_id}
-            name = name_of(user_info)
+        for found_member in found:
+            member: dict[str, object] = {"id": found_member.connection_id}
+            name = name_of(found_member.user_info)
             if name is not None:
                 member["name"] = name
             members.append(member)
