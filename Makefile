@@ -52,6 +52,7 @@ lint: install
 bench: install
 	$(PY) -m bench.run
 	$(PY) -m bench.cluster
+	$(PY) -m bench.channels
 	$(PY) -m bench.local
 	$(PY) -m bench.graphql
 	$(PY) -m bench.attacks
