@@ -254,6 +254,7 @@ class Settings:
     max_subscriptions: int = 1_000_000
     max_channel_name_length: int = 128
     max_user_info_bytes: int = 1024
+    occupancy_interval: float = 60.0
     send_buffer_messages: int = 1_000
     send_buffer_bytes: int = 1 * MiB
     ping_interval: float = 20.0
@@ -466,6 +467,11 @@ _SPECS: dict[str, _Spec] = {
     "max_user_info_bytes": _Spec(
         _int(0, MAX_USER_INFO_BYTES),
         "largest userInfo a subscribe may give, in bytes of JSON (0: none)",
+    ),
+    "occupancy_interval": _Spec(
+        _float(0.1, 86_400),
+        "seconds between OCCUPANCY events of channels whose subscribers asked for them",
+        "SECONDS",
     ),
     "send_buffer_messages": _Spec(
         _int(1, 1_000_000), "messages a client may leave unread before it is closed with 1013"

@@ -89,7 +89,13 @@ def _narrow(command: Send | Close | Subscribe | Unsubscribe, ids: list[str]) -> 
     if isinstance(command, Send):
         return Send(tuple(ids), command.payload, command.binary)
     if isinstance(command, Subscribe):
-        return Subscribe(tuple(ids), command.channels, command.user_info, command.presence_events)
+        return Subscribe(
+            tuple(ids),
+            command.channels,
+            command.user_info,
+            command.presence_events,
+            command.occupancy_events,
+        )
     if isinstance(command, Unsubscribe):
         return Unsubscribe(tuple(ids), command.channels)
     return Close(tuple(ids), command.code, command.reason)

@@ -51,6 +51,10 @@ from runtime.wire.events import now_ms
 
 log = logging.getLogger("runtime.node")
 
+# Peers learn which nodes have subscribers asking for a channel's OCCUPANCY events from a mark in
+# their channel news: "#" is no channel character, so a mark never names a real channel.
+OCCUPANCY_MARK = "#occupancy#"
+
 Forwards = dict[NodeAddress, list[PeerCommand]]
 
 
@@ -77,6 +81,8 @@ class ChannelHub:
         self.cluster = cluster
         self.table = ChannelTable(max_per_connection, max_total)
         self.interest = PeerInterest()
+        # Channel -> the connections here that asked for its OCCUPANCY events.
+        self.occupancy: dict[str, set[str]] = {}
         self.counters: Counter[str] = Counter()
         self._news: set[asyncio.Task[None]] = set()
 
@@ -113,7 +119,9 @@ class ChannelHub:
             gained += subscribed.new_channels
             joined += subscribed.joined
         self.counters["subscriptions"] += len(joined)
-        self._tell_peers(Interest(self.address, tuple(gained), (), False), forwards)
+        marked, unmarked = self._mark_occupancy(entries, command.channels, command.occupancy_events)
+        news = Interest(self.address, (*gained, *marked), unmarked, False)
+        self._tell_peers(news, forwards)
         self._presence("JOIN", joined)
 
     def unsubscribe(
@@ -125,7 +133,12 @@ class ChannelHub:
             ended = self.table.unsubscribe(connection_id, command.channels)
             lost += ended.gone_channels
             left += ended.left
-        self._tell_peers(Interest(self.address, (), tuple(lost), False), forwards)
+        _marked, unmarked = self._mark_occupancy(
+            [membership.connection_id for membership in left],
+            [membership.channel for membership in left],
+            False,
+        )
+        self._tell_peers(Interest(self.address, (), (*lost, *unmarked), False), forwards)
         self._presence("LEAVE", left, "unsubscribed")
 
     def expect(self, node: NodeAddress, command: Subscribe) -> None:
@@ -166,8 +179,11 @@ class ChannelHub:
             return
         ended = self.table.drop(connection_id)
         self._presence("LEAVE", ended.left, "disconnected")
-        if ended.gone_channels:
-            self._announce(Interest(self.address, (), tuple(ended.gone_channels), False))
+        _marked, unmarked = self._mark_occupancy(
+            [connection_id], [membership.channel for membership in ended.left], False
+        )
+        if ended.gone_channels or unmarked:
+            self._announce(Interest(self.address, (), (*ended.gone_channels, *unmarked), False))
 
     def peer_up(self, peer: NodeAddress) -> None:
         """A new or restarted peer: it knows nothing of this node's channels, and this node
@@ -190,6 +206,47 @@ class ChannelHub:
         for task in list(self._news):
             task.cancel()
         await asyncio.gather(*self._news, return_exceptions=True)
+
+    # Occupancy
+
+    def occupancy_channels(self) -> list[str]:
+        """The channels this node reports OCCUPANCY for: those its subscribers asked it of, where
+        no other asking node has a lower address (so one node of the cluster reports each)."""
+        if self.cluster is None:
+            return list(self.occupancy)
+        peers = self.cluster.peers()
+        own = str(self.address)
+        return [
+            channel
+            for channel in self.occupancy
+            if not any(
+                str(peer) < own and OCCUPANCY_MARK + channel in self.interest.channels_of(peer)
+                for peer in peers
+            )
+        ]
+
+    def _mark_occupancy(
+        self, connection_ids: Iterable[str], channels: Iterable[str], asks: bool
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Record which connections ask for OCCUPANCY of which channels; the marks to announce
+        (channels now asked of this node) and to take back (no longer asked)."""
+        marked: list[str] = []
+        unmarked: list[str] = []
+        names = list(dict.fromkeys(channels))
+        for connection_id in connection_ids:
+            for channel in names:
+                askers = self.occupancy.get(channel)
+                if asks and connection_id in self.table.members(channel):
+                    if askers is None:
+                        askers = self.occupancy[channel] = set()
+                        marked.append(OCCUPANCY_MARK + channel)
+                    askers.add(connection_id)
+                elif askers is not None and connection_id in askers:
+                    askers.discard(connection_id)
+                    if not askers:
+                        del self.occupancy[channel]
+                        unmarked.append(OCCUPANCY_MARK + channel)
+        return tuple(marked), tuple(unmarked)
 
     # Presence events for the origin
 
@@ -231,7 +288,8 @@ class ChannelHub:
 
     async def _sync(self, peer: NodeAddress) -> None:
         """Every channel held here, read and sent in one step: news made later goes after it."""
-        await self._send(peer, interest_messages(self.address, sorted(self.table.channels())))
+        held = [*self.table.channels(), *(OCCUPANCY_MARK + name for name in self.occupancy)]
+        await self._send(peer, interest_messages(self.address, sorted(held)))
 
     async def _send(self, peer: NodeAddress, messages: list[Interest]) -> None:
         """One forward: the link sends it at once, in order with every other message to that

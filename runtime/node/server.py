@@ -41,6 +41,7 @@ from runtime.node.handshake import (
     subprotocol_selector,
 )
 from runtime.node.metrics import MetricsLine, Totals
+from runtime.node.occupancy import OccupancyReporter
 from runtime.node.origin_pump import OriginPump
 from runtime.node.presence import Presence
 from runtime.node.writer import ClientWriter
@@ -147,6 +148,9 @@ class Node:
         self.presence = Presence(
             self.channels, cluster, self.address, peer_timeout=settings.peer_down_seconds
         )
+        self.occupancy = OccupancyReporter(
+            self.channels, self.presence, self.pump, self.context, settings.occupancy_interval
+        )
         self.commands = CommandRunner(
             Router(settings.peer_address, settings.region),
             self.registry,
@@ -231,6 +235,7 @@ class Node:
         if s.keepalive_interval > 0:
             self._loops.append(asyncio.create_task(self._keepalive_loop(), name="keepalive"))
         self._loops.append(asyncio.create_task(self._stale_loop(), name="origin-watch"))
+        self._loops.append(asyncio.create_task(self.occupancy.run(), name="occupancy"))
         if s.metrics_interval > 0:
             self._loops.append(asyncio.create_task(self._metrics_loop(), name="metrics"))
         log.info(
@@ -534,6 +539,7 @@ class Node:
             **self.connections_api.stats(),
             **self.channels.stats(),
             **self.presence.stats(),
+            **self.occupancy.counters,
             **(self.graphql.stats() if self.graphql is not None else {}),
             **({"peers": self.cluster.stats()} if self.cluster is not None else {}),
             **({"authorizer": self.authorizer.stats()} if self.authorizer is not None else {}),

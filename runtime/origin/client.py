@@ -267,18 +267,22 @@ class GatewayClient:
         *,
         user_info: Any = None,
         presence_events: bool = False,
+        occupancy_events: bool = False,
     ) -> None:
         """Buffer a subscribe: the connections join 1 to 100 channels on the nodes holding them.
 
         `user_info` (any JSON value, None for none) is kept with each subscription and returned
-        by presence queries (`runtime.origin.presence.PresenceClient`); `presence_events` is kept
-        for JOIN/LEAVE events, which are still to come: nothing reads it yet.
+        by presence queries (`runtime.origin.presence.PresenceClient`) and in JOIN/LEAVE events;
+        `presence_events` asks for those events of these subscriptions; `occupancy_events` asks
+        for the channels' periodic OCCUPANCY events (their member counts).
         """
         names = self._channels(channels, "subscribe")
-        if not isinstance(presence_events, bool):
-            raise ValueError(
-                f"subscribe: presence_events must be True or False (got {presence_events!r})"
-            )
+        for flag, value in (
+            ("presence_events", presence_events),
+            ("occupancy_events", occupancy_events),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"subscribe: {flag} must be True or False (got {value!r})")
         try:
             info = None if user_info is None else user_info_json(user_info, self.channel_rules)
         except ValueError as exc:
@@ -287,7 +291,7 @@ class GatewayClient:
             _Buffered(region, command)
             for region, ids in self._by_region(connection_ids).items()
             for command in subscribe_commands(
-                ids, names, info, presence_events, self.max_message_bytes
+                ids, names, info, presence_events, self.max_message_bytes, occupancy_events
             )
         ]
         self._buffer.extend(commands)

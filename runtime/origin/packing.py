@@ -130,6 +130,7 @@ def subscribe_commands(
     user_info_json: str | None,
     presence_events: bool,
     max_message_bytes: int,
+    occupancy_events: bool = False,
 ) -> list[EncodedCommand]:
     """Split by IDs like a send: a subscribe is per connection, so parts of it stand alone."""
     tail = f'],"channels":{_encode(list(channels))}'
@@ -137,6 +138,8 @@ def subscribe_commands(
         tail += f',"userInfo":{user_info_json}'
     if presence_events:
         tail += ',"presenceEvents":true'
+    if occupancy_events:
+        tail += ',"occupancyEvents":true'
     return _split_by_ids(
         '{"action":"subscribe","connectionIds":[',
         tail + "}",

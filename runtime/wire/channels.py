@@ -75,6 +75,7 @@ class Subscribe:
     channels: tuple[str, ...]
     user_info: bytes = b""
     presence_events: bool = False
+    occupancy_events: bool = False  # the channel asks for periodic OCCUPANCY events
 
     action = "subscribe"
 
@@ -120,7 +121,8 @@ def parse_subscribe(item: dict[str, Any], rules: ChannelRules) -> Subscribe:
         connection_ids(item),
         _channels(item, rules),
         _user_info(item, rules),
-        _presence_events(item),
+        _flag(item, "presenceEvents"),
+        _flag(item, "occupancyEvents"),
     )
 
 
@@ -212,10 +214,10 @@ def _user_info(item: dict[str, Any], rules: ChannelRules) -> bytes:
     return text
 
 
-def _presence_events(item: dict[str, Any]) -> bool:
-    value = item.get("presenceEvents", False)
+def _flag(item: dict[str, Any], name: str) -> bool:
+    value = item.get(name, False)
     if not isinstance(value, bool):
-        raise CommandError(f'"presenceEvents" must be true or false (got {kind_of(value)})')
+        raise CommandError(f'"{name}" must be true or false (got {kind_of(value)})')
     return value
 
 
@@ -236,4 +238,6 @@ def channel_command_json(command: ChannelCommand) -> dict[str, object]:
         if command.user_info:
             entry["userInfo"] = json.loads(command.user_info)
         entry["presenceEvents"] = command.presence_events
+        if command.occupancy_events:
+            entry["occupancyEvents"] = True
     return entry

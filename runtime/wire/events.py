@@ -43,6 +43,7 @@ KEEPALIVE_ROUTE = "$keepalive"
 GONE_ROUTE = "$gone"
 JOIN_ROUTE = "$join"
 LEAVE_ROUTE = "$leave"
+OCCUPANCY_ROUTE = "$occupancy"
 ROUTE_EXPRESSION_PREFIX = "$request.body."
 MAX_ROUTE_KEY_LENGTH = 128
 _DEFAULT_ROUTE_JSON = '"$default"'
@@ -269,6 +270,19 @@ def presence_event(
     if user_info:
         event = f'{event[:-1]},"userInfo":{user_info.decode()}}}'
     return event.encode()
+
+
+def occupancy_event(
+    node: NodeContext, channel: str, count: int, partial: bool, now_ms: int
+) -> bytes:
+    """OCCUPANCY: a channel's member count over the cluster, sent every interval for channels
+    whose subscribers asked; `partial` when a node did not answer in time."""
+    context = _node_context("OCCUPANCY", OCCUPANCY_ROUTE, node, now_ms)
+    context["channel"] = channel
+    body: dict[str, object] = {"requestContext": context, "count": count}
+    if partial:
+        body["partial"] = True
+    return _dumps(body).encode()
 
 
 class RouteSelector:

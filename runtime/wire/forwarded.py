@@ -162,7 +162,9 @@ def _encode_channel_command(
         )
         _append_sized(command.members, append)
     elif isinstance(command, Subscribe):
-        append(_FLAG.pack(SUBSCRIBE, command.presence_events))
+        # Flags: 1 presence events, 2 occupancy events (added later within version 1).
+        flags = command.presence_events | command.occupancy_events << 1
+        append(_FLAG.pack(SUBSCRIBE, flags))
         _append_sized(_joined_ids(command.connection_ids), append)
         _append_sized(_joined_names(command.channels), append)
         _append_sized(command.user_info, append)
@@ -314,12 +316,16 @@ def _lines(field: bytes, encoding: str) -> tuple[str, ...]:
 
 
 def _decode_subscribe(data: bytes, offset: int) -> tuple[Subscribe, int]:
-    presence_events = data[offset + 1]
+    flags = data[offset + 1]
     ids, offset = _sized(data, offset + _FLAG.size)
     channels, offset = _sized(data, offset)
     user_info, offset = _sized(data, offset)
     return Subscribe(
-        _lines(ids, "ascii"), _lines(channels, "utf-8"), user_info, bool(presence_events)
+        _lines(ids, "ascii"),
+        _lines(channels, "utf-8"),
+        user_info,
+        bool(flags & 1),
+        bool(flags & 2),
     ), offset
 
 

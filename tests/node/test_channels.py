@@ -54,6 +54,7 @@ async def start_node(
         peers=tuple(NodeAddress("127.0.0.1", proxy.port) for proxy in others),
         peer_down_seconds=2.0,
         peer_metrics_interval=0,
+        occupancy_interval=0.3,
     )
     service = await build_service(settings)
     await service.start()
@@ -351,3 +352,42 @@ async def test_join_and_leave_events_for_subscriptions_that_ask(cluster: Cluster
     assert leaves[1]["requestContext"]["connectionId"] == ids[1]
     assert leaves[1]["requestContext"]["reason"] == "disconnected"
     assert leaves[1]["userInfo"] == info
+
+
+async def test_occupancy_events_for_channels_that_ask_from_one_node(cluster: Cluster) -> None:
+    a, b, c = cluster.nodes
+    origin = cluster.origin
+    on_a, ids_a = await clients_on(a, origin, 2)
+    on_b, ids_b = await clients_on(b, origin, 3)
+    await commands(
+        c,
+        subscribe(ids_a, "busy", occupancyEvents=True),
+        subscribe(ids_b, "busy", occupancyEvents=True),
+        subscribe(ids_a + ids_b, "quiet"),
+    )
+    # One reporter for the channel: the lowest-addressed of the nodes whose subscribers asked.
+    await wait_until(
+        lambda: (
+            [n for n in (a, b) if "busy" in n.node.channels.occupancy_channels()]
+            == [min((a, b), key=lambda n: str(n.node.address))]
+        )
+    )
+    assert not c.node.channels.occupancy_channels()
+    before = len(origin.of_type("OCCUPANCY"))
+    await origin.wait_for(lambda e: len(origin.of_type("OCCUPANCY")) >= before + 2)
+    latest = origin.of_type("OCCUPANCY")[-1]
+    assert latest["requestContext"]["channel"] == "busy"
+    assert latest["requestContext"]["routeKey"] == "$occupancy"
+    assert latest["count"] == 5 and "partial" not in latest
+    assert {e["requestContext"]["channel"] for e in origin.of_type("OCCUPANCY")} == {"busy"}
+    # The reporter's subscribers leave: the other asking node takes over, counting what is left.
+    reporter = min((a, b), key=lambda n: str(n.node.address))
+    leaving = on_a if reporter is a else on_b
+    for client in leaving:
+        await client.close()
+    other = b if reporter is a else a
+    await wait_until(lambda: other.node.channels.occupancy_channels() == ["busy"])
+    remaining = 3 if reporter is a else 2
+    await origin.wait_for(lambda e: origin.of_type("OCCUPANCY")[-1]["count"] == remaining)
+    for client in on_a + on_b:
+        await client.close()
