@@ -4,7 +4,7 @@ before and after subscribing each of them to K channels.
 The channels come from a pool, as rooms do: connection i takes the K consecutive channels of
 block i mod (pool / K), so every channel has about N * K / pool members (10,000 connections, 10
 channels each from 1,000: 100 members a channel), the shape of the in-process measurement in
-tests/core/test_channels.py. The subscribes go in small bodies (`commands_per_post` commands of
+tests/core/test_channel_table.py. The subscribes go in small bodies (`commands_per_post` commands of
 N / blocks IDs each), so that parsing them leaves little behind in the allocator.
 """
 

@@ -277,7 +277,7 @@ def markdown(r: dict[str, Any]) -> str:
             "`subscribe` commands. Per subscription: the growth over the subscriptions; the "
             "connection's own figure, for scale, is the growth over the connections (its "
             "registry entry, ID, buffers and handler). The in-process figure of "
-            "tests/core/test_channels.py (tracemalloc, the table alone) is 48 to 77 bytes."
+            "tests/core/test_channel_table.py (tracemalloc, the table alone) is 48 to 77 bytes."
         ),
         report.markdown_table(("memory", "value"), memory_rows(r)),
         "### Presence count",
