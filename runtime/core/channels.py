@@ -3,8 +3,9 @@ channels (`PeerInterest`), which decides where a publish goes.
 
 A subscription is one entry in its channel's member dict plus a share of its connection's record.
 Memory is the budget (200 bytes a subscription at most, measured in
-tests/core/test_channel_table.py), so the common subscription (no userInfo, no presence events) shares one `Member` object, a
-connection with one channel keeps the name alone rather than a tuple of it, and every record
+tests/core/test_channel_table.py), so the common subscription (no userInfo, no presence events)
+shares one `Member` object, a connection with one channel keeps the name alone rather than a
+tuple of it, and every record
 points at its channel's one name string (the member dict's), not at the copy each command brings.
 (Not `sys.intern`: interned strings are immortal on some Python versions, and names come and go.)
 """
