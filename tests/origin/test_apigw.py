@@ -918,3 +918,30 @@ def test_a_delete_counts_within_the_batch_and_is_forgotten_with_its_failed_recor
     origin(say(f"post:{target}"), None)
     assert scripted.gone == [target, target, target]  # published, so known gone for good
     assert system.commands() == []
+
+
+def test_a_ported_handler_adds_channels_through_the_same_buffer(system: System) -> None:
+    """runtime.origin.apigw.gateway(): channel commands go out with the event's posts, and are
+    dropped with them when its record fails."""
+    origin = system.origin(WSGW_HANDLER="tests.origin.apigw_channel_handler.handler")
+    ann, bob = Connection(), Connection()
+    system.queue.put(
+        [
+            ann.message("$default", '{"room": "lobby", "text": "hi"}'),
+            bob.message("$default", '{"room": "lobby", "text": "lost", "fail": true}'),
+        ]
+    )
+    response, _ids = system.batch(origin, 2)
+    assert len(response["batchItemFailures"]) == 1
+    assert system.commands() == [
+        {"action": "subscribe", "connectionIds": [ann.id], "channels": ["room:lobby"]},
+        {"action": "send", "connectionIds": [ann.id], "data": "joined", "isBase64Encoded": False},
+        {"action": "publish", "channel": "room:lobby", "data": "hi", "isBase64Encoded": False},
+    ]
+
+
+def test_gateway_outside_a_handled_event_says_where_it_belongs() -> None:
+    from runtime.origin import apigw
+
+    with pytest.raises(RuntimeError, match=r"runtime.origin.apigw.handler runs"):
+        apigw.gateway()

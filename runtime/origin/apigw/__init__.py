@@ -4,7 +4,8 @@ Set a Lambda function's handler to `runtime.origin.apigw.handler` and name the t
 functions in its environment. Each event reaches the function of its route with `(event, context)`
 as API Gateway would call it, and the boto3 `apigatewaymanagementapi` clients it makes (any
 `endpoint_url`) are answered here: `post_to_connection` and `delete_connection` become the
-gateway's commands, `get_connection` asks the node that holds the connection.
+gateway's commands, `get_connection` asks the node that holds the connection. What API Gateway has no call for
+(channels) a function reaches through `gateway()`, the same buffer its posts go into.
 docs/coming-from-api-gateway.md is the guide.
 
 Settings (environment variables, read at the first invocation):
@@ -41,7 +42,7 @@ land there, and `origin.py` hands each event to its function.
 
 from __future__ import annotations
 
-from runtime.origin.apigw.botocore_hook import install
+from runtime.origin.apigw.botocore_hook import answering, install
 from runtime.origin.apigw.management import ClosedConnections
 from runtime.origin.apigw.origin import (
     ApiGatewayOrigin,
@@ -54,6 +55,7 @@ from runtime.origin.apigw.settings import (
     HandlerSetupError,
     parse_route_handlers,
 )
+from runtime.origin.client import GatewayClient
 
 __all__ = [
     "ApiGatewayOrigin",
@@ -62,6 +64,7 @@ __all__ = [
     "HandlerSetupError",
     "answer_status",
     "entry_point_from_environment",
+    "gateway",
     "gone_as_disconnect",
     "handler",
     "install",
@@ -69,3 +72,20 @@ __all__ = [
 ]
 
 handler = entry_point_from_environment()
+
+
+def gateway() -> GatewayClient:
+    """The gateway's client for the event being handled, for what API Gateway has no call for:
+    channels (`subscribe`, `unsubscribe`, `publish_to_channel`) and the rest of GatewayClient.
+
+    Its commands go out with the event's `post_to_connection` calls (after the batch, or when
+    the function returns) and are dropped with them if the event fails, so a ported handler can
+    add channels without changing how it posts. Only inside a function this entry point runs.
+    """
+    api = answering()
+    if api is None:
+        raise RuntimeError(
+            "runtime.origin.apigw.gateway() is for a function runtime.origin.apigw.handler "
+            "runs, while it handles an event"
+        )
+    return api.gateway()

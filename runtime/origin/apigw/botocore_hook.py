@@ -20,12 +20,15 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 import boto3
 import botocore.handlers
 from botocore import parsers
+
+if TYPE_CHECKING:  # a type only: the client imports nothing of this module
+    from runtime.origin.client import GatewayClient
 from botocore.awsrequest import AWSResponse, HeadersDict
 
 SERVICE = "apigatewaymanagementapi"
@@ -48,6 +51,10 @@ class ManagementAnswerer(Protocol):
     def answer(
         self, operation: str, connection_id: str, data: object, url: str
     ) -> ManagementAnswer: ...
+
+    def gateway(self) -> GatewayClient:
+        """This thread's client, whose commands go out with the event's posts."""
+        ...
 
 
 class _ApisOnThread(threading.local):
@@ -77,7 +84,7 @@ def leave(api: ManagementAnswerer) -> None:
         _handling_anywhere.remove(api)
 
 
-def _answering() -> ManagementAnswerer | None:
+def answering() -> ManagementAnswerer | None:
     """The API of the event handled on this thread, else of one handled on any thread (the
     function's own worker threads), else None: botocore goes on as usual."""
     apis = _this_thread.apis
@@ -100,7 +107,7 @@ class _Body:
 def _before_call(
     model: Any, params: Mapping[str, Any], **_: Any
 ) -> tuple[AWSResponse, dict[str, Any]] | None:
-    api = _answering()
+    api = answering()
     if api is None or model.name not in OPERATIONS:
         return None
     connection_id = unquote(str(params.get("url_path", "")).rpartition("/")[2])
