@@ -4,8 +4,8 @@ Set a Lambda function's handler to `runtime.origin.apigw.handler` and name the t
 functions in its environment. Each event reaches the function of its route with `(event, context)`
 as API Gateway would call it, and the boto3 `apigatewaymanagementapi` clients it makes (any
 `endpoint_url`) are answered here: `post_to_connection` and `delete_connection` become the
-gateway's commands, `get_connection` asks the node that holds the connection. What API Gateway has no call for
-(channels) a function reaches through `gateway()`, the same buffer its posts go into.
+gateway's commands, `get_connection` asks the node that holds the connection. What API Gateway
+has no call for (channels) a function reaches through `gateway()`, the buffer its posts go into.
 docs/coming-from-api-gateway.md is the guide.
 
 Settings (environment variables, read at the first invocation):
