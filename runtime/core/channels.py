@@ -12,6 +12,7 @@ points at its channel's one name string (the member dict's), not at the copy eac
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -223,11 +224,20 @@ class PeerInterest:
 
     A peer counts as synced once a full Interest of it arrived since it came up; until then
     every publish goes to it, so a late or restarted peer misses none.
+
+    A subscribe this node forwards makes an expectation, kept apart from what the peer said and
+    for `expect_seconds` only: no news of the peer (a removal racing the subscribe, a full list
+    taken before it) cancels it, and by its end the peer's own news says whether it holds the
+    channel. So an expectation never outlives a subscribe the peer refused or found GONE, and
+    forwarded subscribes cannot grow this table without bound.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, expect_seconds: float = 10.0) -> None:
+        self.expect_seconds = expect_seconds
         self._held: dict[NodeAddress, set[str]] = {}
         self._synced: set[NodeAddress] = set()
+        self._expected: dict[tuple[NodeAddress, str], float] = {}  # (peer, channel) -> until
+        self._expiry: deque[tuple[float, NodeAddress, str]] = deque()
 
     def apply(self, interest: Interest) -> None:
         if interest.full:
@@ -238,10 +248,14 @@ class PeerInterest:
         held.update(interest.added)
         held.difference_update(interest.removed)
 
-    def expect(self, node: NodeAddress, channels: Iterable[str]) -> None:
-        """This node just forwarded a subscribe to `node`: count on it holding `channels` before
-        its own Interest says so."""
-        self._held.setdefault(node, set()).update(channels)
+    def expect(self, node: NodeAddress, channels: Iterable[str], now: float) -> None:
+        """This node just forwarded a subscribe to `node`: count on it holding `channels` for a
+        while, whatever else it says meanwhile."""
+        self._expire(now)
+        until = now + self.expect_seconds
+        for channel in channels:
+            self._expected[node, channel] = until
+            self._expiry.append((until, node, channel))
 
     def forget(self, node: NodeAddress) -> None:
         """`node` is down: nothing is known of it, and it is unsynced until its next full list."""
@@ -251,15 +265,32 @@ class PeerInterest:
     def synced(self, node: NodeAddress) -> bool:
         return node in self._synced
 
+    def holds(self, node: NodeAddress, channel: str) -> bool:
+        """What `node` said it holds (expectations aside)."""
+        return channel in self._held.get(node, _NO_NAMES)
+
     def channels_of(self, node: NodeAddress) -> frozenset[str]:
         return frozenset(self._held.get(node, ()))
 
-    def targets(self, channel: str, peers: Iterable[NodeAddress]) -> list[NodeAddress]:
-        """The peers a publish to `channel` goes to: those holding it, and those not synced."""
-        held, synced = self._held, self._synced
+    def targets(self, channel: str, peers: Iterable[NodeAddress], now: float) -> list[NodeAddress]:
+        """The peers a publish to `channel` goes to: those holding it or expected to, and those
+        not synced."""
+        self._expire(now)
+        held, synced, expected = self._held, self._synced, self._expected
         return [
-            peer for peer in peers if peer not in synced or channel in held.get(peer, _NO_NAMES)
+            peer
+            for peer in peers
+            if peer not in synced
+            or channel in held.get(peer, _NO_NAMES)
+            or (peer, channel) in expected
         ]
+
+    def _expire(self, now: float) -> None:
+        expiry, expected = self._expiry, self._expected
+        while expiry and expiry[0][0] <= now:
+            until, node, channel = expiry.popleft()
+            if expected.get((node, channel)) == until:  # not renewed since
+                del expected[node, channel]
 
 
 _NO_NAMES: frozenset[str] = frozenset()

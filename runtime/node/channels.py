@@ -8,9 +8,10 @@ link delivers each message once and in order, so every subscriber gets a publish
 publishes of one publisher in their order.
 
 Peers learn a node's channels from `Interest` news: the full list when a peer comes up (a new or
-restarted node), then each channel gained or lost. News a command causes travels in the same
-ordered batch as the command's forwards, so "subscribe, then publish" through one node reaches the
-new subscriber; a node forwarding a subscribe expects the owner to hold the channel at once.
+restarted node), then each channel gained or lost, sent as it happens and never waited for (a
+slow peer must hold up no command). A node forwarding a subscribe expects the owner to hold the
+channel from then on, for a while, whatever news crosses it (runtime/core/channels.py,
+PeerInterest), so "subscribe, then publish" through one node reaches the new subscriber.
 
 The tables are sans-I/O (runtime/core/channels.py); this module routes and sends.
 """
@@ -20,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Coroutine, Iterable
+from collections.abc import Container, Coroutine, Iterable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
 from runtime.core.channels import (
     ChannelTable,
+    Member,
     Membership,
     PeerInterest,
     SubscriptionRefused,
@@ -88,7 +90,7 @@ class ChannelHub:
 
     # Commands (called by the CommandRunner, in command order)
 
-    def subscribe(self, command: Subscribe, local_ids: Iterable[str], forwards: Forwards) -> None:
+    def subscribe(self, command: Subscribe, local_ids: Iterable[str]) -> None:
         """Subscribe the connections held here; raises CommandError (all or nothing for the
         command's local connections) when one is a GraphQL connection or a limit is reached."""
         entries = []
@@ -104,29 +106,37 @@ class ChannelHub:
             entries.append(entry.connection_id)  # the registry's string, kept by the table
         gained: list[str] = []
         joined: list[Membership] = []
-        done: list[tuple[str, list[str]]] = []
+        done: list[tuple[str, dict[str, Member | None]]] = []
+        channels = tuple(dict.fromkeys(command.channels))
         for connection_id in entries:
+            before = {name: self.table.members(name).get(connection_id) for name in channels}
             try:
                 subscribed = self.table.subscribe(
-                    connection_id, command.channels, command.user_info, command.presence_events
+                    connection_id, channels, command.user_info, command.presence_events
                 )
             except SubscriptionRefused as exc:
-                for undo_id, channels in done:  # all or nothing: undo this command's others
-                    self.table.unsubscribe(undo_id, channels)
+                self._undo(done)  # all or nothing: this command's other connections as they were
                 self.counters["subscriptionsRefused"] += 1
                 raise CommandError(str(exc)) from None
-            done.append((connection_id, [joining.channel for joining in subscribed.joined]))
+            done.append((connection_id, before))
             gained += subscribed.new_channels
             joined += subscribed.joined
         self.counters["subscriptions"] += len(joined)
-        marked, unmarked = self._mark_occupancy(entries, command.channels, command.occupancy_events)
-        news = Interest(self.address, (*gained, *marked), unmarked, False)
-        self._tell_peers(news, forwards)
+        marked, unmarked = self._mark_occupancy(entries, channels, command.occupancy_events)
+        self._tell_peers(Interest(self.address, (*gained, *marked), unmarked, False))
         self._presence("JOIN", joined)
 
-    def unsubscribe(
-        self, command: Unsubscribe, local_ids: Iterable[str], forwards: Forwards
-    ) -> None:
+    def _undo(self, done: list[tuple[str, dict[str, Member | None]]]) -> None:
+        for connection_id, before in done:
+            added = [name for name, member in before.items() if member is None]
+            self.table.unsubscribe(connection_id, added)
+            for name, member in before.items():
+                if member is not None:  # had it: its userInfo and flag as they were
+                    self.table.subscribe(
+                        connection_id, (name,), member.user_info, member.presence_events
+                    )
+
+    def unsubscribe(self, command: Unsubscribe, local_ids: Iterable[str]) -> None:
         lost: list[str] = []
         left: list[Membership] = []
         for connection_id in local_ids:
@@ -138,12 +148,12 @@ class ChannelHub:
             [membership.channel for membership in left],
             False,
         )
-        self._tell_peers(Interest(self.address, (), (*lost, *unmarked), False), forwards)
+        self._tell_peers(Interest(self.address, (), (*lost, *unmarked), False))
         self._presence("LEAVE", left, "unsubscribed")
 
     def expect(self, node: NodeAddress, command: Subscribe) -> None:
         """A subscribe went to `node`, which holds the connection: it holds the channels now."""
-        self.interest.expect(node, command.channels)
+        self.interest.expect(node, command.channels, self._now())
 
     def publish(self, command: ChannelPublish, *, from_peer: bool, forwards: Forwards) -> None:
         """Write to this node's subscribers; unless a peer sent it, forward it to the peers
@@ -151,7 +161,8 @@ class ChannelHub:
         members = self.table.members(command.channel)
         if members:
             frame = message_frame(command.payload, command.binary)
-            skip = command.except_ids
+            excepted = command.except_ids
+            skip: Container[str] = frozenset(excepted) if len(excepted) > 8 else excepted
             get = self.registry.get
             written = 0
             for connection_id in members:
@@ -163,7 +174,7 @@ class ChannelHub:
             self.counters["channelMessagesSent"] += written
         if from_peer or self.cluster is None:
             return
-        for peer in self.interest.targets(command.channel, self.cluster.peers()):
+        for peer in self.interest.targets(command.channel, self.cluster.peers(), self._now()):
             forwards.setdefault(peer, []).append(command)
             self.counters["channelPublishesForwarded"] += 1
 
@@ -195,6 +206,9 @@ class ChannelHub:
     def peer_down(self, peer: NodeAddress) -> None:
         self.interest.forget(peer)
 
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
     def stats(self) -> dict[str, int]:
         return {
             **self.counters,
@@ -220,7 +234,7 @@ class ChannelHub:
             channel
             for channel in self.occupancy
             if not any(
-                str(peer) < own and OCCUPANCY_MARK + channel in self.interest.channels_of(peer)
+                str(peer) < own and self.interest.holds(peer, OCCUPANCY_MARK + channel)
                 for peer in peers
             )
         ]
@@ -273,12 +287,11 @@ class ChannelHub:
 
     # News for peers
 
-    def _tell_peers(self, news: Interest, forwards: Forwards) -> None:
-        """News a command caused, in the same ordered batch as that command's forwards."""
-        if self.cluster is None or not (news.added or news.removed):
-            return
-        for peer in self.cluster.peers():
-            forwards.setdefault(peer, []).append(news)
+    def _tell_peers(self, news: Interest) -> None:
+        """News a command caused, sent now, ahead of the command's own forwards, and not waited
+        for: a slow peer must not hold up the command (nor the peer that forwarded it)."""
+        if news.added or news.removed:
+            self._announce(news)
 
     def _announce(self, news: Interest) -> None:
         if self.cluster is None:
@@ -295,7 +308,13 @@ class ChannelHub:
         """One forward: the link sends it at once, in order with every other message to that
         peer, and the peer applies all of it before the next command it carries out."""
         assert self.cluster is not None
-        if await self.cluster.forward(peer, messages):
+        cluster = self.cluster
+        try:
+            sent = await cluster.forward(peer, messages)
+        except ValueError:  # one message too large for the link: the parts one by one
+            parts = await asyncio.gather(*(cluster.forward(peer, [part]) for part in messages))
+            sent = all(parts)
+        if sent:
             self.counters["interestNewsSent"] += len(messages)
         # A peer that went down syncs in full when it comes back up.
 

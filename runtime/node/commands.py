@@ -148,9 +148,9 @@ class CommandRunner:
     ) -> None:
         command = route.command
         if isinstance(command, Subscribe):
-            self.channels.subscribe(command, route.local_ids, forwards)
+            self.channels.subscribe(command, route.local_ids)
         elif isinstance(command, Unsubscribe):
-            self.channels.unsubscribe(command, route.local_ids, forwards)
+            self.channels.unsubscribe(command, route.local_ids)
         elif isinstance(command, ChannelPublish):
             self.channels.publish(command, from_peer=from_peer, forwards=forwards)
 

@@ -52,9 +52,14 @@ class OccupancyReporter:
         channels = self.channels.occupancy_channels()
         if not channels:
             return
-        results = await asyncio.gather(*(self.presence.count(name) for name in channels))
+        results = await asyncio.gather(
+            *(self.presence.count(name) for name in channels), return_exceptions=True
+        )
         now = now_ms()
         for channel, result in zip(channels, results, strict=True):
+            if isinstance(result, BaseException):  # busy, or a failure: that channel only
+                self.counters["occupancyCountsFailed"] += 1
+                continue
             event = events.occupancy_event(
                 self.context, channel, result.page.count, result.partial, now
             )

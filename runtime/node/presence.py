@@ -142,7 +142,8 @@ class Presence:
         here = self._local(channel, after, limit)
         peers = []
         if self.cluster is not None:
-            peers = self.channels.interest.targets(channel, self.cluster.peers())
+            now = asyncio.get_running_loop().time()
+            peers = self.channels.interest.targets(channel, self.cluster.peers(), now)
         if not peers:
             return PresenceResult(merge_pages([here], limit))
         if len(self._pending) + len(peers) > self.max_pending:

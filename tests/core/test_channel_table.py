@@ -211,12 +211,12 @@ def test_one_channel_and_many_channels_keep_their_order_through_changes() -> Non
 
 def test_an_unsynced_peer_gets_every_publish() -> None:
     interest = PeerInterest()
-    assert interest.targets("room:1", PEERS) == list(PEERS)
+    assert interest.targets("room:1", PEERS, 0.0) == list(PEERS)
     assert not interest.synced(PEER_A)
     interest.apply(Interest(PEER_A, ("room:1",), (), True))
     assert interest.synced(PEER_A)
-    assert interest.targets("room:1", PEERS) == list(PEERS)
-    assert interest.targets("room:2", PEERS) == [PEER_B, PEER_C]
+    assert interest.targets("room:1", PEERS, 0.0) == list(PEERS)
+    assert interest.targets("room:2", PEERS, 0.0) == [PEER_B, PEER_C]
 
 
 def test_changes_add_and_remove_and_a_full_list_replaces() -> None:
@@ -225,27 +225,37 @@ def test_changes_add_and_remove_and_a_full_list_replaces() -> None:
     interest.apply(Interest(PEER_B, (), (), True))
     interest.apply(Interest(PEER_A, ("c",), ("a",), False))
     assert interest.channels_of(PEER_A) == frozenset({"b", "c"})
-    assert interest.targets("a", PEERS) == [PEER_C]  # only the unsynced one
-    assert interest.targets("c", PEERS) == [PEER_A, PEER_C]
+    assert interest.targets("a", PEERS, 0.0) == [PEER_C]  # only the unsynced one
+    assert interest.targets("c", PEERS, 0.0) == [PEER_A, PEER_C]
     interest.apply(Interest(PEER_A, ("z",), (), True))
     assert interest.channels_of(PEER_A) == frozenset({"z"})
-    assert interest.targets("c", PEERS) == [PEER_C]
-    assert interest.targets("z", (PEER_A, PEER_B)) == [PEER_A]
+    assert interest.targets("c", PEERS, 0.0) == [PEER_C]
+    assert interest.targets("z", (PEER_A, PEER_B), 0.0) == [PEER_A]
     # A change from a peer not yet synced is kept; it stays a target of everything.
     interest.apply(Interest(PEER_C, ("q",), (), False))
     assert interest.channels_of(PEER_C) == frozenset({"q"})
-    assert interest.targets("nothing", PEERS) == [PEER_C]
+    assert interest.targets("nothing", PEERS, 0.0) == [PEER_C]
 
 
-def test_expect_counts_on_a_forwarded_subscribe() -> None:
-    interest = PeerInterest()
-    interest.apply(Interest(PEER_A, (), (), True))
-    assert interest.targets("room:1", (PEER_A,)) == []
-    interest.expect(PEER_A, ("room:1", "room:2"))
-    assert interest.targets("room:1", (PEER_A,)) == [PEER_A]
-    assert interest.channels_of(PEER_A) == frozenset({"room:1", "room:2"})
-    interest.apply(Interest(PEER_A, (), ("room:2",), False))  # its own word wins
-    assert interest.targets("room:2", (PEER_A,)) == []
+def test_expect_counts_on_a_forwarded_subscribe_for_a_while() -> None:
+    """No news of the peer cancels an expectation (a removal racing the subscribe, a full list
+    taken before it); its end does, so a refused or GONE subscribe leaves nothing behind."""
+    interest = PeerInterest(expect_seconds=10.0)
+    interest.apply(Interest(PEER_A, ("room:2",), (), True))
+    assert interest.targets("room:1", (PEER_A,), 0.0) == []
+    interest.expect(PEER_A, ("room:1", "room:2"), 0.0)
+    assert interest.targets("room:1", (PEER_A,), 1.0) == [PEER_A]
+    assert interest.channels_of(PEER_A) == frozenset({"room:2"})  # what it said, alone
+    interest.apply(Interest(PEER_A, (), ("room:2",), False))  # its last member of room:2 left
+    interest.apply(Interest(PEER_A, (), (), True))  # a full list taken before the subscribe
+    assert interest.targets("room:2", (PEER_A,), 9.0) == [PEER_A]  # still expected
+    assert interest.targets("room:1", (PEER_A,), 9.9) == [PEER_A]
+    assert interest.targets("room:1", (PEER_A,), 10.0) == []  # expired: it never said so
+    interest.expect(PEER_A, ("room:3",), 20.0)
+    interest.expect(PEER_A, ("room:3",), 25.0)  # renewed
+    assert interest.targets("room:3", (PEER_A,), 31.0) == [PEER_A]
+    assert interest.targets("room:3", (PEER_A,), 35.0) == []
+    assert not interest._expected and not interest._expiry  # nothing left behind
 
 
 def test_forget_makes_a_peer_unknown_and_unsynced_again() -> None:
@@ -254,18 +264,18 @@ def test_forget_makes_a_peer_unknown_and_unsynced_again() -> None:
     interest.forget(PEER_A)
     assert not interest.synced(PEER_A)
     assert interest.channels_of(PEER_A) == frozenset()
-    assert interest.targets("b", (PEER_A,)) == [PEER_A]  # back up: it gets everything
+    assert interest.targets("b", (PEER_A,), 0.0) == [PEER_A]  # back up: it gets everything
     interest.apply(Interest(PEER_A, ("b",), (), True))
-    assert interest.targets("a", (PEER_A,)) == []
-    assert interest.targets("b", (PEER_A,)) == [PEER_A]
+    assert interest.targets("a", (PEER_A,), 0.0) == []
+    assert interest.targets("b", (PEER_A,), 0.0) == [PEER_A]
     interest.forget(PEER_B)  # never known: nothing to do
 
 
 def test_only_the_peers_given_are_targets() -> None:
     interest = PeerInterest()
     interest.apply(Interest(PEER_A, ("a",), (), True))
-    assert interest.targets("a", ()) == []
-    assert interest.targets("a", (PEER_B,)) == [PEER_B]  # unsynced
+    assert interest.targets("a", (), 0.0) == []
+    assert interest.targets("a", (PEER_B,), 0.0) == [PEER_B]  # unsynced
 
 
 # The full list, cut ----------------------------------------------------------------------------
