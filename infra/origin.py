@@ -46,6 +46,7 @@ ASSET_EXCLUDES = [
     "!/runtime/wire/connection_id.py",
     "!/runtime/wire/graphql_contract.py",  # the GraphQL key limits the SDK shares with the node
     "!/runtime/wire/graphql_ws.py",  # imported by graphql_contract.py
+    "!/runtime/wire/presence.py",  # the presence answers, for the SDK's PresenceClient
     "__pycache__/",
     "*.pyc",
     ".*_cache/",
