@@ -382,6 +382,10 @@ class PeerProtocol:
         """Members currently up, in the order given to `set_members` (broadcast targets)."""
         return self._membership.live_peers()
 
+    def reachable_peers(self) -> list[NodeAddress]:
+        """Members up or not yet heard from: a message to one of these may still arrive."""
+        return self._membership.reachable_peers()
+
     def tracked_peers(self) -> int:
         """How many remote nodes this core holds state for (bounded by max_peers)."""
         return len(self._membership.links)

@@ -174,7 +174,7 @@ class ChannelHub:
             self.counters["channelMessagesSent"] += written
         if from_peer or self.cluster is None:
             return
-        for peer in self.interest.targets(command.channel, self.cluster.peers(), self._now()):
+        for peer in self.interest.targets(command.channel, self.cluster.reachable(), self._now()):
             forwards.setdefault(peer, []).append(command)
             self.counters["channelPublishesForwarded"] += 1
 

@@ -103,6 +103,12 @@ class ClusterTransport(Protocol):
         """Nodes of the cluster other than this one, up or not: the only ones ever sent to."""
         ...
 
+    def reachable(self) -> Sequence[NodeAddress]:
+        """Members up, or not heard from yet (this node just started): all but those known down.
+        A publish to a channel goes to each whose channels are not known, so one taken in a
+        node's first moments misses no subscriber."""
+        ...
+
     async def forward(self, node: NodeAddress, commands: Sequence[PeerCommand]) -> bool:
         """True once `node` has the commands; False if it is unknown or down (then: GONE)."""
         ...

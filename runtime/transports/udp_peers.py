@@ -131,6 +131,9 @@ class UdpPeers(asyncio.DatagramProtocol):
     def members(self) -> frozenset[NodeAddress]:
         return self._members
 
+    def reachable(self) -> list[NodeAddress]:
+        return [peer for peer in self.core.reachable_peers() if peer != self.address]
+
     async def forward(self, node: NodeAddress, commands: Sequence[PeerCommand]) -> bool:
         if self.transport is None or self.transport.is_closing():
             return False

@@ -304,6 +304,8 @@ def test_three_nodes_all_to_all_with_loss_keep_per_peer_order() -> None:
     net = Net(*nodes, loss=0.1, duplicate=0.05, jitter=0.003, seed=5)
     for peer in nodes:
         peer.set_members([A, B, C], net.now)
+    # Not heard from yet, and not known down: reachable, though not up.
+    assert nodes[0].live_peers() == [] and nodes[0].reachable_peers() == [B, C]
     sent: dict[tuple[NodeAddress, NodeAddress], list[bytes]] = {}
     for source in nodes:
         for destination in (A, B, C):
@@ -556,6 +558,7 @@ def test_replays_do_not_keep_a_dead_member_up() -> None:
     assert down_by - killed < 3.0  # as if nothing had been replayed
     assert net.events[A][-1] == PeerDown(B)  # and no PeerUp after it
     assert a.live_peers() == []
+    assert a.reachable_peers() == []  # known down: not even a channel publish goes there
     assert a.stats["dropped_duplicate"] > 0
 
 

@@ -122,6 +122,9 @@ class MemoryClusterLink:
     def members(self) -> set[NodeAddress]:
         return set(self.peers())
 
+    def reachable(self) -> list[NodeAddress]:
+        return self.peers()
+
     async def forward(self, node: NodeAddress, commands: Sequence[PeerCommand]) -> bool:
         target = self.cluster.nodes.get(node)
         if target is None:

@@ -223,6 +223,10 @@ class Membership:
     def live_peers(self) -> list[NodeAddress]:
         return [link.address for link in self._members.values() if link.liveness.state == UP]
 
+    def reachable_peers(self) -> list[NodeAddress]:
+        """Members up, or not heard from yet (just started): all but those known down."""
+        return [link.address for link in self._members.values() if link.liveness.state != DOWN]
+
     def recently_down(self, link: PeerLink, now: float) -> bool:
         """Marked down less than down_after ago: new messages to it fail at once."""
         liveness = link.liveness
