@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Container, Coroutine, Iterable
+from dataclasses import replace
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -179,8 +180,11 @@ class ChannelHub:
             self.counters["channelPublishesForwarded"] += 1
 
     def apply(self, news: Interest) -> None:
-        """A peer's channels, as it told them."""
+        """A peer's channels, as it told them; a peer that just came up to this node asks for
+        this node's own list back (it may have restarted faster than this node noticed)."""
         self.interest.apply(news)
+        if news.full and news.answer_me and self.cluster is not None:
+            self._spawn(self._sync(news.node, answer_me=False))
 
     # The connection's life and the peers'
 
@@ -201,7 +205,7 @@ class ChannelHub:
         nothing of its (until its own full list arrives)."""
         self.interest.forget(peer)
         if self.cluster is not None:
-            self._spawn(self._sync(peer))
+            self._spawn(self._sync(peer, answer_me=True))
 
     def peer_down(self, peer: NodeAddress) -> None:
         self.interest.forget(peer)
@@ -299,10 +303,12 @@ class ChannelHub:
         for peer in self.cluster.peers():
             self._spawn(self._send(peer, [news]))
 
-    async def _sync(self, peer: NodeAddress) -> None:
+    async def _sync(self, peer: NodeAddress, *, answer_me: bool) -> None:
         """Every channel held here, read and sent in one step: news made later goes after it."""
         held = [*self.table.channels(), *(OCCUPANCY_MARK + name for name in self.occupancy)]
-        await self._send(peer, interest_messages(self.address, sorted(held)))
+        messages = interest_messages(self.address, sorted(held))
+        messages[0] = replace(messages[0], answer_me=answer_me)
+        await self._send(peer, messages)
 
     async def _send(self, peer: NodeAddress, messages: list[Interest]) -> None:
         """One forward: the link sends it at once, in order with every other message to that

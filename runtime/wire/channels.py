@@ -109,6 +109,9 @@ class Interest:
     added: tuple[str, ...]
     removed: tuple[str, ...] = ()
     full: bool = False
+    # With `full`: the sender has just come up to the receiver (it may have restarted faster
+    # than the receiver could notice), so the receiver answers with its own full list.
+    answer_me: bool = False
 
     action = "interest"
 

@@ -179,7 +179,8 @@ def _encode_channel_command(
         _append_sized(_joined_ids(command.except_ids), append)
         _append_sized(command.payload, append)
     else:
-        append(_FLAG.pack(INTEREST, command.full))
+        # Flags: 1 full, 2 answer with your full list (added later within version 1).
+        append(_FLAG.pack(INTEREST, command.full | command.answer_me << 1))
         _append_node(command.node, append)
         _append_sized(_joined_names(command.added), append)
         _append_sized(_joined_names(command.removed), append)
@@ -345,11 +346,14 @@ def _decode_channel_publish(data: bytes, offset: int) -> tuple[ChannelPublish, i
 
 
 def _decode_interest(data: bytes, offset: int) -> tuple[Interest, int]:
-    full = data[offset + 1]
+    flags = data[offset + 1]
     node, offset = _node_at(data, offset + 2)
     added, offset = _sized(data, offset)
     removed, offset = _sized(data, offset)
-    return Interest(node, _lines(added, "utf-8"), _lines(removed, "utf-8"), bool(full)), offset
+    interest = Interest(
+        node, _lines(added, "utf-8"), _lines(removed, "utf-8"), bool(flags & 1), bool(flags & 2)
+    )
+    return interest, offset
 
 
 def _decode_presence_ask(data: bytes, offset: int) -> tuple[PresenceAsk, int]:

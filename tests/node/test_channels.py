@@ -396,3 +396,31 @@ async def test_occupancy_events_for_channels_that_ask_from_one_node(cluster: Clu
     await origin.wait_for(lambda e: origin.of_type("OCCUPANCY")[-1]["count"] == remaining)
     for client in on_a + on_b:
         await client.close()
+
+
+async def test_a_node_restarted_faster_than_the_liveness_timeout_resyncs_both_ways(
+    cluster: Cluster,
+) -> None:
+    """The survivor sees no peer down and up (same address, new run), so it is the restarted
+    node's full list, asking for an answer, that makes both sides sync again."""
+    a, b, c = cluster.nodes
+    a_clients, a_ids = await clients_on(a, cluster.origin, 1)
+    await commands(a, subscribe(a_ids, "before"))
+    await wait_until(lambda: b.node.channels.interest.channels_of(a.node.address) == {"before"})
+    # b's process is replaced at once: same ports, empty tables, a new run of the peer protocol.
+    settings = b.service.settings
+    await b.service.stop()
+    await asyncio.sleep(0.1)  # the closed socket's port is free once the loop has run
+    restarted = await build_service(settings)
+    await restarted.start()
+    cluster.nodes[1] = b = RunningNode(restarted, cluster.origin)
+    await wait_until(lambda: b.node.channels.interest.synced(a.node.address), 10)
+    assert b.node.channels.interest.channels_of(a.node.address) == {"before"}
+    b_clients, b_ids = await clients_on(b, cluster.origin, 1)
+    await commands(b, subscribe(b_ids, "after"))
+    await wait_until(lambda: "after" in a.node.channels.interest.channels_of(b.node.address))
+    await commands(c, publish("after", "to the restarted node"), publish("before", "to a"))
+    assert await received(b_clients[0], 1) == ["to the restarted node"]
+    assert await received(a_clients[0], 1) == ["to a"]
+    for client in a_clients + b_clients:
+        await client.close()

@@ -104,6 +104,7 @@ def test_the_channel_kinds_round_trip_among_the_others() -> None:
         Interest(NODE, (), ("room:1",), False),
         Interest(NodeAddress("fd00::1", 65535), ("ü",), ("a", "b"), False),
         Interest(NODE, (), (), True),  # a node that holds nothing says so
+        Interest(NODE, ("room:1",), (), True, True),  # just up to the receiver: answer me
         Broadcast(b"all", True),
     ]
     assert decode_forwarded(encode_forwarded(commands)) == commands
