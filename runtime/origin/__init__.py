@@ -17,9 +17,11 @@ from runtime.origin.client import (
     PublishFailure,
 )
 from runtime.origin.events import (
+    ChannelEvent,
     CommandBuffer,
     EventFormatError,
     GatewayRecord,
+    channel_event,
     event_type,
     gateway_handler,
     lazy_handler,
@@ -41,6 +43,7 @@ __all__ = [
     "ApiGatewayOrigin",
     "ApiGatewaySettings",
     "ChannelCount",
+    "ChannelEvent",
     "ChannelMember",
     "ChannelRules",
     "CommandBuffer",
@@ -55,6 +58,7 @@ __all__ = [
     "PresenceClient",
     "PresenceError",
     "PublishFailure",
+    "channel_event",
     "event_type",
     "gateway_handler",
     "lazy_handler",

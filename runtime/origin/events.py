@@ -146,8 +146,49 @@ def read_events(lambda_event: Mapping[str, Any]) -> list[Event]:
 
 
 def event_type(event: Mapping[str, Any]) -> str:
-    """CONNECT, MESSAGE, DISCONNECT, KEEPALIVE, GONE, or (channels) JOIN or LEAVE."""
+    """CONNECT, MESSAGE, DISCONNECT, KEEPALIVE, GONE, or (channels) JOIN, LEAVE or OCCUPANCY."""
     return str(event["requestContext"]["eventType"])
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    """A JOIN, LEAVE or OCCUPANCY event, read: `connection_id`, `user_info` and (LEAVE)
+    `reason` for the first two, `count` and `partial` for OCCUPANCY."""
+
+    kind: str
+    channel: str
+    connection_id: str | None = None
+    user_info: Any = None
+    reason: str | None = None
+    count: int | None = None
+    partial: bool = False
+
+
+def channel_event(event: Mapping[str, Any]) -> ChannelEvent:
+    """The channel fields of a JOIN, LEAVE or OCCUPANCY event; EventFormatError for any other."""
+    context = event.get("requestContext")
+    kind = context.get("eventType") if isinstance(context, Mapping) else None
+    if kind not in ("JOIN", "LEAVE", "OCCUPANCY") or not isinstance(context, Mapping):
+        raise EventFormatError(f"not a JOIN, LEAVE or OCCUPANCY event (eventType {kind!r})")
+    channel = context.get("channel")
+    if not isinstance(channel, str):
+        raise EventFormatError(f"{kind} event has no channel (got {_preview(channel)})")
+    if kind == "OCCUPANCY":
+        count = event.get("count")
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise EventFormatError(f"OCCUPANCY event has no count (got {_preview(count)})")
+        return ChannelEvent(kind, channel, count=count, partial=event.get("partial") is True)
+    connection_id = context.get("connectionId")
+    if not isinstance(connection_id, str):
+        raise EventFormatError(f"{kind} event has no connectionId")
+    reason = context.get("reason")
+    return ChannelEvent(
+        kind,
+        channel,
+        connection_id,
+        event.get("userInfo"),
+        reason if isinstance(reason, str) else None,
+    )
 
 
 def message_data(event: Mapping[str, Any]) -> str | bytes:

@@ -350,3 +350,36 @@ def test_channel_commands_pack_within_the_bound_and_lose_nothing(max_bytes: int)
     assert all(c["userInfo"] == {"n": "é"} for c in unpacked if c["action"] == "subscribe")
     left = [i for c in unpacked if c["action"] == "unsubscribe" for i in c["connectionIds"]]
     assert left == ids[:77]
+
+
+def test_channel_events_read_typed() -> None:
+    from runtime.origin import ChannelEvent, EventFormatError, channel_event
+
+    join = {
+        "requestContext": {"eventType": "JOIN", "channel": "room:1", "connectionId": "c1"},
+        "userInfo": {"name": "Ada"},
+    }
+    assert channel_event(join) == ChannelEvent("JOIN", "room:1", "c1", {"name": "Ada"})
+    leave = {
+        "requestContext": {
+            "eventType": "LEAVE",
+            "channel": "room:1",
+            "connectionId": "c1",
+            "reason": "disconnected",
+        }
+    }
+    assert channel_event(leave).reason == "disconnected"
+    assert channel_event(leave).user_info is None
+    occupancy = {"requestContext": {"eventType": "OCCUPANCY", "channel": "r"}, "count": 42}
+    assert channel_event(occupancy) == ChannelEvent("OCCUPANCY", "r", count=42)
+    partial = {**occupancy, "partial": True}
+    assert channel_event(partial).partial
+    for bad in (
+        {"requestContext": {"eventType": "MESSAGE"}},
+        {"requestContext": {"eventType": "JOIN", "connectionId": "c1"}},
+        {"requestContext": {"eventType": "OCCUPANCY", "channel": "r"}, "count": "42"},
+        {"requestContext": {"eventType": "LEAVE", "channel": "r"}},
+        {"nothing": 1},
+    ):
+        with pytest.raises(EventFormatError):
+            channel_event(bad)
