@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,16 +34,38 @@ def pick_cpus(no_pin: bool, roles: Sequence[str]) -> tuple[bool, dict[str, int |
     return True, {role: cpus[min(i, len(cpus) - 1)] for i, role in enumerate(roles)}
 
 
+def _ephemeral_low() -> int:
+    """Where the kernel's ephemeral ports begin (outgoing connections draw from there on)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# A port for a child to listen on, picked below the ephemeral range: one picked by binding port
+# 0 comes from that range, and a bench opening thousands of client connections may take it for
+# one of them before the child binds it ("address already in use").
+_LISTEN_PORTS = (20_000, max(20_001, _ephemeral_low() - 1))
+
+
+def _unused_port(kind: int) -> int:
+    for _ in range(1000):
+        port = random.randint(*_LISTEN_PORTS)
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {_LISTEN_PORTS[0]} and {_LISTEN_PORTS[1]}")
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return _unused_port(socket.SOCK_STREAM)
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return _unused_port(socket.SOCK_DGRAM)
 
 
 class Child:

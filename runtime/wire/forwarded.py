@@ -37,6 +37,9 @@ asking node's wait ends at its bound. They are only ever built by nodes, never f
 The channel kinds (subscribe, unsubscribe, channel publish, interest) came later within version 1
 the same way: an older node refuses a batch holding one, and never hears of channels. So did
 the presence ask and answer: an older node's members are missing from presence answers (partial).
+
+Longer than 400 lines because every kind's layout, encoder and decoder must agree byte for byte,
+and reading them side by side in one module is how that is checked.
 """
 
 from __future__ import annotations
