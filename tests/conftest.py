@@ -60,9 +60,14 @@ class RunningNode:
         return f"http://{host}:{port}"
 
     @property
-    def commands_url(self) -> str:
+    def listener_url(self) -> str:
+        """The command listener (/commands, presence, @connections)."""
         assert self.service.commands is not None
-        return f"http://127.0.0.1:{self.service.commands.port}/commands"
+        return f"http://127.0.0.1:{self.service.commands.port}"
+
+    @property
+    def commands_url(self) -> str:
+        return f"{self.listener_url}/commands"
 
     async def post_commands(
         self, body: Any, token: str | None = TOKEN

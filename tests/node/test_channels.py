@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from runtime.node.service import build_service
 from runtime.wire.connection_id import NodeAddress
 from tests.conftest import RunningNode, node_settings
 from tests.origin_server import RecordingOrigin
-from tests.transports.test_udp_peers import free_udp_port
+from tests.transports.test_udp_peers import free_udp_port, wait_until
 from tests.udp_proxy import FaultyUdpProxy
 
 SECRET = "channel-test-secret-0123456789"
@@ -77,14 +76,6 @@ async def cluster(origin: RecordingOrigin) -> AsyncIterator[Cluster]:
         await node.service.stop()
     for proxy in proxies:
         proxy.close()
-
-
-async def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 async def clients_on(

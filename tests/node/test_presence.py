@@ -28,18 +28,13 @@ from tests.origin_server import RecordingOrigin
 __all__ = ["cluster"]  # the fixture, shared with the channel tests
 
 
-def base_url(node: RunningNode) -> str:
-    assert node.service.commands is not None
-    return f"http://127.0.0.1:{node.service.commands.port}"
-
-
 async def get(
     node: RunningNode, path: str, token: str | None = TOKEN, method: str = "GET"
 ) -> tuple[int, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
         aiohttp.ClientSession() as session,
-        session.request(method, base_url(node) + path, headers=headers) as response,
+        session.request(method, node.listener_url + path, headers=headers) as response,
     ):
         return response.status, json.loads(await response.read())
 

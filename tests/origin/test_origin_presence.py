@@ -10,7 +10,7 @@ import pytest
 
 from runtime.origin import ChannelCount, ChannelMember, PresenceClient, PresenceError
 from runtime.wire.channels import ChannelRules
-from tests.conftest import TOKEN, RunningNode, StartNode
+from tests.conftest import TOKEN, StartNode
 from tests.doubles.memory import MemoryOrigin
 from tests.node.test_channels import (
     Cluster,
@@ -25,11 +25,6 @@ from tests.node.test_presence import known_everywhere
 __all__ = ["cluster"]  # the fixture, shared with the channel tests
 
 
-def listener(node: RunningNode) -> str:
-    assert node.service.commands is not None
-    return f"http://127.0.0.1:{node.service.commands.port}"
-
-
 async def test_count_and_members_of_one_node(start_node: StartNode) -> None:
     node = await start_node()
     assert isinstance(node.origin, MemoryOrigin)
@@ -39,7 +34,7 @@ async def test_count_and_members_of_one_node(start_node: StartNode) -> None:
         subscribe(ids[:2], "room/1", userInfo={"name": "Ann", "tags": ["x"]}),
         subscribe(ids[2:], "room/1"),
     )
-    client = PresenceClient(listener(node) + "/", TOKEN)
+    client = PresenceClient(node.listener_url + "/", TOKEN)
     assert await asyncio.to_thread(client.count, "room/1") == ChannelCount("room/1", 5)
     assert await asyncio.to_thread(client.count, "empty") == ChannelCount("empty", 0)
     expected = [
@@ -69,18 +64,20 @@ async def test_count_and_members_of_one_node(start_node: StartNode) -> None:
 
 async def test_bad_calls_fail_with_the_reason(start_node: StartNode) -> None:
     node = await start_node()
-    client = PresenceClient(listener(node), TOKEN)
+    client = PresenceClient(node.listener_url, TOKEN)
     with pytest.raises(ValueError, match="holds ' '"):
         client.count("bad name")  # checked before any request
     with pytest.raises(ValueError, match="1 to 8 characters"):
-        PresenceClient(listener(node), TOKEN, rules=ChannelRules(max_name_length=8)).count("x" * 9)
+        PresenceClient(node.listener_url, TOKEN, rules=ChannelRules(max_name_length=8)).count(
+            "x" * 9
+        )
     for limit in (0, 1001, True, 2.5):
         with pytest.raises(ValueError, match="limit"):
             client.page("room", limit=limit)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="http"):
         PresenceClient("ftp://node:21")
     with pytest.raises(PresenceError) as refused:
-        await asyncio.to_thread(PresenceClient(listener(node), "wrong").count, "room")
+        await asyncio.to_thread(PresenceClient(node.listener_url, "wrong").count, "room")
     assert refused.value.status == 401 and "token" in refused.value.message
     with pytest.raises(PresenceError) as bad_cursor:
         await asyncio.to_thread(client.page, "room", "not a cursor")
@@ -93,7 +90,7 @@ async def test_members_across_three_nodes(cluster: Cluster) -> None:
     await commands(cluster.nodes[1], subscribe(ids, "lobby", userInfo={"v": 1}))
     await wait_until(lambda: known_everywhere(cluster, "lobby"))
     for node in cluster.nodes:
-        client = PresenceClient(listener(node), TOKEN)
+        client = PresenceClient(node.listener_url, TOKEN)
         counted = await asyncio.to_thread(client.count, "lobby")
         assert counted == ChannelCount("lobby", 9)
         members = await asyncio.to_thread(lambda c=client: list(c.members("lobby", 4)))

@@ -86,7 +86,7 @@ async def pair(origin: RecordingOrigin) -> AsyncIterator[Pair]:
     to_b.close()
 
 
-async def wait_until(condition: Any, timeout: float = 5.0) -> None:
+async def wait_until(condition: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
